@@ -1,0 +1,156 @@
+"""save_pretrained / from_pretrained / push_to_hub: exact, strict, offline."""
+
+import json
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from tsnet_hf import CheckpointError, ConfigError, TSNet, TSNetConfig, tiny_config
+
+from test_model import random_inputs, seeded_model
+
+
+@pytest.fixture
+def saved(tmp_path):
+    config = tiny_config("body", combine="matting", authors_mean_bgr=(1.0, 2.0, 3.0))
+    model = seeded_model(config, seed=3)
+    folder = tmp_path / "checkpoint"
+    model.save_pretrained(folder)
+    return model, folder
+
+
+def test_save_writes_config_weights_and_card(saved):
+    model, folder = saved
+    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    assert json.loads((folder / "config.json").read_text()) == json.loads(json.dumps(model.config.to_dict()))
+    card = (folder / "README.md").read_text()
+    for needle in ("library_name: tsnet-hf", "license: mit", "motion-retargeting", "WACV2023",
+                   "## Intended use", "## Misuse", "fake news", "| combine | matting |"):
+        assert needle in card, needle
+
+
+def test_round_trip_is_exact_offline(saved, monkeypatch):
+    from huggingface_hub import constants
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    model, folder = saved
+    loaded = TSNet.from_pretrained(folder)
+    assert loaded.config == model.config
+    assert isinstance(loaded.config.authors_mean_bgr, tuple)
+    subject, subject_masks, driving_masks = random_inputs(model.config, frames=2, driving=3)
+    with torch.no_grad():
+        expected = model(subject, subject_masks, driving_masks)
+        got = loaded(subject, subject_masks, driving_masks)
+    assert (expected.image - got.image).abs().max() == 0
+    assert (expected.warped - got.warped).abs().max() == 0
+
+
+def test_fp16_checkpoint_loads(tmp_path):
+    model = seeded_model(tiny_config("face"))
+    model.half().save_pretrained(tmp_path)
+    assert load_file(str(tmp_path / "model.safetensors"))["decoder.head.1.weight"].dtype == torch.float16
+    loaded = TSNet.from_pretrained(tmp_path)
+    assert loaded.decoder.head[1].weight.dtype == torch.float32
+    assert torch.equal(loaded.decoder.head[1].weight, model.decoder.head[1].weight.float())
+
+
+def edit_config(folder, change):
+    values = json.loads((folder / "config.json").read_text())
+    change(values)
+    (folder / "config.json").write_text(json.dumps(values))
+
+
+def test_config_with_unknown_or_missing_field_is_refused(saved):
+    _, folder = saved
+    edit_config(folder, lambda v: v.update(heads=8))
+    with pytest.raises(ConfigError, match="unknown field.*heads"):
+        TSNet.from_pretrained(folder)
+    edit_config(folder, lambda v: (v.pop("heads"), v.pop("temperature")))
+    with pytest.raises(ConfigError, match="missing field.*temperature"):
+        TSNet.from_pretrained(folder)
+    (folder / "config.json").write_text("{not json")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        TSNet.from_pretrained(folder)
+
+
+def test_weights_with_missing_or_unexpected_keys_are_refused(saved):
+    _, folder = saved
+    state = load_file(str(folder / "model.safetensors"))
+    extra = {**state, "decoder.extra.weight": torch.zeros(1)}
+    save_file(extra, str(folder / "model.safetensors"))
+    with pytest.raises(CheckpointError, match="1 unexpected"):
+        TSNet.from_pretrained(folder)
+    state.pop("decoder.head.1.bias")
+    save_file(state, str(folder / "model.safetensors"))
+    with pytest.raises(CheckpointError, match="1 missing"):
+        TSNet.from_pretrained(folder)
+
+
+def test_wrong_shapes_are_refused(saved):
+    _, folder = saved
+    edit_config(folder, lambda v: v.update(base_channels=16))
+    with pytest.raises(CheckpointError, match="has shape"):
+        TSNet.from_pretrained(folder)
+
+
+def test_pickle_is_never_loaded(saved):
+    model, folder = saved
+    torch.save(model.state_dict(), folder / "model.safetensors")
+    with pytest.raises(CheckpointError, match="not a readable safetensors file"):
+        TSNet.from_pretrained(folder)
+
+
+def test_missing_folder_and_offline_hub_id_fail_fast(tmp_path, monkeypatch):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        TSNet.from_pretrained(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="no config.json"):
+        TSNet.from_pretrained(tmp_path / "empty")
+    from huggingface_hub import constants
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    start = time.perf_counter()
+    with pytest.raises(CheckpointError, match="Cannot download 'someone/tsnet-face'"):
+        TSNet.from_pretrained("someone/tsnet-face", cache_dir=tmp_path / "cache")
+    assert time.perf_counter() - start < 5
+
+
+def test_unreachable_hub_fails_fast(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", "https://127.0.0.1:9")  # nothing listens on the discard port
+    start = time.perf_counter()
+    with pytest.raises(CheckpointError, match="Cannot reach the Hugging Face Hub"):
+        TSNet.from_pretrained("someone/tsnet-face", cache_dir=tmp_path)
+    assert time.perf_counter() - start < 5
+
+
+def test_push_to_hub_uploads_a_loadable_folder(tmp_path, monkeypatch):
+    """push_to_hub is the mixin's: it saves the folder and uploads it (HfApi replaced by a recorder)."""
+    import shutil
+
+    import huggingface_hub.hub_mixin as hub_mixin
+
+    uploaded = tmp_path / "uploaded"
+
+    class RecordingApi:
+        def __init__(self, token=None):
+            pass
+
+        def create_repo(self, repo_id, private=None, exist_ok=False):
+            return type("Repo", (), {"repo_id": repo_id})()
+
+        def upload_folder(self, repo_id, folder_path, **kwargs):
+            shutil.copytree(folder_path, uploaded)
+            return f"https://huggingface.co/{repo_id}/commit/0"
+
+    monkeypatch.setattr(hub_mixin, "HfApi", RecordingApi)
+    model = seeded_model(tiny_config("face"))
+    assert model.push_to_hub("me/tsnet-tiny").endswith("commit/0")
+    assert TSNet.from_pretrained(uploaded).config == model.config
+
+
+def test_config_json_round_trip_keeps_types():
+    config = TSNetConfig(authors_mean_bgr=(1, 2, 3))
+    again = TSNetConfig.from_dict(json.loads(json.dumps(config.to_dict())))
+    assert again == config and isinstance(again.authors_mean_bgr, tuple)

@@ -1,0 +1,256 @@
+"""The generator: shapes, gradients, two-step = one-shot, mask-aware similarity, grid convention."""
+
+import re
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from tsnet_hf import InputError, TSNet, TSNetConfig, paper_config, small_config, tiny_config
+from tsnet_hf.similarity import (allowed_pairs, box_membership, boxes_from_masks, dense_reference_grid,
+                                 regular_grid, sampling_grid)
+
+
+def random_masks(*shape, channels, size, seed=0):
+    """One-hot masks with a random blob of drawn pixels (channels 1..C-1) in a random box."""
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.zeros(*shape, size, size, dtype=torch.long)
+    flat = labels.view(-1, size, size)
+    for i in range(flat.shape[0]):
+        x0, y0 = torch.randint(0, size // 2, (2,), generator=generator).tolist()
+        x1, y1 = x0 + size // 4 + i % 5, y0 + size // 3
+        flat[i, y0:y1, x0:x1] = torch.randint(1, channels, (y1 - y0, x1 - x0), generator=generator)
+    return torch.nn.functional.one_hot(labels, channels).movedim(-1, -3).float()
+
+
+def random_inputs(config, batch=1, frames=3, driving=2, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    size, channels = config.image_size, config.mask_channels
+    subject = torch.rand(batch, frames, 3, size, size, generator=generator) * 2 - 1
+    return (subject, random_masks(batch, frames, channels=channels, size=size, seed=seed),
+            random_masks(driving, channels=channels, size=size, seed=seed + 1))
+
+
+def seeded_model(config, seed=0):
+    torch.manual_seed(seed)
+    return TSNet(config).eval()
+
+
+@pytest.mark.parametrize("mode", ["face", "body"])
+@pytest.mark.parametrize("frames", [1, 3, 5])
+def test_output_shapes(mode, frames):
+    config = tiny_config(mode)
+    model = seeded_model(config)
+    subject, subject_masks, driving_masks = random_inputs(config, frames=frames, driving=4)
+    with torch.no_grad():
+        out = model(subject, subject_masks, driving_masks)
+    size, cells = config.image_size, config.feature_size
+    assert out.image.shape == (4, 3, size, size)
+    assert out.grid.shape == (4, frames, cells, cells, 2)
+    assert out.warped.shape == (4, frames, 3, size, size)
+    assert out.image.abs().max() <= 1
+    assert config.mask_channels == (2 if mode == "face" else 36)
+
+
+def test_paper_config_size():
+    model = TSNet()
+    count = sum(p.numel() for p in model.parameters())
+    assert round(count / 1e6, 1) == 86.0
+    parts = {name: sum(p.numel() for p in getattr(model, name).parameters()) / 1e6
+             for name in ("image_encoder", "mask_encoder", "fusion", "decoder")}
+    assert round(parts["image_encoder"], 1) == 44.1
+    assert round(parts["mask_encoder"], 1) == 1.6
+    assert round(parts["fusion"], 1) == 19.4
+    assert round(parts["decoder"], 1) == 21.0
+
+
+def test_small_preset_fits_shipping_budget():
+    for mode in ("face", "body"):
+        model = TSNet(small_config(mode))
+        fp16_bytes = sum(p.numel() for p in model.parameters()) * 2
+        assert fp16_bytes <= 45e6
+
+
+@pytest.mark.parametrize("branches,combine", [("ts", "concat"), ("ts", "matting"), ("t", "concat"), ("s", "concat")])
+def test_gradients_reach_every_parameter(branches, combine):
+    config = tiny_config("face", branches=branches, combine=combine)
+    model = seeded_model(config).train()
+    subject, subject_masks, driving_masks = random_inputs(config, batch=2, frames=2, driving=2)
+    out = model(subject, subject_masks, driving_masks)
+    loss = out.image.square().mean()
+    if out.warped is not None:
+        loss = loss + out.warped.abs().mean()
+    loss.backward()
+    for name, parameter in model.named_parameters():
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+    if branches == "s":
+        assert out.grid is None and out.warped is None
+    if combine == "matting":
+        assert out.alpha.shape == (2, 1, config.feature_size, config.feature_size)
+
+
+def test_two_step_equals_one_shot():
+    config = tiny_config("face", image_size=128)
+    model = seeded_model(config)
+    subject, subject_masks, driving_masks = random_inputs(config, frames=3, driving=5)
+    with torch.no_grad():
+        memory = model.encode_subject(subject, subject_masks)
+        batched = model.generate(memory, driving_masks)
+        for i in range(5):
+            single = model(subject, subject_masks, driving_masks[i:i + 1])
+            assert (single.image[0] - batched.image[i]).abs().max() < 1e-5
+            assert (single.grid[0] - batched.grid[i]).abs().max() < 1e-5
+            assert (single.warped[0] - batched.warped[i]).abs().max() < 1e-5
+
+
+def test_subject_sets_are_grouped():
+    """With B subject sets and N = B*T driving masks, mask n uses set n // T."""
+    config = tiny_config("face")
+    model = seeded_model(config)
+    subject, subject_masks, driving_masks = random_inputs(config, batch=2, frames=2, driving=4)
+    with torch.no_grad():
+        grouped = model(subject, subject_masks, driving_masks).image
+        second = model(subject[1:], subject_masks[1:], driving_masks[2:]).image
+    assert (grouped[2:] - second).abs().max() < 1e-5
+
+
+# ----- mask-aware similarity ---------------------------------------------------------------------
+
+def random_sets(num, frames, positions, generator, inside_rate):
+    driving = torch.rand(num, positions, generator=generator) < inside_rate
+    subject = torch.rand(1, frames, positions, generator=generator) < inside_rate
+    return driving, subject
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_mask_aware_equals_dense_reference(seed):
+    generator = torch.Generator().manual_seed(seed)
+    num, frames, channels, h, w = 3, 2, 16, 8, 8
+    driving = torch.randn(num, channels, h, w, generator=generator)
+    subject = torch.randn(1, frames, channels, h, w, generator=generator)
+    driving_inside, subject_inside = random_sets(num, frames, h * w, generator, 0.4)
+    for temperature in (1.0, 100.0):
+        fast = sampling_grid(driving, subject, driving_inside, subject_inside, temperature)
+        reference = dense_reference_grid(driving, subject, driving_inside, subject_inside, temperature)
+        assert (fast - reference).abs().max() < 1e-5
+
+
+def test_mask_aware_handles_empty_sides():
+    generator = torch.Generator().manual_seed(0)
+    driving = torch.randn(2, 8, 4, 4, generator=generator)
+    subject = torch.randn(1, 2, 8, 4, 4, generator=generator)
+    cases = [
+        (torch.zeros(2, 16, dtype=torch.bool), torch.rand(1, 2, 16, generator=generator) < 0.5),  # no driving box
+        (torch.rand(2, 16, generator=generator) < 0.5, torch.zeros(1, 2, 16, dtype=torch.bool)),  # no subject box
+        (torch.ones(2, 16, dtype=torch.bool), torch.ones(1, 2, 16, dtype=torch.bool)),  # boxes cover all
+        (torch.rand(2, 16, generator=generator) < 0.5, torch.ones(1, 2, 16, dtype=torch.bool)),  # no outside
+    ]
+    for driving_inside, subject_inside in cases:
+        fast = sampling_grid(driving, subject, driving_inside, subject_inside, 10.0)
+        reference = dense_reference_grid(driving, subject, driving_inside, subject_inside, 10.0)
+        assert torch.isfinite(fast).all()
+        assert (fast - reference).abs().max() < 1e-5
+        # every driving position has at least one allowed subject position
+        assert allowed_pairs(driving_inside, subject_inside).any(dim=-1).all()
+
+
+def box_inside(h, w, rows, cols):
+    inside = torch.zeros(h, w, dtype=torch.bool)
+    inside[:rows, :cols] = True
+    return inside.flatten()
+
+
+def test_mask_aware_flops_fall_with_box_areas():
+    """Counted multiply-adds of the similarity = (a_z a_y + (1-a_z)(1-a_y)) x the dense product's."""
+    channels, h, w = 32, 16, 16
+    driving = torch.randn(1, channels, h, w)
+    subject = torch.randn(1, 1, channels, h, w)
+
+    def counted(driving_inside, subject_inside, mask_aware=True):
+        with FlopCounterMode(display=False) as counter:
+            sampling_grid(driving, subject, driving_inside, subject_inside, 100.0, mask_aware=mask_aware)
+        return counter.get_total_flops()
+
+    dense = counted(None, None, mask_aware=False)
+    for (zr, zc), (yr, yc) in [((8, 8), (8, 8)), ((12, 10), (6, 9)), ((16, 4), (10, 10))]:
+        inside_z, inside_y = box_inside(h, w, zr, zc)[None], box_inside(h, w, yr, yc)[None, None]
+        a_z, a_y = zr * zc / (h * w), yr * yc / (h * w)
+        expected = a_z * a_y + (1 - a_z) * (1 - a_y)
+        # the similarity (L x L x C) dominates; the grid average (L x L x 2) scales the same way
+        assert counted(inside_z, inside_y) / dense == pytest.approx(expected, rel=1e-6)
+    assert counted(box_inside(h, w, 8, 8)[None], box_inside(h, w, 8, 8)[None, None]) < 0.7 * dense
+
+
+def test_identity_features_give_identity_warp():
+    """One grid convention: identical features, high temperature -> identity grid and warp."""
+    generator = torch.Generator().manual_seed(0)
+    channels, h, w = 64, 16, 16
+    features = torch.randn(1, channels, h, w, generator=generator)
+    inside = box_inside(h, w, 10, 12)
+    grid = sampling_grid(features, features[:, None], inside[None], inside[None, None], temperature=1000.0)
+    identity = regular_grid(h, w).reshape(h, w, 2)
+    width_error = (grid[0, 0] - identity).abs().max() / 2  # grid spans 2 units over the image width
+    assert width_error < 1e-3
+
+    from tsnet_hf.modeling import patch_warp
+    frames = torch.rand(1, 1, 3, 8 * h, 8 * w, generator=generator)
+    assert (patch_warp(frames, grid) - frames).abs().max() < 1e-3
+    features_warped = torch.nn.functional.grid_sample(features, grid[:, 0], align_corners=False)
+    assert (features_warped - features).abs().max() < 1e-3
+
+
+def test_boxes_from_masks():
+    masks = torch.zeros(2, 2, 64, 64)
+    masks[:, 0] = 1
+    masks[0, 0, 10:20, 30:40], masks[0, 1, 10:20, 30:40] = 0, 1
+    boxes = boxes_from_masks(masks, margin=1 / 16)
+    assert boxes[0].tolist() == [26.0, 6.0, 44.0, 24.0]
+    assert boxes[1].tolist() == [0.0, 0.0, 0.0, 0.0]  # empty mask, empty box
+    inside = box_membership(boxes, (64, 64), (8, 8))
+    assert inside[1].sum() == 0
+    assert inside[0].view(8, 8)[1, 4] and not inside[0].view(8, 8)[5, 5]
+
+
+# ----- bad input ----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny():
+    return seeded_model(tiny_config("face"))
+
+
+def test_bad_input_raises_one_clear_error(tiny):
+    subject, subject_masks, driving_masks = random_inputs(tiny.config, frames=2, driving=2)
+    bad = {
+        "must have shape": (subject[0], subject_masks, driving_masks),
+        "K = 0": (subject[:, :0], subject_masks[:, :0], driving_masks),
+        "3 (RGB) channels": (subject[:, :, :2], subject_masks, driving_masks),
+        "2-channel one-hot": (subject, subject_masks, driving_masks[:, :1].expand(-1, 3, -1, -1)),
+        "NaN or infinite": (subject.clone().fill_(float("nan")), subject_masks, driving_masks),
+        "multiples of 8": (subject[..., :60, :60], subject_masks[..., :60, :60], driving_masks),
+        "use one frame size": (subject, subject_masks, driving_masks[..., :32, :32]),
+    }
+    for message, args in bad.items():
+        with pytest.raises(InputError, match=re.escape(message)):
+            tiny(*args)
+    with pytest.raises(InputError, match="subject boxes"):
+        tiny(subject, subject_masks, driving_masks, subject_boxes=torch.zeros(3))
+    with pytest.raises(InputError, match="floating-point"):
+        tiny(subject, subject_masks.long(), driving_masks)
+
+
+def test_small_preset_runs_on_cpu():
+    config = small_config("face")
+    model = seeded_model(config)
+    subject, subject_masks, driving_masks = random_inputs(config, frames=3, driving=1)
+    with torch.no_grad():
+        out = model(subject, subject_masks, driving_masks)
+    assert out.image.shape == (1, 3, 256, 256) and torch.isfinite(out.image).all()
+
+
+def test_config_is_validated():
+    from tsnet_hf import ConfigError
+    for bad in (dict(branches="x"), dict(combine="add"), dict(image_size=100), dict(mask_channels=1),
+                dict(temperature=0), dict(encoder_blocks=-1), dict(mode="cat")):
+        with pytest.raises(ConfigError):
+            TSNetConfig(**bad)
+    assert paper_config("body").mask_channels == 36
