@@ -134,7 +134,8 @@ def test_converted_weights_reproduce_the_authors_outputs(tmp_path):
                                  [box_map(b, 64) for b in subject_boxes[0]], driving, box_map(driving_boxes[0], 64))
         theirs_rgb = ((theirs + mean).clamp(0, 1) * 2 - 1).flip(1)
     assert theirs_rgb.std() > 0.05  # a real image, not a constant
-    assert (ours - theirs_rgb).abs().max() < 1e-4
+    # float32 rounding only: our fusion conv is split in two sums (see FusionNet)
+    assert (ours - theirs_rgb).abs().max() < 5e-4 and (ours - theirs_rgb).abs().mean() < 1e-5
 
 
 def test_conversion_refuses_other_files(tmp_path):

@@ -64,15 +64,46 @@ class Encoder(nn.Module):
 
 
 class FusionNet(nn.Module):
-    """Synthesis branch Lambda: concat(subject feature, driving feature) -> res blocks -> 1x1 conv."""
+    """Synthesis branch Lambda: concat(subject feature, driving feature) -> res blocks -> 1x1 conv.
+
+    The first conv of the first block is linear in concat(e_k, f), so it splits into a subject half,
+    computed once per subject frame (`subject_part`, kept in the SubjectMemory), and a driving half,
+    computed once per driving frame instead of once per (driving, subject) pair. Same numbers as the
+    authors' network; at K = 3 it saves 13 of the fusion network's 59 GMAC per frame.
+    """
 
     def __init__(self, dim: int, num_blocks: int):
         super().__init__()
+        self.dim = dim
         self.blocks = nn.Sequential(*[ResBlock(2 * dim) for _ in range(num_blocks)])
         self.proj = nn.Conv2d(2 * dim, dim, 1)
 
-    def forward(self, subject_features, driving_features):
-        return self.proj(self.blocks(torch.cat([subject_features, driving_features], dim=1)))
+    def subject_part(self, subject_features: torch.Tensor) -> torch.Tensor | None:
+        """(M, D, h, w) -> (M, 2D, h, w): the subject half of the first conv (None without blocks)."""
+        if len(self.blocks) == 0:
+            return None
+        weight = self.blocks[0].body[1].weight[:, :self.dim]
+        return F.conv2d(F.pad(subject_features, (1, 1, 1, 1), mode="reflect"), weight)
+
+    def forward(self, subject_features, driving_features, subject_part=None):
+        """subject_features (Ns, K, D, h, w), driving_features (N, D, h, w), subject_part
+        (Ns, K, 2D, h, w) from `subject_part` (None: the plain, unsplit computation); Ns = N or 1.
+        Returns (N, K, D, h, w)."""
+        num, frames_per = driving_features.shape[0], subject_features.shape[1]
+        both = torch.cat([subject_features.expand(num, -1, -1, -1, -1),
+                          driving_features[:, None].expand(-1, frames_per, -1, -1, -1)], dim=2).flatten(0, 1)
+        blocks = list(self.blocks)
+        if blocks and subject_part is not None:
+            first = blocks.pop(0)
+            conv1 = first.body[1]
+            driving_part = F.conv2d(F.pad(driving_features, (1, 1, 1, 1), mode="reflect"),
+                                    conv1.weight[:, self.dim:], conv1.bias)  # (N, 2D, h, w)
+            summed = (subject_part + driving_part[:, None]).flatten(0, 1)  # (N*K, 2D, h, w)
+            both = both + first.body[2:](summed)
+        for block in blocks:
+            both = block(both)
+        fused = self.proj(both)
+        return fused.reshape(num, frames_per, *fused.shape[1:])
 
 
 class Decoder(nn.Module):
@@ -104,11 +135,13 @@ class SubjectMemory:
         features: (B, K, D, h, w) image-encoder features e_k.
         inside: (B, K, h*w) bool, feature cells inside each subject frame's box.
         frames: (B, K, 3, H, W) the subject frames (RGB, [-1, 1]) for the patch-wise warp x^t.
+        fusion_part: (B, K, 2D, h, w) the subject half of the fusion network's first conv, or None.
     """
 
     features: torch.Tensor
     inside: torch.Tensor
     frames: torch.Tensor
+    fusion_part: torch.Tensor | None = None
 
     @property
     def num_subjects(self) -> int:
@@ -256,8 +289,12 @@ class TSNet(
         pixels = self._to_model_pixels(frames).flatten(0, 1)
         encoder_in = self._encoder_input(torch.cat([pixels, masks.flatten(0, 1).to(pixels.dtype)], dim=1))
         features = self.image_encoder(encoder_in)
+        fusion_part = self.fusion.subject_part(features) if self.fusion is not None else None
         features = features.reshape(batch, frames_per, *features.shape[1:])
-        return SubjectMemory(features=features, inside=self._inside(masks, boxes), frames=frames)
+        if fusion_part is not None:
+            fusion_part = fusion_part.reshape(batch, frames_per, *fusion_part.shape[1:])
+        return SubjectMemory(features=features, inside=self._inside(masks, boxes), frames=frames,
+                             fusion_part=fusion_part)
 
     def generate(self, memory: SubjectMemory, driving_masks: torch.Tensor,
                  driving_boxes: torch.Tensor | None = None) -> TSNetOutput:
@@ -281,7 +318,9 @@ class TSNet(
                                  authors=self.config.authors_compat)
             transformed = _warp_features(memory.features, driving_features.shape[0], grid)
             warped = patch_warp(memory.frames, grid)
-        synthesised = self._synthesise(memory.features, driving_features) if self.fusion is not None else None
+        synthesised = None
+        if self.fusion is not None:  # averaged over the K subject frames
+            synthesised = self.fusion(memory.features, driving_features, memory.fusion_part).mean(dim=1)
         fused, alpha = self._combine(transformed, synthesised)
         image = self._from_model_pixels(self.decoder(fused))
         return TSNetOutput(image=image, grid=grid, warped=warped, alpha=alpha)
@@ -291,14 +330,6 @@ class TSNet(
         """`generate(encode_subject(subject_frames, subject_masks), driving_masks)` in one call."""
         memory = self.encode_subject(subject_frames, subject_masks, subject_boxes)
         return self.generate(memory, driving_masks, driving_boxes)
-
-    def _synthesise(self, subject_features, driving_features):
-        """Fusion network per subject frame, averaged over K: (Ns, K, D, h, w) -> (N, D, h, w)."""
-        num, frames_per = driving_features.shape[0], subject_features.shape[1]
-        subject = subject_features.expand(num, -1, -1, -1, -1).flatten(0, 1)
-        driving = driving_features.repeat_interleave(frames_per, dim=0)
-        fused = self.fusion(subject, driving)
-        return fused.reshape(num, frames_per, *fused.shape[1:]).mean(dim=1)
 
     def _combine(self, transformed, synthesised):
         if transformed is None or synthesised is None:
@@ -351,7 +382,8 @@ def _repeat_memory(memory: SubjectMemory, num: int) -> SubjectMemory:
     if batch == 1 or batch == num:
         return memory
     repeats = num // batch
-    return SubjectMemory(*(t.repeat_interleave(repeats, dim=0) for t in (memory.features, memory.inside, memory.frames)))
+    fields = (memory.features, memory.inside, memory.frames, memory.fusion_part)
+    return SubjectMemory(*(None if t is None else t.repeat_interleave(repeats, dim=0) for t in fields))
 
 
 def _check_tensor(name: str, x, ndim: int, shape_text: str):
