@@ -1,0 +1,203 @@
+"""RetargetPipeline and the tsnet-retarget CLI, on a small random checkpoint and real or generated clips."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tsnet_hf import CheckpointError, DetectionError, InputError, TSNet, TSNetError, VideoError, tiny_config
+from tsnet_hf.cli import main as cli_main
+from tsnet_hf.pipeline import RetargetPipeline
+from tsnet_hf.runner import choose_subject_frames, diverse_rows
+from tsnet_hf.video import probe_video
+
+from synthetic import astronaut, moving_face_frames, write_video
+
+OPTIONS = dict(num_subject_frames=None, selection="nearest", seed=0)
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("media")
+    torch.manual_seed(0)
+    TSNet(tiny_config("face")).save_pretrained(folder / "face-tiny")
+    TSNet(tiny_config("body")).save_pretrained(folder / "body-tiny")
+    return {
+        "face": folder / "face-tiny",
+        "body": folder / "body-tiny",
+        "subject": write_video(folder / "subject.mp4", moving_face_frames(12, seed=1)),
+        "driving": write_video(folder / "driving.mp4", moving_face_frames(30, seed=2), fps=24, audio=True),
+        "folder": folder,
+    }
+
+
+@pytest.fixture(scope="module")
+def face_pipe(media):
+    return RetargetPipeline.from_pretrained(media["face"], device="cpu")
+
+
+def test_outputs_have_driving_length_fps_and_audio(face_pipe, media):
+    result = face_pipe(media["subject"], media["driving"], mode="face")
+    assert result.num_frames == 30 and result.fps == 24
+    size = face_pipe.size
+    frames = result.frames
+    assert frames.shape == (30, 256, 256, 3)  # pasted back into the 256x256 driving frames
+    for name, shape in [("crop", (size, size)), ("driving_masks", (size, size)), ("aligned_masks", (size, size)),
+                        ("warped", (size, size)), ("side_by_side", (size, 5 * size))]:
+        assert result.read(name).shape == (30, *shape, 3), name
+    assert result.subject_masks.shape == result.subject_crops.shape == (12, size, size, 3)
+    assert len(result.frames_report) == 30
+    assert all(len(r.subject_frames) == 3 for r in result.frames_report)
+    out = media["folder"] / "out.mp4"
+    result.save(out, side_by_side=media["folder"] / "sbs.mp4")
+    info = probe_video(out)
+    assert info.has_audio and abs(info.fps - 24) < 1e-3
+    assert probe_video(media["folder"] / "sbs.mp4").has_audio
+    assert {"subject", "encode subject", "driving landmarks", "generate"} <= set(result.timings)
+    assert "30/30 frames detected" in result.summary()
+
+
+def test_max_frames_crop_only_and_random_selection(face_pipe, media):
+    result = face_pipe(media["subject"], media["driving"], mode="face", max_frames=7, paste_back=False,
+                       selection="random", seed=3, num_subject_frames=2, batch_size=3)
+    assert result.num_frames == 7
+    assert result.frames.shape == (7, face_pipe.size, face_pipe.size, 3)
+    chosen = {r.subject_frames for r in result.frames_report}
+    assert len(chosen) == 1 and len(next(iter(chosen))) == 2  # drawn once, as the paper
+
+
+def test_nearest_selection_finds_the_identical_pose(face_pipe, media):
+    """Self-reconstruction with the subject as driver: each frame's nearest subject frame is itself."""
+    result = face_pipe(media["subject"], media["subject"], mode="face", align=False)
+    assert [r.subject_frames[0] for r in result.frames_report] == list(range(12))
+
+
+def test_choose_subject_frames_unit():
+    rng = np.random.default_rng(0)
+    pool = rng.uniform(0, 64, (6, 68, 3)).astype(np.float32)
+    pool[..., 2] = 1
+    driving = pool[[4, 1, 1]].copy()
+    driving[2, :, :2] += 0.5  # close to pool frame 1, not equal
+    choices = choose_subject_frames(driving, pool, dict(OPTIONS, num_subject_frames=2), 64)
+    assert choices[:, 0].tolist() == [4, 1, 1]
+    with pytest.raises(InputError, match="K = 7"):
+        choose_subject_frames(driving, pool, dict(OPTIONS, num_subject_frames=7), 64)
+    assert diverse_rows(pool, 3).tolist() == sorted(diverse_rows(pool, 3).tolist())
+    assert len(diverse_rows(pool, 3)) == 3 and 0 in diverse_rows(pool, 3)
+
+
+def test_photo_subject_and_array_inputs(face_pipe, media):
+    photo = astronaut(300)
+    driving = moving_face_frames(5, seed=4)
+    result = face_pipe(photo, driving, mode="face")
+    assert result.num_frames == 5 and len(result.subject_crops) == 1
+    assert all(r.subject_frames == (0,) for r in result.frames_report)
+    with pytest.raises(InputError, match="K = 3 subject frames were asked but the subject gives only 1"):
+        face_pipe(photo, driving, mode="face", num_subject_frames=3)
+
+
+def test_motion_template_drives_without_frames(face_pipe, media):
+    from tsnet_hf.landmarks import detect
+
+    template = detect(str(media["driving"]), mode="face", max_frames=6)
+    result = face_pipe(media["subject"], template, mode="face")
+    assert result.num_frames == 6 and result.frames.shape[1:3] == (face_pipe.size, face_pipe.size)
+
+
+def test_bad_inputs(face_pipe, media, tmp_path):
+    text = tmp_path / "notes.mp4"
+    text.write_text("not a video")
+    noise = write_video(tmp_path / "noise.mp4", np.random.default_rng(0).integers(0, 255, (8, 64, 64, 3), np.uint8))
+    photo = tmp_path / "photo.png"
+    import cv2
+    cv2.imwrite(str(photo), astronaut(128)[..., ::-1])
+    cases = [
+        ((media["subject"], text), VideoError),
+        ((media["subject"], photo), TSNetError),  # an image where a video is required
+        ((media["subject"], noise), DetectionError),  # no face
+        ((noise, media["driving"]), DetectionError),
+        ((media["subject"], tmp_path / "missing.mp4"), VideoError),
+        ((media["subject"], 42), InputError),
+    ]
+    for (subject, driving), error in cases:
+        with pytest.raises(error):
+            face_pipe(subject, driving, mode="face")
+    with pytest.raises(InputError, match="face model"):
+        face_pipe(media["subject"], media["driving"], mode="body")
+    with pytest.raises(InputError, match="batch_size"):
+        face_pipe(media["subject"], media["driving"], batch_size=0)
+
+
+def test_bad_checkpoints(media, tmp_path, monkeypatch):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        RetargetPipeline.from_pretrained(tmp_path / "nothing")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "config.json").write_text(json.dumps({"hidden_size": 4}))
+    (tmp_path / "other" / "model.safetensors").write_bytes(b"")
+    with pytest.raises(TSNetError, match="unknown field"):
+        RetargetPipeline.from_pretrained(tmp_path / "other")
+    from huggingface_hub import constants
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(CheckpointError, match="offline"):
+        RetargetPipeline.from_pretrained("someone/tsnet-face", cache_dir=tmp_path / "cache")
+
+
+def test_cli_writes_outputs_and_fails_cleanly(media, tmp_path, capfd):
+    out = tmp_path / "cli.mp4"
+    code = cli_main([str(media["subject"]), str(media["driving"]), "-o", str(out), "--checkpoint", str(media["face"]),
+                     "--mode", "face", "--max-frames", "6", "--side-by-side", str(tmp_path / "sbs.mp4"),
+                     "--warped", str(tmp_path / "warped.mp4"), "--masks", str(tmp_path / "masks.mp4")])
+    assert code == 0
+    for name in ("cli.mp4", "sbs.mp4", "warped.mp4", "masks.mp4"):
+        assert probe_video(tmp_path / name).frame_count in (5, 6, 7), name
+    capfd.readouterr()
+    bad = tmp_path / "bad.mp4"
+    code = cli_main([str(media["subject"]), str(tmp_path / "nope.mp4"), "-o", str(bad), "--checkpoint",
+                     str(media["face"]), "-q"])
+    err = capfd.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1 and err[0].startswith("error: ")
+    assert not bad.exists() and not list(tmp_path.glob(".bad*"))
+
+
+@pytest.mark.slow
+def test_memory_stays_flat_as_length_grows(media, tmp_path):
+    """Peak RSS on a 600-frame driving video is within noise of a 150-frame one. Keeping each
+    256x256 driving frame would add 88 MB (checked: such a leak fails this test); noise ~20 MB."""
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent across fork + exec.
+    script = (
+        "import re, sys; from tsnet_hf.pipeline import RetargetPipeline\n"
+        "pipe = RetargetPipeline.from_pretrained(sys.argv[1], device='cpu')\n"
+        "pipe(sys.argv[2], sys.argv[3], mode='face', batch_size=8).cleanup()\n"
+        "print(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1))\n"
+    )
+    env = {**os.environ, "MALLOC_ARENA_MAX": "2"}  # fewer malloc arenas: less allocator noise
+    peaks = {}
+    for frames in (150, 600):
+        driving = write_video(tmp_path / f"long{frames}.mp4", moving_face_frames(frames, seed=5))
+        run = subprocess.run([sys.executable, "-c", script, str(media["face"]), str(media["subject"]), str(driving)],
+                             capture_output=True, text=True, check=True, env=env)
+        peaks[frames] = int(run.stdout.strip().splitlines()[-1]) / 1024  # MiB
+    assert peaks[600] < peaks[150] + 40, peaks
+
+
+@pytest.mark.shared
+def test_real_face_and_dance_clips(media, shared_dir):
+    face = RetargetPipeline.from_pretrained(media["face"], device="cpu")
+    clips = shared_dir / "data" / "face"
+    result = face(clips / "liveportrait_d12.mp4", clips / "moore_talkinghead_1.mp4", max_frames=10,
+                  subject_max_frames=30)
+    assert result.num_frames == 10 and result.fps == 25 and result.mode == "face"
+    assert result.frames.shape == (10, 512, 512, 3)
+    body = RetargetPipeline.from_pretrained(media["body"], device="cpu")
+    dance = shared_dir / "data" / "dance"
+    result = body(dance / "mimicmotion_raw_1.mp4", dance / "mimicmotion_raw_2.mp4", mode="body", max_frames=8,
+                  subject_max_frames=20)
+    assert result.num_frames == 8 and result.fps == 15
+    assert result.read("aligned_masks").shape == (8, body.size, body.size, 3)
+    with pytest.raises(InputError):  # a face subject with a dance driver
+        face(clips / "liveportrait_d12.mp4", dance / "ipercore_akun_1.mp4", max_frames=4)

@@ -1,0 +1,147 @@
+"""`tsnet-retarget SUBJECT DRIVING -o OUT.mp4`: the retargeting pipeline from the command line.
+
+Exit status 0 only when OUT.mp4 was written; on bad input, 1 with one line on stderr and no
+output file; 2 for a wrong command line.
+"""
+
+import argparse
+import contextlib
+import os
+import sys
+from pathlib import Path
+
+from .errors import TSNetError
+
+CHECKPOINTS_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
+
+
+def default_checkpoint(mode: str) -> Path | None:
+    """The checkpoint shipped in the repository's checkpoints/ folder for `mode`, if there is one."""
+    for name in (f"{mode}-small", mode):
+        folder = CHECKPOINTS_DIR / name
+        if (folder / "config.json").is_file():
+            return folder
+    return None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tsnet-retarget",
+        description="Make SUBJECT (a video or photo) move like the person in DRIVING (a video), with TS-Net.")
+    parser.add_argument("subject", help="subject video or photo")
+    parser.add_argument("driving", help="driving video (its audio goes to the output)")
+    parser.add_argument("-o", "--output", required=True, help="output .mp4")
+    parser.add_argument("--checkpoint", help="checkpoint folder or Hub id (default: the shipped one for the mode)")
+    parser.add_argument("--mode", choices=("auto", "face", "body"), default="auto")
+    parser.add_argument("-k", "--subject-frames", type=int, default=None, metavar="K",
+                        help="subject frames per output frame (default: min(3, available))")
+    parser.add_argument("--selection", choices=("nearest", "random"), default="nearest",
+                        help="nearest: the K subject frames nearest in pose; random: K drawn once (paper)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of --selection random")
+    parser.add_argument("--no-align", action="store_true", help="do not rescale the driving landmarks to the subject")
+    parser.add_argument("--no-smooth", action="store_true", help="do not smooth the landmark tracks")
+    parser.add_argument("--missing", choices=("interpolate", "hold", "drop"), default="interpolate",
+                        help="what to do with frames where nothing is detected")
+    parser.add_argument("--max-frames", type=int, default=None, help="use at most this many driving frames")
+    parser.add_argument("--batch-size", type=int, default=8, help="driving frames per generator call")
+    parser.add_argument("--crop-only", action="store_true", help="output the generated crop, not the full frame")
+    parser.add_argument("--color-match", action="store_true", help="match output colours to the subject frame")
+    parser.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best there is)")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default=None,
+                        help="compute dtype (default: bf16/fp16 on CUDA, fp32 elsewhere)")
+    parser.add_argument("--side-by-side", metavar="MP4", help="also write subject | driving | mask | warped | output")
+    parser.add_argument("--masks", metavar="MP4", help="also write the aligned driving masks")
+    parser.add_argument("--warped", metavar="MP4", help="also write the transformation branch's warped subject")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+@contextlib.contextmanager
+def native_stderr_silenced():
+    """mediapipe's C++ code logs to file descriptor 2; keep it off the terminal. Yields a text
+    stream on the real stderr for our own messages and the progress bar."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    stream = os.fdopen(os.dup(saved), "w", buffering=1)
+    try:
+        yield stream
+    finally:
+        stream.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        stream.close()
+
+
+def make_progress(stream, quiet: bool):
+    """A `progress(stage, done, total)` callback drawing one tqdm bar per stage."""
+    if quiet:
+        return lambda *args: None, lambda: None
+    from tqdm import tqdm
+
+    bars = {}
+
+    def progress(stage, done, total):
+        bar = bars.get(stage)
+        if bar is None:
+            for other in bars.values():
+                other.refresh()
+            bar = bars[stage] = tqdm(total=total, desc=stage, unit="frame", file=stream, leave=True)
+        bar.n = done
+        bar.refresh()
+
+    return progress, lambda: [bar.close() for bar in bars.values()]
+
+
+def run(args, stream) -> int:
+    import torch
+
+    from .pipeline import RetargetPipeline
+
+    output = Path(args.output)
+    if output.suffix.lower() != ".mp4":
+        raise TSNetError(f"The output must be an .mp4 file, got {output}.")
+    if not output.parent.exists():
+        raise TSNetError(f"The output folder {output.parent} does not exist.")
+    checkpoint = args.checkpoint or default_checkpoint("body" if args.mode == "body" else "face")
+    if checkpoint is None:
+        raise TSNetError("No checkpoint given and none is shipped in checkpoints/: pass --checkpoint FOLDER_OR_HUB_ID.")
+    dtype = getattr(torch, args.dtype) if args.dtype else None
+    pipe = RetargetPipeline.from_pretrained(checkpoint, device=args.device, dtype=dtype)
+    progress, close_bars = make_progress(stream, args.quiet)
+    try:
+        result = pipe(args.subject, args.driving, mode=args.mode, num_subject_frames=args.subject_frames,
+                      selection=args.selection, seed=args.seed, align=not args.no_align,
+                      smooth=not args.no_smooth, missing=args.missing, max_frames=args.max_frames,
+                      batch_size=args.batch_size, paste_back=not args.crop_only,
+                      color_match=args.color_match, progress=progress)
+    finally:
+        close_bars()
+    result.save(output, side_by_side=args.side_by_side, masks=args.masks, warped=args.warped)
+    if not args.quiet:
+        print(result.summary(), file=stream)
+        print(f"wrote {output}", file=stream)
+    result.cleanup()
+    return 0
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    with native_stderr_silenced() as stream:
+        try:
+            return run(args, stream)
+        except TSNetError as error:
+            print(f"error: {error}", file=stream)
+            return 1
+        except KeyboardInterrupt:
+            print("interrupted", file=stream)
+            return 130
+        except Exception as error:  # a bug, not bad input: still one line, no traceback wall
+            print(f"error: unexpected {type(error).__name__}: {error} (please report it)", file=stream)
+            return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

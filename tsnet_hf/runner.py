@@ -1,0 +1,376 @@
+"""One retargeting run of `RetargetPipeline`: subject pool, driving plan, chunked generation.
+
+Kept apart from pipeline.py so that the public class stays short; nothing here is public API.
+"""
+
+import contextlib
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import InputError
+from .modeling import SubjectMemory
+from .pipeline import (FrameReport, RetargetOutput, Timer, new_workdir, to_uint8_images)
+
+DEFAULT_FPS = 25.0
+MIN_CONFIDENCE = 0.5
+
+
+@dataclass
+class SubjectPool:
+    """The subject frames the model may use, encoded once.
+
+    crops (S, size, size, 3) uint8 RGB; points (S, P, 3) landmarks in crop pixels; labels
+    (S, size, size) mask label maps; frame_indices (S,) in the subject video; all_points
+    (T, P, 3) every subject frame's crop landmarks (alignment statistics); memory (B=1, K=S).
+    """
+
+    crops: np.ndarray
+    points: np.ndarray
+    labels: np.ndarray
+    frame_indices: np.ndarray
+    all_points: np.ndarray
+    memory: SubjectMemory
+    summary: str
+
+
+@dataclass
+class DrivingPlan:
+    """The driving side: track (LandmarkTrack, frame pixels), transforms (one CropTransform per
+    row), points (T, P, 3) crop landmarks, aligned (T, P, 3) after alignment, choices (T, K) pool
+    rows per output frame, frames: a path / array to stream the frames from, or None."""
+
+    track: object
+    transforms: list
+    points: np.ndarray
+    aligned: np.ndarray
+    choices: np.ndarray
+    frames: object
+    audio: Path | None
+
+
+class Run:
+    def __init__(self, pipe, options: dict, progress, workdir):
+        self.pipe, self.options, self.progress = pipe, options, progress or (lambda *args: None)
+        self.own_workdir = workdir is None
+        self.workdir_arg = workdir
+        self.timer = Timer()
+        self.size = pipe.size
+
+    def execute(self, subject, driving) -> RetargetOutput:
+        workdir = new_workdir(self.workdir_arg)
+        try:
+            mode = self._resolve_mode(subject, driving)
+            with self.timer("subject"):
+                pool = self._prepare_subject(subject, mode)
+            with self.timer("driving landmarks"):
+                plan = self._prepare_driving(driving, mode, pool)
+            videos, reports = self._generate(pool, plan, workdir)
+        except BaseException:
+            if self.own_workdir:
+                import shutil
+                shutil.rmtree(workdir, ignore_errors=True)
+            raise
+        from .masks import render_mask_rgb
+        return RetargetOutput(
+            fps=float(plan.track.fps), num_frames=len(reports), mode=mode, size=self.size, workdir=workdir,
+            videos=videos, subject_crops=pool.crops,
+            subject_masks=np.stack([render_mask_rgb(labels, mode) for labels in pool.labels]),
+            subject_frame_indices=pool.frame_indices, frames_report=reports,
+            subject_summary=pool.summary, driving_summary=plan.track.report.summary(),
+            timings=dict(self.timer.seconds), audio_source=plan.audio)
+
+    # ----- mode ---------------------------------------------------------------------------------
+
+    def _resolve_mode(self, subject, driving) -> str:
+        from .landmarks import LandmarkTrack, choose_mode
+
+        model_mode, asked = self.pipe.mode, self.options["mode"]
+        if asked != "auto":
+            if asked != model_mode:
+                raise InputError(f"This checkpoint is a {model_mode} model but mode={asked!r} was asked: "
+                                 f"load a {asked} checkpoint or use mode={model_mode!r}.")
+            return asked
+        seen = {}
+        for name, source in (("subject", subject), ("driving video", driving)):
+            if isinstance(source, LandmarkTrack):
+                seen[name] = source.mode
+            else:
+                seen[name] = choose_mode(list(itertools.islice(_frame_source(source, 3)[0], 3)))
+        if seen["subject"] != seen["driving video"]:
+            raise InputError(f"The subject shows a {seen['subject']} but the driving video a {seen['driving video']}: "
+                             "use two face videos or two full-body videos (or pass mode explicitly).")
+        if seen["subject"] != model_mode:
+            raise InputError(f"The videos show a {seen['subject']} but this checkpoint is a {model_mode} model: "
+                             f"load a {seen['subject']} checkpoint, or pass mode={model_mode!r} to force it.")
+        return model_mode
+
+    # ----- subject ------------------------------------------------------------------------------
+
+    def _prepare_subject(self, subject, mode) -> SubjectPool:
+        from .crops import crop_frame
+        from .masks import draw_masks, labels_to_onehot
+
+        options = self.options
+        self.progress("subject landmarks", 0, None)
+        track, is_photo = _detect_subject(subject, mode, options)
+        transforms = _crop_transforms(track, mode, self.size)
+        all_points = _to_crop(track.points, transforms)
+        rows = diverse_rows(all_points, options["pool_size"])
+        frames, _ = _frame_source(subject, None if is_photo else options["subject_max_frames"])
+        wanted = {int(track.frame_indices[r]): r for r in rows}
+        crops = {}
+        for index, frame in enumerate(frames):
+            if index in wanted:
+                crops[wanted[index]] = crop_frame(frame, transforms[wanted[index]], self.size)
+            if len(crops) == len(rows):
+                break
+        crops = np.stack([crops[r] for r in rows])
+        points = all_points[rows]
+        labels = draw_masks(points, (self.size, self.size))
+        onehot = labels_to_onehot(torch.from_numpy(labels).long(), self.pipe.model.config.mask_channels)
+        self.progress("encode subject", 0, len(rows))
+        with self.timer("encode subject"):
+            memory = self.pipe.encode(crops, onehot)
+        return SubjectPool(crops, points, labels, track.frame_indices[rows], all_points, memory,
+                           track.report.summary())
+
+    # ----- driving ------------------------------------------------------------------------------
+
+    def _prepare_driving(self, driving, mode, pool: SubjectPool) -> DrivingPlan:
+        from .alignment import align_body, align_face
+        from .landmarks import LandmarkTrack, detect
+        from .video import probe_video
+
+        options = self.options
+        if isinstance(driving, LandmarkTrack):
+            if driving.mode != mode:
+                raise InputError(f"The motion template is a {driving.mode} track but the subject is a {mode}.")
+            track, frames, audio = _limit_track(driving, options["max_frames"]), None, None
+        else:
+            source, fps = _frame_source(driving, options["max_frames"], require_video=True)
+            counted = _counting(source, lambda n: self.progress("driving landmarks", n, None))
+            track = detect(counted, mode=mode, policy=options["missing"], smooth=options["smooth"],
+                           fps=fps or DEFAULT_FPS)
+            frames = driving
+            audio = Path(driving) if isinstance(driving, (str, Path)) and probe_video(driving).has_audio else None
+        transforms = _crop_transforms(track, mode, self.size)
+        points = _to_crop(track.points, transforms)
+        aligned = points
+        if options["align"]:
+            aligner = align_face if mode == "face" else align_body
+            aligned = aligner(points, pool.all_points).astype(np.float32)
+        choices = choose_subject_frames(aligned, pool.points, options, self.size)
+        return DrivingPlan(track, transforms, points, aligned, choices, frames, audio)
+
+    # ----- generation ---------------------------------------------------------------------------
+
+    def _generate(self, pool: SubjectPool, plan: DrivingPlan, workdir: Path):
+        from .video import VideoWriter
+
+        fps = float(plan.track.fps)
+        paths = {name: workdir / f"{name}.mp4" for name in
+                 ("output", "crop", "driving_masks", "aligned_masks", "warped", "side_by_side")}
+        audio = {"output": plan.audio, "side_by_side": plan.audio}
+        frames = self._driving_frames(plan)
+        total, batch = len(plan.points), self.options["batch_size"]
+        reports = []
+        with contextlib.ExitStack() as stack:
+            writers = {name: stack.enter_context(VideoWriter(path, fps, audio_from=audio.get(name), preset="veryfast"))
+                       for name, path in paths.items()}
+            for start in range(0, total, batch):
+                rows = np.arange(start, min(total, start + batch))
+                with self.timer("generate"):
+                    images, warped = self._generate_chunk(pool, plan, rows)
+                with self.timer("compose and encode"):
+                    for i, row in enumerate(rows):
+                        frame = next(frames) if frames is not None else None
+                        panels = self._compose(pool, plan, row, frame, images[i], warped[i])
+                        for name, picture in panels.items():
+                            writers[name].write(picture)
+                        reports.append(self._frame_report(pool, plan, row))
+                self.progress("generate", int(rows[-1]) + 1, total)
+        return paths, reports
+
+    def _generate_chunk(self, pool: SubjectPool, plan: DrivingPlan, rows: np.ndarray):
+        from .masks import draw_masks, labels_to_onehot
+
+        labels = draw_masks(plan.aligned[rows], (self.size, self.size))
+        masks = labels_to_onehot(torch.from_numpy(labels).long(), self.pipe.model.config.mask_channels)
+        memory = select_memory(pool.memory, torch.from_numpy(plan.choices[rows]))
+        out = self.pipe.generate(memory, masks)
+        images = to_uint8_images(out.image)
+        if self.options["color_match"]:
+            images = np.stack([match_colors(image, pool.crops[plan.choices[row][0]]) for image, row in zip(images, rows)])
+        if out.warped is not None:
+            warped = to_uint8_images(out.warped.float().mean(dim=1))
+        else:
+            warped = np.zeros_like(images)
+        return images, warped
+
+    def _driving_frames(self, plan: DrivingPlan):
+        """An iterator of the driving frames that have an output row (None for a template)."""
+        if plan.frames is None:
+            return None
+        source, _ = _frame_source(plan.frames, self.options["max_frames"], require_video=True)
+        keep = set(plan.track.frame_indices.tolist())
+        return (frame for index, frame in enumerate(source) if index in keep)
+
+    def _compose(self, pool, plan, row, frame, image, warped) -> dict:
+        from .crops import crop_frame
+        from .masks import draw_mask, render_mask_rgb
+
+        mode, size = self.pipe.mode, (self.size, self.size)
+        driving_mask = render_mask_rgb(draw_mask(plan.points[row], size), mode)
+        aligned_mask = render_mask_rgb(draw_mask(plan.aligned[row], size), mode)
+        transform = plan.transforms[row]
+        if frame is not None:
+            driving_crop = crop_frame(frame, transform, self.size)
+            output = transform.paste_back(image, frame) if self.options["paste_back"] else image
+        else:
+            driving_crop, output = driving_mask, image
+        subject = pool.crops[plan.choices[row][0]]
+        side = np.concatenate([subject, driving_crop, aligned_mask, warped, image], axis=1)
+        return {"output": output, "crop": image, "driving_masks": driving_mask, "aligned_masks": aligned_mask,
+                "warped": warped, "side_by_side": side}
+
+    def _frame_report(self, pool, plan, row) -> FrameReport:
+        index = int(plan.track.frame_indices[row])
+        report = plan.track.report
+        return FrameReport(index=index, detected=bool(report.detected[index]), filled=report.filled[index],
+                           subject_frames=tuple(int(pool.frame_indices[c]) for c in plan.choices[row]))
+
+
+# ----- helpers ------------------------------------------------------------------------------------
+
+def _frame_source(source, max_frames, require_video=False):
+    """(iterator of (H, W, 3) uint8 RGB frames, fps or None) from a path or an array."""
+    from .video import iter_frames, probe_video
+
+    if isinstance(source, (str, Path)):
+        info = probe_video(source, require_video=require_video)
+        return iter_frames(source, max_frames=max_frames, require_video=require_video), info.fps
+    if isinstance(source, np.ndarray) and source.dtype == np.uint8 and source.ndim in (3, 4) and source.shape[-1] == 3:
+        if source.ndim == 3:
+            if require_video:
+                raise InputError("The driving input is a single image; give a video (or frames (T, H, W, 3)).")
+            source = source[None]
+        return iter(source[:max_frames]), None
+    raise InputError("Give a video or image path, or uint8 RGB frames of shape (H, W, 3) or (T, H, W, 3); "
+                     f"got {type(source).__name__}{getattr(source, 'shape', '')}.")
+
+
+def _is_photo(source) -> bool:
+    from .video import probe_video
+
+    if isinstance(source, (str, Path)):
+        return probe_video(source).is_image
+    return isinstance(source, np.ndarray) and source.ndim == 3
+
+
+def _detect_subject(subject, mode, options):
+    from .landmarks import detect, detect_image
+
+    if _is_photo(subject):
+        image = next(_frame_source(subject, 1)[0])
+        return detect_image(image, mode), True
+    frames, fps = _frame_source(subject, options["subject_max_frames"])
+    return detect(frames, mode=mode, policy=options["missing"], smooth=options["smooth"],
+                  fps=fps or DEFAULT_FPS), False
+
+
+def _counting(frames, callback, every: int = 10):
+    for index, frame in enumerate(frames):
+        if index % every == 0:
+            callback(index)
+        yield frame
+
+
+def _limit_track(track, max_frames):
+    if max_frames is None or len(track) <= max_frames:
+        return track
+    from dataclasses import replace
+
+    from .landmarks import DetectionReport
+    report = track.report
+    kept = track.frame_indices[:max_frames]
+    end = int(kept[-1]) + 1
+    return replace(track, points=track.points[:max_frames], frame_indices=kept,
+                   report=DetectionReport(report.detected[:end], report.filled[:end], report.policy))
+
+
+def _crop_transforms(track, mode, size):
+    from .crops import body_crop_boxes, face_crop_boxes, transforms_from_boxes
+
+    boxes = (face_crop_boxes if mode == "face" else body_crop_boxes)(track.points, track.frame_size)
+    return transforms_from_boxes(boxes, track.frame_size, size)
+
+
+def _to_crop(points: np.ndarray, transforms) -> np.ndarray:
+    """(T, P, 3) frame-pixel landmarks -> crop-pixel landmarks (confidence kept)."""
+    out = points.copy()
+    for t, transform in enumerate(transforms):
+        out[t, :, :2] = transform.to_crop(points[t, :, :2])
+    return out
+
+
+def pose_distances(driving: np.ndarray, subject: np.ndarray, size: int) -> np.ndarray:
+    """(T, P, 3) x (S, P, 3) crop landmarks -> (T, S) mean point distance / crop side, over the
+    points confident in both (infinite where none is)."""
+    valid = (driving[:, None, :, 2] >= MIN_CONFIDENCE) & (subject[None, :, :, 2] >= MIN_CONFIDENCE)  # (T, S, P)
+    gaps = np.linalg.norm(driving[:, None, :, :2] - subject[None, :, :, :2], axis=-1) / size
+    counts = valid.sum(-1)
+    return np.where(counts > 0, (gaps * valid).sum(-1) / np.maximum(counts, 1), np.inf)
+
+
+def diverse_rows(points: np.ndarray, count: int) -> np.ndarray:
+    """Up to `count` rows of a (T, P, 3) track that cover its poses: farthest-point sampling from
+    row 0, returned in time order."""
+    if len(points) <= count:
+        return np.arange(len(points))
+    chosen = [0]
+    distance = pose_distances(points, points[:1], 1)[:, 0]
+    for _ in range(count - 1):
+        row = int(np.argmax(np.where(np.isfinite(distance), distance, -1)))
+        chosen.append(row)
+        distance = np.minimum(distance, pose_distances(points, points[row:row + 1], 1)[:, 0])
+    return np.array(sorted(set(chosen)))
+
+
+def choose_subject_frames(driving: np.ndarray, pool: np.ndarray, options: dict, size: int) -> np.ndarray:
+    """(T, K) pool rows for each driving frame: nearest in pose, or K random ones for all."""
+    available = len(pool)
+    k = options["num_subject_frames"] or min(3, available)
+    if k > available:
+        raise InputError(f"K = {k} subject frames were asked but the subject gives only {available} usable "
+                         f"frame{'s' if available > 1 else ''}: lower K or use a longer subject video.")
+    if options["selection"] == "random":
+        rows = np.random.default_rng(options["seed"]).choice(available, size=k, replace=False)
+        return np.broadcast_to(np.sort(rows), (len(driving), k)).copy()
+    choices = np.empty((len(driving), k), dtype=np.int64)
+    for start in range(0, len(driving), 1024):  # bounded memory on long videos
+        distances = pose_distances(driving[start:start + 1024], pool, size)
+        choices[start:start + 1024] = np.argsort(distances, axis=1, kind="stable")[:, :k]
+    return choices
+
+
+def select_memory(memory: SubjectMemory, choices: torch.Tensor) -> SubjectMemory:
+    """A pool memory (B=1, K=S) and (N, K) pool rows -> a memory with N subject sets of K frames."""
+    choices = choices.to(memory.features.device)
+
+    def pick(tensor):
+        return None if tensor is None else tensor[0][choices]
+
+    return SubjectMemory(features=pick(memory.features), inside=pick(memory.inside), frames=pick(memory.frames),
+                         fusion_part=pick(memory.fusion_part))
+
+
+def match_colors(image: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Per-channel mean/std of `image` matched to `reference` ((H, W, 3) uint8 RGB each)."""
+    image, reference = image.astype(np.float32), reference.astype(np.float32)
+    mean, std = image.mean(axis=(0, 1)), image.std(axis=(0, 1)) + 1e-6
+    matched = (image - mean) / std * reference.std(axis=(0, 1)) + reference.mean(axis=(0, 1))
+    return np.clip(matched, 0, 255).round().astype(np.uint8)
