@@ -3,6 +3,7 @@
 Public API:
     TSNet, TSNetConfig, TSNetOutput, SubjectMemory   the generator (tensors in, tensors out)
     paper_config, small_config, tiny_config, preset_config   named architectures
+    RetargetPipeline, RetargetOutput                 videos in, videos out (landmarks, masks, alignment)
     TSNetError and its subclasses                    every error a user can cause
 Importing the package loads no model and imports neither mediapipe nor gradio.
 """
@@ -10,11 +11,12 @@ Importing the package loads no model and imports neither mediapipe nor gradio.
 from .config import PRESETS, TSNetConfig, paper_config, preset_config, small_config, tiny_config
 from .errors import CheckpointError, ConfigError, DetectionError, InputError, TSNetError, VideoError
 from .modeling import SubjectMemory, TSNet, TSNetOutput
+from .pipeline import RetargetOutput, RetargetPipeline
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "TSNet", "TSNetConfig", "TSNetOutput", "SubjectMemory",
+    "TSNet", "TSNetConfig", "TSNetOutput", "SubjectMemory", "RetargetPipeline", "RetargetOutput",
     "PRESETS", "paper_config", "small_config", "tiny_config", "preset_config",
     "TSNetError", "InputError", "ConfigError", "CheckpointError", "VideoError", "DetectionError",
 ]
