@@ -58,7 +58,7 @@ def test_outputs_have_driving_length_fps_and_audio(face_pipe, media):
     info = probe_video(out)
     assert info.has_audio and abs(info.fps - 24) < 1e-3
     assert probe_video(media["folder"] / "sbs.mp4").has_audio
-    assert {"subject", "encode subject", "driving landmarks", "generate"} <= set(result.timings)
+    assert {"subject decode + landmarks", "encode subject", "driving decode + landmarks", "generator"} <= set(result.timings)
     assert "30/30 frames detected" in result.summary()
 
 

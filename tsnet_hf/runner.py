@@ -64,10 +64,8 @@ class Run:
         workdir = new_workdir(self.workdir_arg)
         try:
             mode = self._resolve_mode(subject, driving)
-            with self.timer("subject"):
-                pool = self._prepare_subject(subject, mode)
-            with self.timer("driving landmarks"):
-                plan = self._prepare_driving(driving, mode, pool)
+            pool = self._prepare_subject(subject, mode)
+            plan = self._prepare_driving(driving, mode, pool)
             videos, reports = self._generate(pool, plan, workdir)
         except BaseException:
             if self.own_workdir:
@@ -116,18 +114,20 @@ class Run:
 
         options = self.options
         self.progress("subject landmarks", 0, None)
-        track, is_photo = _detect_subject(subject, mode, options)
+        with self.timer("subject decode + landmarks"):
+            track, is_photo = _detect_subject(subject, mode, options)
         transforms = _crop_transforms(track, mode, self.size)
         all_points = _to_crop(track.points, transforms)
         rows = diverse_rows(all_points, options["pool_size"])
         frames, _ = _frame_source(subject, None if is_photo else options["subject_max_frames"])
         wanted = {int(track.frame_indices[r]): r for r in rows}
         crops = {}
-        for index, frame in enumerate(frames):
-            if index in wanted:
-                crops[wanted[index]] = crop_frame(frame, transforms[wanted[index]], self.size)
-            if len(crops) == len(rows):
-                break
+        with self.timer("subject crops"):
+            for index, frame in enumerate(frames):
+                if index in wanted:
+                    crops[wanted[index]] = crop_frame(frame, transforms[wanted[index]], self.size)
+                if len(crops) == len(rows):
+                    break
         crops = np.stack([crops[r] for r in rows])
         points = all_points[rows]
         labels = draw_masks(points, (self.size, self.size))
@@ -153,17 +153,19 @@ class Run:
         else:
             source, fps = _frame_source(driving, options["max_frames"], require_video=True)
             counted = _counting(source, lambda n: self.progress("driving landmarks", n, None))
-            track = detect(counted, mode=mode, policy=options["missing"], smooth=options["smooth"],
-                           fps=fps or DEFAULT_FPS)
+            with self.timer("driving decode + landmarks"):
+                track = detect(counted, mode=mode, policy=options["missing"], smooth=options["smooth"],
+                               fps=fps or DEFAULT_FPS)
             frames = driving
             audio = Path(driving) if isinstance(driving, (str, Path)) and probe_video(driving).has_audio else None
-        transforms = _crop_transforms(track, mode, self.size)
-        points = _to_crop(track.points, transforms)
-        aligned = points
-        if options["align"]:
-            aligner = align_face if mode == "face" else align_body
-            aligned = aligner(points, pool.all_points).astype(np.float32)
-        choices = choose_subject_frames(aligned, pool.points, options, self.size)
+        with self.timer("crops, alignment, selection"):
+            transforms = _crop_transforms(track, mode, self.size)
+            points = _to_crop(track.points, transforms)
+            aligned = points
+            if options["align"]:
+                aligner = align_face if mode == "face" else align_body
+                aligned = aligner(points, pool.all_points).astype(np.float32)
+            choices = choose_subject_frames(aligned, pool.points, options, self.size)
         return DrivingPlan(track, transforms, points, aligned, choices, frames, audio)
 
     # ----- generation ---------------------------------------------------------------------------
@@ -183,9 +185,8 @@ class Run:
                        for name, path in paths.items()}
             for start in range(0, total, batch):
                 rows = np.arange(start, min(total, start + batch))
-                with self.timer("generate"):
-                    images, warped = self._generate_chunk(pool, plan, rows)
-                with self.timer("compose and encode"):
+                images, warped = self._generate_chunk(pool, plan, rows)
+                with self.timer("decode, paste back, encode videos"):
                     for i, row in enumerate(rows):
                         frame = next(frames) if frames is not None else None
                         panels = self._compose(pool, plan, row, frame, images[i], warped[i])
@@ -198,11 +199,13 @@ class Run:
     def _generate_chunk(self, pool: SubjectPool, plan: DrivingPlan, rows: np.ndarray):
         from .masks import draw_masks, labels_to_onehot
 
-        labels = draw_masks(plan.aligned[rows], (self.size, self.size))
-        masks = labels_to_onehot(torch.from_numpy(labels).long(), self.pipe.model.config.mask_channels)
-        memory = select_memory(pool.memory, torch.from_numpy(plan.choices[rows]))
-        out = self.pipe.generate(memory, masks)
-        images = to_uint8_images(out.image)
+        with self.timer("masks"):
+            labels = draw_masks(plan.aligned[rows], (self.size, self.size))
+            masks = labels_to_onehot(torch.from_numpy(labels).long(), self.pipe.model.config.mask_channels)
+        with self.timer("generator"):
+            memory = select_memory(pool.memory, torch.from_numpy(plan.choices[rows]))
+            out = self.pipe.generate(memory, masks)
+            images = to_uint8_images(out.image)
         if self.options["color_match"]:
             images = np.stack([match_colors(image, pool.crops[plan.choices[row][0]]) for image, row in zip(images, rows)])
         if out.warped is not None:
