@@ -201,3 +201,11 @@ def test_real_face_and_dance_clips(media, shared_dir):
     assert result.read("aligned_masks").shape == (8, body.size, body.size, 3)
     with pytest.raises(InputError):  # a face subject with a dance driver
         face(clips / "liveportrait_d12.mp4", dance / "ipercore_akun_1.mp4", max_frames=4)
+
+
+def test_channels_last_gives_the_same_frames(media):
+    model = TSNet.from_pretrained(media["face"])
+    subject, driving = moving_face_frames(6, seed=1), moving_face_frames(5, seed=2)
+    frames = [RetargetPipeline(model, device="cpu", channels_last=cl)(subject, driving, mode="face", paste_back=False).frames
+              for cl in (False, True)]
+    assert np.abs(frames[0].astype(int) - frames[1].astype(int)).max() <= 1

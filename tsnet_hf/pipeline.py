@@ -164,16 +164,24 @@ class RetargetPipeline:
     Numpy and files in, numpy and files out; the model sees tensors only.
     """
 
-    def __init__(self, model: TSNet, device=None, dtype: torch.dtype | None = None):
+    def __init__(self, model: TSNet, device=None, dtype: torch.dtype | None = None,
+                 channels_last: bool | None = None):
+        """model: a TSNet; device: "cuda", "mps", "cpu" or None for the best there is; dtype: the
+        autocast dtype (None: bf16 on CUDA, fp16 where bf16 is missing, fp32 elsewhere);
+        channels_last: NHWC convolutions (None: on CUDA only; see docs/benchmarks.md)."""
         self.device = torch.device(device) if device is not None else best_device()
         self.dtype = autocast_dtype(self.device, dtype)
-        self.model = model.to(self.device).eval()
+        if channels_last is None:
+            channels_last = self.device.type == "cuda"
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.model = model.to(self.device, memory_format=self.memory_format).eval()
 
     @classmethod
     def from_pretrained(cls, path_or_repo_id, device=None, dtype: torch.dtype | None = None,
-                        **hub_kwargs) -> "RetargetPipeline":
+                        channels_last: bool | None = None, **hub_kwargs) -> "RetargetPipeline":
         """Load a checkpoint folder or Hub id (see `TSNet.from_pretrained`)."""
-        return cls(TSNet.from_pretrained(path_or_repo_id, **hub_kwargs), device=device, dtype=dtype)
+        return cls(TSNet.from_pretrained(path_or_repo_id, **hub_kwargs), device=device, dtype=dtype,
+                   channels_last=channels_last)
 
     @property
     def mode(self) -> str:
@@ -234,7 +242,7 @@ class RetargetPipeline:
     def generate(self, memory: SubjectMemory, masks: torch.Tensor):
         """(N, C, size, size) one-hot masks -> TSNetOutput, on the pipeline's device and dtype."""
         with self._autocast():
-            return self.model.generate(memory, masks.to(self.device))
+            return self.model.generate(memory, masks.to(self.device, memory_format=self.memory_format))
 
     def _autocast(self):
         enabled = self.dtype != torch.float32

@@ -171,6 +171,10 @@ class Run:
     # ----- generation ---------------------------------------------------------------------------
 
     def _generate(self, pool: SubjectPool, plan: DrivingPlan, workdir: Path):
+        """Generate chunk after chunk; a worker thread decodes, pastes back and encodes chunk i
+        while the generator runs chunk i + 1 (at most two chunks in memory)."""
+        from concurrent.futures import ThreadPoolExecutor
+
         from .video import VideoWriter
 
         fps = float(plan.track.fps)
@@ -183,18 +187,27 @@ class Run:
         with contextlib.ExitStack() as stack:
             writers = {name: stack.enter_context(VideoWriter(path, fps, audio_from=audio.get(name), preset="veryfast"))
                        for name, path in paths.items()}
+            worker = stack.enter_context(ThreadPoolExecutor(max_workers=1, thread_name_prefix="tsnet-write"))
+            pending = None
             for start in range(0, total, batch):
                 rows = np.arange(start, min(total, start + batch))
                 images, warped = self._generate_chunk(pool, plan, rows)
-                with self.timer("decode, paste back, encode videos"):
-                    for i, row in enumerate(rows):
-                        frame = next(frames) if frames is not None else None
-                        panels = self._compose(pool, plan, row, frame, images[i], warped[i])
-                        for name, picture in panels.items():
-                            writers[name].write(picture)
-                        reports.append(self._frame_report(pool, plan, row))
-                self.progress("generate", int(rows[-1]) + 1, total)
+                if pending is not None:
+                    pending.result()  # re-raises a failure of the previous chunk's writing
+                pending = worker.submit(self._write_chunk, pool, plan, rows, images, warped, frames, writers, reports)
+            if pending is not None:
+                pending.result()
         return paths, reports
+
+    def _write_chunk(self, pool, plan, rows, images, warped, frames, writers, reports):
+        with self.timer("decode, paste back, encode videos (overlapped)"):
+            for i, row in enumerate(rows):
+                frame = next(frames) if frames is not None else None
+                panels = self._compose(pool, plan, row, frame, images[i], warped[i])
+                for name, picture in panels.items():
+                    writers[name].write(picture)
+                reports.append(self._frame_report(pool, plan, row))
+        self.progress("generate", int(rows[-1]) + 1, len(plan.points))
 
     def _generate_chunk(self, pool: SubjectPool, plan: DrivingPlan, rows: np.ndarray):
         from .masks import draw_masks, labels_to_onehot
