@@ -1,0 +1,381 @@
+"""The Gradio demo (app.py, tsnet_hf/demo.py) and its Space (space/).
+
+A live server (`python app.py` in a subprocess, on a free port, offline, with a tiny random
+checkpoint) is driven through its `/retarget` API with gradio_client, and through the real page
+in Chromium with Playwright (marked `browser`; skipped where /usr/bin/chromium or playwright is
+missing). Media are generated (tests/synthetic.py): nothing here needs ../shared or the network.
+"""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from tsnet_hf import TSNet, tiny_config
+from tsnet_hf.video import probe_video, read_frames
+
+from synthetic import astronaut, moving_face_frames, write_video
+
+REPO = Path(__file__).resolve().parents[1]
+OFFLINE = {"GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+VIDEO_NAMES = ("output", "side_by_side", "warped", "driving_masks", "aligned_masks")
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory):
+    """A tiny face checkpoint, subject photos (one without a face) and video, a 1.2 s driving clip with
+    audio, and a text file named .mp4."""
+    folder = tmp_path_factory.mktemp("app-media")
+    torch.manual_seed(0)
+    TSNet(tiny_config("face")).save_pretrained(folder / "face-tiny")
+    photo = folder / "subject.png"
+    cv2.imwrite(str(photo), cv2.cvtColor(astronaut(256), cv2.COLOR_RGB2BGR))
+    no_face = folder / "no_face.png"
+    cv2.imwrite(str(no_face), np.full((256, 256, 3), 128, np.uint8))
+    not_a_video = folder / "not_a_video.mp4"
+    not_a_video.write_text("this is a text file, not a video\n")
+    return {
+        "checkpoint": folder / "face-tiny",
+        "photo": photo,
+        "subject_video": write_video(folder / "subject.mp4", moving_face_frames(12, seed=1)),
+        "driving": write_video(folder / "driving.mp4", moving_face_frames(30, seed=2), fps=25, audio=True),
+        "not_a_video": not_a_video,
+        "no_face": no_face,
+        "folder": folder,
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_until_serving(url: str, process: subprocess.Popen, log: Path, timeout: float = 120.0):
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never through a proxy
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"app.py exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with opener.open(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    pytest.fail(f"app.py did not serve {url} within {timeout:.0f} s:\n{log.read_text()[-3000:]}")
+
+
+@pytest.fixture(scope="module")
+def server(media):
+    """`python app.py --checkpoint TINY --port P` running offline; yields its URL."""
+    pytest.importorskip("gradio")
+    port = free_port()
+    log = media["folder"] / "app.log"
+    env = {**os.environ, **OFFLINE, "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
+    env.pop("TSNET_BODY_CHECKPOINT", None)
+    command = [sys.executable, str(REPO / "app.py"), "--checkpoint", str(media["checkpoint"]), "--port", str(port),
+               "--cache-dir", str(media["folder"] / "cache")]
+    with open(log, "w") as handle:
+        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=handle, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        wait_until_serving(url, process, log)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    gradio_client = pytest.importorskip("gradio_client")
+    return gradio_client.Client(server, verbose=False)
+
+
+def retarget(client, **inputs):
+    """Call /retarget with the page's defaults for whatever is not given."""
+    import gradio_client
+    values = dict(subject_photo=None, subject_video=None, driving_video=None, motion_template="", mode="auto",
+                  subject_frames=3, selection="nearest", align=True, smooth=True, max_seconds=10,
+                  missing="interpolate", color_match=False)
+    for name in ("subject_photo", "subject_video", "driving_video"):
+        if inputs.get(name) is not None:
+            inputs[name] = gradio_client.handle_file(str(inputs[name]))
+    values.update(inputs)
+    return client.predict(**values, api_name="/retarget")
+
+
+def unpack(outputs) -> dict:
+    names = (*VIDEO_NAMES, "subject_frames", "summary", "report")
+    return dict(zip(names, outputs, strict=True))
+
+
+# ----- the /retarget API ---------------------------------------------------------------------------
+
+def test_api_returns_every_output_with_the_driving_length(client, media):
+    out = unpack(retarget(client, subject_photo=media["photo"], driving_video=media["driving"]))
+    for name in VIDEO_NAMES:
+        frames, _ = read_frames(out[name])
+        assert len(frames) == 30, name
+    info = probe_video(out["output"])
+    assert info.has_audio and abs(info.fps - 25) < 1e-3  # the driving video's audio and rate
+    assert probe_video(out["side_by_side"]).has_audio
+    assert len(out["subject_frames"]) == 1 and out["subject_frames"][0]["caption"] == "frame 0"  # a photo
+    report = out["report"]
+    assert report["headers"] == ["frame", "detected", "filled", "subject frames"]
+    assert [row[0] for row in report["data"]] == list(range(30))
+    assert "**30 frames** at 25 fps (face)" in out["summary"] and "Time per stage" in out["summary"]
+
+
+def test_api_subject_video_with_a_motion_template_and_a_length_limit(client, media):
+    out = unpack(retarget(client, subject_video=media["subject_video"], motion_template="face_expressions",
+                          mode="face", subject_frames=2, max_seconds=2))
+    assert len(read_frames(out["output"])[0]) == 50  # 2 s of the 25 fps template
+    assert len(read_frames(out["aligned_masks"])[0]) == 50
+    assert len(out["subject_frames"]) > 2
+    assert all(len(row[3].split()) == 2 for row in out["report"]["data"])  # K = 2 subject frames each
+    assert "Used the first 2 s of the 3.1 s driving video" in out["summary"]
+
+
+@pytest.mark.parametrize("inputs, expected", [
+    ({"subject_photo": "photo", "driving_video": "not_a_video"}, "not_a_video.mp4 cannot be read as a video"),
+    ({"subject_photo": "no_face", "driving_video": "driving", "mode": "face"}, "No face was found in the image"),
+    ({"driving_video": "driving"}, "Upload a subject photo or video"),
+    ({"subject_photo": "photo"}, "Upload or record a driving video, or choose a motion template"),
+    ({"subject_photo": "photo", "subject_video": "subject_video", "driving_video": "driving"}, "not both"),
+    ({"subject_photo": "photo", "driving_video": "driving", "mode": "body"}, "no body checkpoint loaded"),
+    ({"subject_photo": "photo", "driving_video": "driving", "max_seconds": 60},
+     "greater than maximum value 10"),  # gradio's own check of the slider
+    ({"subject_photo": "photo", "motion_template": "body_kpop", "mode": "auto"}, "no body checkpoint loaded"),
+    ({"subject_photo": "photo", "motion_template": "face_talking", "mode": "body"}, "template is a face motion"),
+])
+def test_api_bad_input_gives_one_sentence(client, media, inputs, expected):
+    from gradio_client.exceptions import AppError
+
+    inputs = {name: media.get(value, value) if isinstance(value, str) else value for name, value in inputs.items()}
+    with pytest.raises(AppError) as caught:
+        retarget(client, **inputs)
+    message = str(caught.value)
+    assert expected in message
+    assert "Traceback" not in message and "\n" not in message.strip()
+
+
+def test_api_still_works_after_errors(client, media):
+    out = unpack(retarget(client, subject_photo=media["photo"], motion_template="face_talking", max_seconds=1))
+    assert len(read_frames(out["output"])[0]) == 25
+
+
+# ----- the page in a real browser ----------------------------------------------------------------
+
+def _wait_for_playable(page, selector: str, timeout_ms: int = 120_000):
+    page.wait_for_function(
+        "(sel) => { const v = document.querySelector(sel + ' video');"
+        " return !!(v && v.currentSrc && v.readyState >= 1 && v.duration > 0); }",
+        arg=selector, timeout=timeout_ms)
+
+
+@pytest.mark.browser
+def test_page_runs_and_shows_errors(server, media, tmp_path):
+    if not CHROMIUM.is_file():
+        pytest.skip("Chromium is not installed at /usr/bin/chromium (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 1300})
+            page.goto(server)
+            page.locator("#subject-photo input[type=file]").set_input_files(str(media["photo"]))
+            page.locator("#driving-video input[type=file]").set_input_files(str(media["driving"]))
+            page.wait_for_selector("#driving-video video", timeout=30_000)
+            page.locator("#run").click()
+            for selector in ("#output-video", "#side-by-side", "#warped", "#driving-masks", "#aligned-masks"):
+                _wait_for_playable(page, selector)
+            page.wait_for_selector("#subject-masks img", timeout=30_000)
+            assert "30 frames" in page.locator("#summary").inner_text()
+            page.evaluate("() => window.scrollTo(0, 0)")
+            page.screenshot(path=str(tmp_path / "demo.png"), full_page=True)
+            if os.environ.get("TSNET_SCREENSHOT_DIR"):  # to look at the page: keep a copy
+                shutil.copy(tmp_path / "demo.png", Path(os.environ["TSNET_SCREENSHOT_DIR"]) / "demo.png")
+
+            page.goto(server)  # a fresh page: an uploaded non-video gives a visible error, no traceback
+            page.locator("#subject-photo input[type=file]").set_input_files(str(media["photo"]))
+            page.locator("#driving-video input[type=file]").set_input_files(str(media["not_a_video"]))
+            page.locator("#run").click()
+            error = page.get_by_text("not_a_video.mp4 cannot be read as a video")
+            error.wait_for(timeout=30_000)
+            assert "Traceback" not in page.content()
+
+            page.get_by_text("Face: talking (5 s)").click()  # the page stays usable: an offline example runs
+            page.wait_for_selector("#template-preview video", timeout=30_000)
+            page.locator("#run").click()
+            _wait_for_playable(page, "#output-video")
+        finally:
+            browser.close()
+
+
+# ----- settings, templates, Space: no server -------------------------------------------------------
+
+def test_motion_templates_load_are_small_and_name_their_sources():
+    from tsnet_hf.demo import TEMPLATES_DIR, list_templates
+    from tsnet_hf.landmarks import LandmarkTrack
+
+    templates = list_templates()
+    assert {"face", "body"} <= {name.split("_")[0] for name in templates}
+    sources = (TEMPLATES_DIR / "SOURCES.md").read_text()
+    for name, (label, path) in templates.items():
+        track = LandmarkTrack.load(path)
+        assert track.mode == name.split("_")[0] and label.lower().startswith(track.mode)
+        assert 2 <= len(track) / track.fps <= 6
+        assert np.isfinite(track.points).all() and (track.points[..., 2] > 0).any()
+        assert path.stat().st_size < 32 * 1024, f"{path.name} should stay a few KB"
+        line = next(line for line in sources.splitlines() if line.startswith(f"| {path.name} "))
+        assert "https://github.com/" in line and ("MIT" in line or "Apache-2.0" in line)
+
+
+def test_template_preview_is_a_video_of_the_template_length(tmp_path):
+    from tsnet_hf.demo import list_templates, template_preview
+    from tsnet_hf.landmarks import LandmarkTrack
+
+    label, path = list_templates()["face_expressions"]
+    preview = template_preview(path, tmp_path)
+    frames, _ = read_frames(preview)
+    assert len(frames) == len(LandmarkTrack.load(path)) and max(frames.shape[1:3]) <= 256
+    assert template_preview(path, tmp_path) == preview  # made once
+
+
+def _settings(monkeypatch, *argv):
+    import tsnet_hf.cli
+    from tsnet_hf import demo
+
+    monkeypatch.delenv("TSNET_CHECKPOINT", raising=False)
+    monkeypatch.delenv("TSNET_BODY_CHECKPOINT", raising=False)
+    monkeypatch.setattr(tsnet_hf.cli, "default_checkpoint", lambda mode: None)  # as on a fresh clone
+    return demo.load_settings(demo.build_parser().parse_args([*argv, "--device", "cpu"]))
+
+
+def test_without_a_checkpoint_the_page_says_so_and_runs_nothing(monkeypatch, media):
+    gr = pytest.importorskip("gradio")
+
+    from tsnet_hf import demo
+
+    settings = _settings(monkeypatch, "--cache-dir", str(media["folder"] / "cache-none"))
+    assert settings.models == {}
+    assert demo.NO_CHECKPOINT in demo.header_markdown(settings)
+    with pytest.raises(gr.Error, match="No trained TS-Net checkpoint is shipped yet"):
+        demo.Retargeter(settings)(str(media["photo"]), None, str(media["driving"]), "", "auto", 3, "nearest",
+                                  True, True, 10, "interpolate", False)
+
+
+def test_checkpoints_come_from_flags_or_environment(monkeypatch, media):
+    from tsnet_hf import demo
+
+    settings = _settings(monkeypatch, "--checkpoint", str(media["checkpoint"]))
+    assert set(settings.models) == {"face"} and settings.sources["face"] == str(media["checkpoint"])
+    assert settings.max_seconds == demo.CPU_MAX_SECONDS and not settings.on_gpu
+    monkeypatch.setenv("TSNET_CHECKPOINT", str(media["checkpoint"]))
+    args = demo.build_parser().parse_args(["--device", "cpu"])
+    assert args.checkpoint == str(media["checkpoint"])
+    random = _settings(monkeypatch, "--random-weights")
+    assert set(random.models) == {"face", "body"} and "untrained" in demo.header_markdown(random)
+
+
+def test_the_shipped_checkpoint_is_the_default(monkeypatch, media):
+    import tsnet_hf.cli
+    from tsnet_hf import demo
+
+    monkeypatch.delenv("TSNET_CHECKPOINT", raising=False)
+    monkeypatch.delenv("TSNET_BODY_CHECKPOINT", raising=False)
+    shipped = {"face": media["checkpoint"], "body": None}
+    monkeypatch.setattr(tsnet_hf.cli, "default_checkpoint", shipped.get)
+    settings = demo.load_settings(demo.build_parser().parse_args(["--device", "cpu"]))
+    assert settings.sources == {"face": str(media["checkpoint"])}
+    random = demo.load_settings(demo.build_parser().parse_args(["--device", "cpu", "--random-weights"]))
+    assert random.sources == {"face": "random weights", "body": "random weights"}  # random replaces shipped
+
+
+def test_gpu_decorator_changes_nothing_without_spaces():
+    from tsnet_hf.demo import gpu_decorator
+
+    try:
+        import spaces  # noqa: F401
+        pytest.skip("the spaces package is installed")
+    except ImportError:
+        pass
+
+    def function(x):
+        return x
+
+    assert gpu_decorator()(function) is function
+
+
+def test_importing_the_package_or_the_demo_does_not_import_gradio():
+    code = "import sys, tsnet_hf, tsnet_hf.demo; sys.exit('gradio' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0
+
+
+def test_build_space_dry_run_writes_a_runnable_folder(tmp_path, monkeypatch, capsys):
+    sys.path.insert(0, str(REPO / "space"))
+    try:
+        import build_space
+    finally:
+        sys.path.pop(0)
+    out = tmp_path / "space"
+    assert build_space.main([str(out), "--dry-run"]) == 0
+    for name in ("README.md", "app.py", "requirements.txt", "packages.txt", "tsnet_hf/__init__.py",
+                 "tsnet_hf/demo.py", "tsnet_hf/assets/templates/face_talking.npz"):
+        assert (out / name).is_file(), name
+    assert not list(out.rglob("__pycache__"))
+    assert build_space.main([str(out), "--dry-run"]) == 0  # an earlier build is replaced
+
+    import huggingface_hub.constants
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    capsys.readouterr()
+    assert build_space.main([str(out), "--repo-id", "someone/tsnet-demo"]) == 1
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("error: HF_HUB_OFFLINE is set") and "\n" not in error
+    assert build_space.main([str(tmp_path / "other")]) == 1  # neither --repo-id nor --dry-run
+
+
+def test_space_pins_match_pyproject():
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    wanted = [*project["dependencies"], *project["optional-dependencies"]["app"]]
+    lines = (REPO / "space" / "requirements.txt").read_text().splitlines()
+    space = {line.strip() for line in lines if line.strip() and not line.startswith("#")}
+    gradio = next(pin for pin in wanted if pin.startswith("gradio=="))
+    assert set(wanted) - {gradio} == space
+    card = (REPO / "space" / "README.md").read_text()
+    assert card.startswith("---\n") and "sdk: gradio\n" in card and "app_file: app.py\n" in card
+    assert f"sdk_version: {gradio.split('==')[1]}\n" in card
+
+
+@pytest.mark.shared
+def test_body_template_drives_a_full_body_photo(monkeypatch, shared_dir, tmp_path):
+    """The body path end to end, without a server: --random-weights, a full-body photo from ../shared."""
+    from tsnet_hf import demo
+
+    settings = _settings(monkeypatch, "--random-weights", "--cache-dir", str(tmp_path))
+    photo = shared_dir / "data" / "photos" / "fullbody_mimicmotion_demo1.jpg"
+    outputs = demo.Retargeter(settings)(str(photo), None, None, "body_kpop", "auto", 3, "nearest", True, True, 1,
+                                        "interpolate", False)
+    output, side, warped, driving_masks, aligned_masks, gallery, summary, report = outputs
+    for path in (output, side, warped, driving_masks, aligned_masks):
+        assert len(read_frames(path)[0]) == int(1 * 29.847)
+    assert len(gallery) == 1 and len(report) == int(1 * 29.847) and "(body)" in summary

@@ -1,0 +1,594 @@
+"""The Gradio demo shared by app.py and the Hugging Face Space.
+
+    python app.py [--checkpoint FOLDER_OR_HUB_ID] [--body-checkpoint ...] [--port 7860]
+
+One page: a subject (photo or video), a driving motion (a video upload, a webcam recording or a
+built-in motion template), the pipeline's options, and every intermediate at once after a run:
+the output video with the driving audio, the subject / driving / aligned masks, the
+transformation branch's warped subject, a side-by-side video and a per-frame report. The named
+API endpoint `/retarget` serves the same function to `gradio_client`.
+
+Checkpoints: --checkpoint / $TSNET_CHECKPOINT (any mode) and --body-checkpoint /
+$TSNET_BODY_CHECKPOINT; for a mode not named, the one shipped in checkpoints/
+(`tsnet_hf.cli.default_checkpoint`). With none, the page says so and every run answers with that
+sentence; --random-weights serves untrained tiny models to try the page.
+
+Devices: CUDA when there is one (on a ZeroGPU Space through `spaces.GPU`, used only when the
+`spaces` package is installed), else Apple MPS or the CPU, where at most CPU_MAX_SECONDS of
+driving video are used (the page states the limit). Runs are queued, one at a time.
+
+Nothing here runs at import, and gradio is imported inside functions only: `import tsnet_hf`
+never imports gradio (style rule 1), and this module can be imported without it.
+"""
+
+import argparse
+import logging
+import os
+import shutil
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import CheckpointError, InputError, TSNetError
+
+log = logging.getLogger(__name__)
+
+TEMPLATES_DIR = Path(__file__).resolve().parent / "assets" / "templates"
+# Measured on 2 CPU cores, 256 px, K = 1: 0.7 s per frame (small config), 1.6 s (paper config); so 10 s
+# of 25 fps driving video take about 3 (small) to 7 (paper) minutes, and the page starts at 5 s.
+CPU_MAX_SECONDS = 10.0
+CPU_DEFAULT_SECONDS = 5.0
+GPU_MAX_SECONDS = 60.0
+GPU_DEFAULT_SECONDS = 20.0
+GPU_DURATION = 120  # seconds of ZeroGPU time asked per run
+RUN_FOLDER_AGE = 3600.0  # seconds a finished run's files are kept for the browser to fetch
+MODES = ("auto", "face", "body")
+NO_CHECKPOINT = ("No trained TS-Net checkpoint is shipped yet (training is pending): start the demo with "
+                 "--checkpoint FOLDER_OR_HUB_ID (or set TSNET_CHECKPOINT), or with --random-weights "
+                 "to try the page with an untrained model.")
+STAGES = {"subject landmarks": "Finding the subject's landmarks", "encode subject": "Encoding the subject frames",
+          "driving landmarks": "Finding the driving landmarks", "generate": "Generating frames"}
+REPORT_COLUMNS = ["frame", "detected", "filled", "subject frames"]
+
+
+# ----- settings and models --------------------------------------------------------------------
+
+@dataclass
+class DemoSettings:
+    """What the demo runs with.
+
+    models: mode ("face"/"body") -> loaded TSNet, on the CPU until a run moves it.
+    sources: mode -> where it came from (folder, Hub id or "random weights"), shown on the page.
+    device: "cuda", "mps", "cpu" or None (the best there is, at each run).
+    device_label: where runs happen, in words ("a CUDA GPU", "ZeroGPU", "Apple GPU (MPS)", "CPU").
+    on_gpu: runs happen on a CUDA GPU (here or on ZeroGPU).
+    max_seconds: driving seconds a run uses at most (GPU_MAX_SECONDS on a CUDA GPU, else the CPU limit).
+    cache_dir: run outputs, the example subject and template previews.
+    """
+
+    models: dict = field(default_factory=dict)
+    sources: dict = field(default_factory=dict)
+    device: str | None = None
+    device_label: str = "CPU"
+    on_gpu: bool = False
+    max_seconds: float = CPU_MAX_SECONDS
+    cache_dir: Path = None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="TS-Net motion retargeting demo (Gradio).")
+    parser.add_argument("--checkpoint", default=os.environ.get("TSNET_CHECKPOINT"),
+                        help="checkpoint folder or Hub id, face or body (default: $TSNET_CHECKPOINT, "
+                             "else the face checkpoint shipped in checkpoints/)")
+    parser.add_argument("--body-checkpoint", default=os.environ.get("TSNET_BODY_CHECKPOINT"),
+                        help="a body checkpoint as well (default: $TSNET_BODY_CHECKPOINT, else the shipped one)")
+    parser.add_argument("--random-weights", action="store_true",
+                        help="untrained tiny face and body models: to try the page, outputs are noise")
+    parser.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best there is)")
+    parser.add_argument("--cpu-max-seconds", type=float, default=CPU_MAX_SECONDS,
+                        help="driving seconds used at most on CPU (default: %(default)s)")
+    parser.add_argument("--host", default=None, help="address to serve on (default: 127.0.0.1 or $GRADIO_SERVER_NAME)")
+    parser.add_argument("--port", type=int, default=None, help="port (default: 7860 or $GRADIO_SERVER_PORT)")
+    parser.add_argument("--cache-dir", default=None, help="folder for run outputs (default: a temporary folder)")
+    return parser
+
+
+def load_settings(args) -> DemoSettings:
+    """Load the checkpoints named by the arguments (or shipped) into DemoSettings.
+
+    Raises CheckpointError (one sentence) when a named checkpoint cannot be loaded."""
+    import tempfile
+
+    import torch
+
+    from .cli import default_checkpoint
+    from .modeling import TSNet
+
+    settings = DemoSettings(device=args.device)
+    if args.random_weights:
+        from .config import tiny_config
+        for mode in ("face", "body"):
+            torch.manual_seed(0)
+            settings.models[mode], settings.sources[mode] = TSNet(tiny_config(mode)).eval(), "random weights"
+    for source in (args.checkpoint, args.body_checkpoint):
+        if source:
+            model = TSNet.from_pretrained(str(source)).eval()
+            mode = model.config.mode
+            if settings.sources.get(mode) not in (None, "random weights"):
+                raise CheckpointError(f"Both {settings.sources[mode]} and {source} are {mode} checkpoints: "
+                                      "give one face and one body checkpoint.")
+            settings.models[mode], settings.sources[mode] = model, str(source)
+    for mode in ("face", "body"):  # the shipped checkpoint for each mode not named (nor random)
+        shipped = default_checkpoint(mode)
+        if shipped is not None and mode not in settings.models:
+            settings.models[mode], settings.sources[mode] = TSNet.from_pretrained(str(shipped)).eval(), str(shipped)
+    settings.device_label, settings.on_gpu = _where(args.device)
+    settings.max_seconds = GPU_MAX_SECONDS if settings.on_gpu else float(args.cpu_max_seconds)
+    settings.cache_dir = Path(args.cache_dir or Path(tempfile.gettempdir()) / "tsnet-demo")
+    settings.cache_dir.mkdir(parents=True, exist_ok=True)
+    return settings
+
+
+def _where(device: str | None) -> tuple[str, bool]:
+    """(device in words, whether it is a CUDA GPU) for the --device flag (None: the best there is)."""
+    import torch
+
+    from .pipeline import best_device
+
+    if device is None and zero_gpu():
+        return "ZeroGPU", True  # the GPU appears inside spaces.GPU functions only
+    try:
+        kind = torch.device(device).type if device else best_device().type
+    except RuntimeError:
+        raise InputError(f"Unknown device {device!r}: use cuda, mps or cpu (or leave --device out).") from None
+    labels = {"cuda": "a CUDA GPU", "mps": "Apple GPU (MPS)"}
+    return labels.get(kind, "CPU"), kind == "cuda"
+
+
+def zero_gpu() -> bool:
+    """Whether this runs on a ZeroGPU Space (the GPU appears only inside `spaces.GPU` functions)."""
+    return os.environ.get("SPACES_ZERO_GPU", "").lower() in ("1", "true")
+
+
+def gpu_decorator(duration: int = GPU_DURATION):
+    """`spaces.GPU(duration=...)` where the `spaces` package is installed (Hugging Face Spaces),
+    else a decorator that changes nothing."""
+    try:
+        import spaces
+    except ImportError:
+        return lambda function: function
+    return spaces.GPU(duration=duration)
+
+
+# ----- built-in media -------------------------------------------------------------------------
+
+def list_templates(folder: Path = TEMPLATES_DIR) -> dict:
+    """name -> (label, path) of the shipped motion templates (landmark tracks, .npz)."""
+    templates = {}
+    for path in sorted(folder.glob("*.npz")):
+        with np.load(path, allow_pickle=False) as data:
+            label = str(data["label"]) if "label" in data else path.stem
+        templates[path.stem] = (label, path)
+    return templates
+
+
+def example_subject(cache_dir: Path) -> Path | None:
+    """The astronaut photo (Eileen Collins, NASA, public domain) that scikit-image ships, written
+    once as a jpg into `cache_dir`; None where scikit-image is missing."""
+    path = cache_dir / "astronaut.jpg"
+    if not path.is_file():
+        try:
+            from skimage import data
+        except ImportError:
+            return None
+        import cv2
+
+        cv2.imwrite(str(path), cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
+    return path
+
+
+def template_preview(path: Path, cache_dir: Path, side: int = 256) -> Path:
+    """An mp4 of a template's masks, drawn in its own frame scaled to `side` px (made once)."""
+    from .landmarks import LandmarkTrack
+    from .masks import draw_mask, render_mask_rgb
+    from .video import VideoWriter
+
+    target = cache_dir / "previews" / f"{Path(path).stem}.mp4"
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    track = LandmarkTrack.load(path)
+    height, width = track.frame_size
+    scale = side / max(height, width)
+    size = (max(16, round(height * scale)), max(16, round(width * scale)))
+    points = track.points.copy()
+    points[..., :2] *= scale
+    with VideoWriter(target, track.fps, preset="veryfast") as writer:
+        for frame_points in points:
+            writer.write(render_mask_rgb(draw_mask(frame_points, size), track.mode))
+    return target
+
+
+# ----- one run --------------------------------------------------------------------------------
+
+class Retargeter:
+    """The function behind the Run button and the `/retarget` endpoint."""
+
+    def __init__(self, settings: DemoSettings):
+        self.settings = settings
+        self.templates = list_templates()
+
+    def __call__(self, subject_photo, subject_video, driving_video, motion_template, mode, subject_frames,
+                 selection, align, smooth, max_seconds, missing, color_match, progress=None):
+        """Inputs as the page gives them (file paths, strings, numbers); returns the page's outputs.
+        Every failure becomes one `gr.Error` sentence that says what to do."""
+        import gradio as gr
+
+        try:
+            return self._run(subject_photo, subject_video, driving_video, motion_template, mode, subject_frames,
+                             selection, align, smooth, max_seconds, missing, color_match, progress)
+        except TSNetError as error:
+            raise gr.Error(str(error), duration=30, print_exception=False) from None
+        except Exception as error:  # a bug, not bad input: still one sentence on the page
+            log.exception("retargeting failed")
+            detail = str(error).strip().splitlines()[0] if str(error).strip() else "no message"
+            raise gr.Error(f"Unexpected {type(error).__name__} ({detail}): try other inputs, and please report it.",
+                           duration=30, print_exception=False) from None
+
+    def _run(self, subject_photo, subject_video, driving_video, motion_template, mode, subject_frames,
+             selection, align, smooth, max_seconds, missing, color_match, progress):
+        from .video import probe_video
+
+        subject = _one_of(subject_photo, subject_video, "Upload a subject photo or video (or click an example).",
+                          "Give a subject photo or a subject video, not both: clear one of them.")
+        driving, fps, length = self._driving(driving_video, motion_template)
+        seconds = self._seconds(max_seconds)
+        max_frames = max(1, int(seconds * fps))
+        k = _positive_int(subject_frames, "K")
+        if probe_video(subject).is_image:
+            k = 1  # a photo is one subject frame, whatever K the slider shows
+        pipe = self._pipeline(mode, subject, driving)
+        started = time.perf_counter()
+        result = pipe(subject, driving, mode=mode, num_subject_frames=k,
+                      selection=selection, align=bool(align), smooth=bool(smooth), missing=missing,
+                      max_frames=max_frames, color_match=bool(color_match),
+                      progress=_progress_callback(progress, min(max_frames, length)))
+        elapsed = time.perf_counter() - started
+        try:
+            return self._outputs(result, pipe, elapsed, truncated=(length > max_frames, seconds, length / fps))
+        finally:
+            result.cleanup()
+
+    def _driving(self, driving_video, motion_template):
+        """(driving: a path or a LandmarkTrack, fps, number of frames)."""
+        from .landmarks import LandmarkTrack
+        from .video import probe_video
+
+        if driving_video and motion_template:
+            raise InputError("Give a driving video or a motion template, not both: clear one of them.")
+        if motion_template:
+            if motion_template not in self.templates:
+                raise InputError(f"Unknown motion template {motion_template!r}: choose one of "
+                                 f"{', '.join(self.templates)}.")
+            track = LandmarkTrack.load(self.templates[motion_template][1])
+            return track, float(track.fps), len(track)
+        if not driving_video:
+            raise InputError("Upload or record a driving video, or choose a motion template.")
+        info = probe_video(driving_video, require_video=True)
+        return driving_video, float(info.fps), max(info.frame_count, 1)
+
+    def _seconds(self, max_seconds) -> float:
+        limit = self.settings.max_seconds
+        if max_seconds is None:
+            return limit
+        try:
+            seconds = float(max_seconds)
+        except (TypeError, ValueError):
+            raise InputError(f"Maximum length must be a number of seconds, got {max_seconds!r}.") from None
+        if not 0 < seconds <= limit:
+            where = f"on {self.settings.device_label}"
+            raise InputError(f"Maximum length is {seconds:g} s but {where} at most {limit:g} s of driving "
+                             f"video are used: ask for {limit:g} s or less (trim longer videos).")
+        return seconds
+
+    def _pipeline(self, mode, subject, driving):
+        """A RetargetPipeline around the checkpoint for `mode` ("auto": the one the inputs need)."""
+        from .landmarks import LandmarkTrack
+        from .pipeline import RetargetPipeline
+
+        models = self.settings.models
+        if not models:
+            raise CheckpointError(NO_CHECKPOINT)
+        if mode not in MODES:
+            raise InputError(f"Mode must be one of {', '.join(MODES)}, got {mode!r}.")
+        if isinstance(driving, LandmarkTrack):
+            if mode not in ("auto", driving.mode):
+                raise InputError(f"The motion template is a {driving.mode} motion but the mode is {mode!r}: "
+                                 f"choose mode 'auto' or {driving.mode!r}, or a {mode} template.")
+            wanted = driving.mode
+        elif mode != "auto":
+            wanted = mode
+        else:
+            wanted = next(iter(models)) if len(models) == 1 else _guess_mode(subject)
+        if wanted not in models:
+            other = "face" if wanted == "body" else "body"
+            flag = "--body-checkpoint" if wanted == "body" else "--checkpoint"
+            raise CheckpointError(f"This demo has no {wanted} checkpoint loaded: use {other} videos or a {other} "
+                                  f"template, or start the demo with {flag} FOLDER_OR_HUB_ID.")
+        return RetargetPipeline(models[wanted], device=self.settings.device)
+
+    def _outputs(self, result, pipe, elapsed, truncated):
+        import pandas as pd
+
+        folder = _new_run_folder(self.settings.cache_dir)
+        videos = {}
+        for name in ("output", "side_by_side", "warped", "driving_masks", "aligned_masks"):
+            videos[name] = str(shutil.move(str(result.videos[name]), str(folder / f"{name}.mp4")))
+        gallery = [(np.concatenate([crop, mask], axis=1), f"frame {index}")
+                   for crop, mask, index in zip(result.subject_crops, result.subject_masks,
+                                                result.subject_frame_indices, strict=True)]
+        rows = [[r.index, "yes" if r.detected else "no", r.filled, " ".join(map(str, r.subject_frames))]
+                for r in result.frames_report]
+        report = pd.DataFrame(rows, columns=REPORT_COLUMNS)
+        summary = _summary(result, pipe, elapsed, truncated, self.settings)
+        return (videos["output"], videos["side_by_side"], videos["warped"], videos["driving_masks"],
+                videos["aligned_masks"], gallery, summary, report)
+
+
+def _one_of(first, second, missing: str, both: str):
+    if first and second:
+        raise InputError(both)
+    if not (first or second):
+        raise InputError(missing)
+    return first or second
+
+
+def _positive_int(value, name: str) -> int:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if not (number >= 1 and number == int(number)):
+        raise InputError(f"{name} must be a whole number of at least 1, got {value!r}.")
+    return int(number)
+
+
+def _guess_mode(subject) -> str:
+    """"face" or "body" for a subject file, as `mode="auto"` decides it."""
+    from .landmarks import choose_mode
+    from .video import iter_frames
+
+    return choose_mode(list(iter_frames(subject, max_frames=3)))
+
+
+def _progress_callback(progress, expected_frames: int):
+    """The pipeline's `progress(stage, done, total)` -> gradio's progress bar (total filled in
+    for the driving landmarks, whose count the pipeline does not know in advance)."""
+    if progress is None:
+        return None
+
+    def update(stage, done, total):
+        if stage == "driving landmarks":
+            total = expected_frames
+        desc = STAGES.get(stage, stage)
+        if total:
+            progress((min(done, total), total), desc=desc, unit="frames")
+        else:
+            progress(0.0, desc=desc)
+
+    return update
+
+
+def _new_run_folder(cache_dir: Path) -> Path:
+    """A fresh folder for one run's videos; folders of runs older than RUN_FOLDER_AGE go."""
+    runs = cache_dir / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    now = time.time()
+    for old in runs.iterdir():
+        if now - old.stat().st_mtime > RUN_FOLDER_AGE:
+            shutil.rmtree(old, ignore_errors=True)
+    folder = runs / uuid.uuid4().hex[:12]
+    folder.mkdir()
+    return folder
+
+
+def _summary(result, pipe, elapsed: float, truncated, settings: DemoSettings) -> str:
+    """Markdown: frames, detections, fills and time per stage."""
+    cut, seconds, length = truncated
+    filled = sum(r.filled not in ("none", "dropped") for r in result.frames_report)
+    stages = " · ".join(f"{name} {value:.1f} s" for name, value in result.timings.items())
+    per_frame = 1000 * elapsed / max(result.num_frames, 1)
+    lines = [
+        f"**{result.num_frames} frames** at {result.fps:g} fps ({result.mode}), {filled} filled in; "
+        f"{elapsed:.1f} s in all ({per_frame:.0f} ms per frame on {pipe.device.type.upper()}).",
+        f"- Subject: {result.subject_summary}",
+        f"- Driving: {result.driving_summary}",
+        f"- Time per stage: {stages}",
+    ]
+    if cut:
+        lines.append(f"- Used the first {seconds:g} s of the {length:.1f} s driving video (the Maximum length "
+                     f"setting; at most {settings.max_seconds:g} s on {settings.device_label}).")
+    return "\n".join(lines)
+
+
+# ----- the page -------------------------------------------------------------------------------
+
+CSS = """
+.tsnet-status {font-size: 0.95em}
+.tsnet-run {min-height: 3em}
+"""
+
+
+def header_markdown(settings: DemoSettings) -> str:
+    """Title, what the page does, and which checkpoints, device and length limit it runs with."""
+    if settings.models:
+        loaded = "; ".join(f"{mode}: `{source}`" + (" (untrained: outputs are noise; masks, crops and alignment "
+                                                     "are real)" if source == "random weights" else "")
+                           for mode, source in settings.sources.items())
+        checkpoints = f"Checkpoints: {loaded}."
+    else:
+        checkpoints = f"⚠️ {NO_CHECKPOINT}"
+    device = settings.device_label
+    return (
+        "# TS-Net motion retargeting\n"
+        "Make a subject (photo or video) move like a driving video, a webcam recording or a built-in motion "
+        "template, with [TS-Net](https://openaccess.thecvf.com/content/WACV2023/html/Ni_Cross-Identity_Video_Motion"
+        "_Retargeting_With_Joint_Transformation_and_Synthesis_WACV_2023_paper.html) (Ni et al., WACV 2023), "
+        "for faces and full-body dance.\n\n"
+        f"<span class='tsnet-status'>{checkpoints} Running on **{device}**: at most "
+        f"**{settings.max_seconds:g} s** of driving video are used per run.</span>"
+    )
+
+
+def build_demo(settings: DemoSettings):
+    """The gr.Blocks page; `launch_demo` queues and serves it."""
+    import gradio as gr
+
+    retargeter = Retargeter(settings)
+    templates = retargeter.templates
+    # delete_cache: gradio's copies of inputs and outputs older than 2 h go, checked hourly (a Space runs for days).
+    with gr.Blocks(title="TS-Net motion retargeting", delete_cache=(3600, 7200)) as demo:
+        gr.Markdown(header_markdown(settings))
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=3, min_width=380):
+                inputs, run = _input_panel(gr, settings, templates)
+                _examples(gr, inputs, templates, settings)
+            with gr.Column(scale=7, min_width=560):
+                outputs = _output_panel(gr)
+        _wire_inputs(gr, inputs, templates, settings)
+        handler = gpu_decorator()(_with_progress(gr, retargeter))
+        run.click(handler, inputs=[inputs[name] for name in INPUT_ORDER], outputs=outputs,
+                  api_name="retarget", concurrency_limit=1, show_progress="full",
+                  show_progress_on=[outputs[0], outputs[1], outputs[6]])  # output, side by side, summary
+    return demo
+
+
+INPUT_ORDER = ("subject_photo", "subject_video", "driving_video", "motion_template", "mode", "subject_frames",
+               "selection", "align", "smooth", "max_seconds", "missing", "color_match")
+
+
+def _with_progress(gr, retargeter: Retargeter):
+    """The handler gradio calls: named parameters (the API's names) and a gr.Progress it fills."""
+    def retarget(subject_photo, subject_video, driving_video, motion_template, mode, subject_frames, selection,
+                 align, smooth, max_seconds, missing, color_match,
+                 progress=gr.Progress()):  # noqa: B008 (gradio fills a default gr.Progress in)
+        return retargeter(subject_photo, subject_video, driving_video, motion_template, mode, subject_frames,
+                          selection, align, smooth, max_seconds, missing, color_match, progress)
+    return retarget
+
+
+def _input_panel(gr, settings: DemoSettings, templates: dict):
+    inputs = {}
+    gr.Markdown("### 1 · Subject: a photo or a short video")
+    with gr.Row():
+        inputs["subject_photo"] = gr.Image(label="Subject photo", type="filepath", sources=["upload", "clipboard"],
+                                           height=220, elem_id="subject-photo")
+        inputs["subject_video"] = gr.Video(label="…or subject video", sources=["upload"], height=220,
+                                           elem_id="subject-video")
+    gr.Markdown("### 2 · Driving motion: a video, webcam or template")
+    with gr.Row():
+        inputs["driving_video"] = gr.Video(label="Driving video",
+                                           sources=["upload", "webcam"], include_audio=True, height=220,
+                                           elem_id="driving-video")
+        with gr.Column(min_width=160):
+            choices = [("None (use the video)", "")] + [(label, name) for name, (label, _) in templates.items()]
+            inputs["motion_template"] = gr.Dropdown(choices=choices, value="", label="…or a motion template",
+                                                    elem_id="motion-template")
+            inputs["template_preview"] = gr.Video(label="Template (masks)", interactive=False, height=150,
+                                                  autoplay=True, loop=True, elem_id="template-preview")
+    gr.Markdown("### 3 · Options")
+    inputs["mode"] = gr.Radio(list(MODES), value="auto", label="Mode",
+                              info="auto: face or full body, from the subject")
+    with gr.Row():
+        inputs["subject_frames"] = gr.Slider(1, 8, value=3, step=1, label="K: subject frames per output frame")
+        inputs["selection"] = gr.Radio(["nearest", "random"], value="nearest", label="Subject-frame selection",
+                                       info="nearest pose, or K random (as the paper)")
+    with gr.Row():
+        inputs["align"] = gr.Checkbox(value=True, label="Align the driving pose to the subject")
+        inputs["smooth"] = gr.Checkbox(value=True, label="Smooth landmarks (One-Euro)")
+    default = min(settings.max_seconds, GPU_DEFAULT_SECONDS if settings.on_gpu else CPU_DEFAULT_SECONDS)
+    inputs["max_seconds"] = gr.Slider(1, settings.max_seconds, value=default, step=0.5,
+                                      label=f"Maximum length (s), at most {settings.max_seconds:g} s here")
+    with gr.Accordion("More options", open=False):
+        inputs["missing"] = gr.Radio(["interpolate", "hold", "drop"], value="interpolate",
+                                     label="Frames where nothing is detected")
+        inputs["color_match"] = gr.Checkbox(value=False, label="Match output colours to the subject")
+    run = gr.Button("Run", variant="primary", elem_id="run", elem_classes="tsnet-run")
+    return inputs, run
+
+
+def _output_panel(gr) -> list:
+    with gr.Row(equal_height=True):
+        output = gr.Video(label="Output", height=250, interactive=False, elem_id="output-video")
+        warped = gr.Video(label="Warped (transformation branch)", height=250, interactive=False,
+                          elem_id="warped")
+        driving_masks = gr.Video(label="Driving masks", height=250, interactive=False, elem_id="driving-masks")
+        aligned_masks = gr.Video(label="Aligned driving masks (model input)", height=250, interactive=False,
+                                 elem_id="aligned-masks")
+    side = gr.Video(label="Side by side: subject | driving | aligned mask | warped | output", height=210,
+                    interactive=False, elem_id="side-by-side")
+    with gr.Row(equal_height=True):
+        subject = gr.Gallery(label="Subject frames used, and their masks", columns=4, fit_columns=False, height=210,
+                             object_fit="contain", elem_id="subject-masks", scale=1)
+        summary = gr.Markdown("Results appear here after a run.", label="Summary", elem_id="summary",
+                              container=True, padding=True, min_height=210)
+    report = gr.Dataframe(headers=REPORT_COLUMNS, label="Per-frame report", max_height=220, interactive=False,
+                          elem_id="frame-report")
+    return [output, side, warped, driving_masks, aligned_masks, subject, summary, report]
+
+
+def _wire_inputs(gr, inputs: dict, templates: dict, settings: DemoSettings):
+    """Keep one subject and one driving source at a time; preview a chosen template."""
+    private = dict(api_visibility="private", queue=False, show_progress="hidden")
+    inputs["subject_photo"].upload(lambda: None, outputs=inputs["subject_video"], **private)
+    inputs["subject_video"].upload(lambda: None, outputs=inputs["subject_photo"], **private)
+    clear_template = lambda: ("", None)  # noqa: E731
+    inputs["driving_video"].upload(clear_template, outputs=[inputs["motion_template"], inputs["template_preview"]],
+                                   **private)
+    inputs["driving_video"].stop_recording(clear_template,
+                                           outputs=[inputs["motion_template"], inputs["template_preview"]], **private)
+
+    def preview(name):
+        if not name or name not in templates:
+            return gr.update(), None
+        return None, str(template_preview(templates[name][1], settings.cache_dir))
+
+    inputs["motion_template"].change(preview, inputs=inputs["motion_template"],
+                                     outputs=[inputs["driving_video"], inputs["template_preview"]], **private)
+
+
+def _examples(gr, inputs: dict, templates: dict, settings: DemoSettings):
+    photo = example_subject(settings.cache_dir)
+    face = [name for name in templates if name.startswith("face")]
+    if photo is None or not face:
+        return
+    gr.Examples(examples=[[str(photo), name, "face"] for name in face],
+                inputs=[inputs["subject_photo"], inputs["motion_template"], inputs["mode"]],
+                label="Examples: the astronaut photo (NASA, public domain) + a face motion template",
+                cache_examples=False, api_visibility="private", example_labels=[templates[name][0] for name in face])
+
+
+def launch_demo(settings: DemoSettings, host: str | None = None, port: int | None = None, **launch_kwargs):
+    """Build, queue (one run at a time) and serve the page; blocks until stopped."""
+    demo = build_demo(settings)
+    demo.queue(default_concurrency_limit=1, max_size=32)
+    demo.launch(server_name=host, server_port=port, css=CSS, max_file_size="200mb", show_error=False,
+                footer_links=["api", "gradio"], **launch_kwargs)
+    return demo
+
+
+def main(argv=None) -> int:
+    """`python app.py`: parse the flags, load the checkpoints, serve the page."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings(args)
+    except TSNetError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    launch_demo(settings, host=args.host, port=args.port)
+    return 0
