@@ -254,3 +254,16 @@ def test_config_is_validated():
         with pytest.raises(ConfigError):
             TSNetConfig(**bad)
     assert paper_config("body").mask_channels == 36
+
+
+def test_split_fusion_conv_equals_the_plain_block():
+    """The subject/driving split of the fusion network's first conv computes the same numbers."""
+    config = tiny_config("face", image_size=128)
+    model = seeded_model(config)
+    subject, subject_masks, driving_masks = random_inputs(config, frames=3, driving=4)
+    with torch.no_grad():
+        split = model.generate(model.encode_subject(subject, subject_masks), driving_masks)
+        plain_memory = model.encode_subject(subject, subject_masks, precompute_fusion=False)
+        assert plain_memory.fusion_part is None
+        plain = model.generate(plain_memory, driving_masks)
+    assert (split.image - plain.image).abs().max() < 1e-5

@@ -274,13 +274,15 @@ class TSNet(
     # ----- inference ------------------------------------------------------------------------
 
     def encode_subject(self, frames: torch.Tensor, masks: torch.Tensor,
-                       boxes: torch.Tensor | None = None) -> SubjectMemory:
+                       boxes: torch.Tensor | None = None, precompute_fusion: bool = True) -> SubjectMemory:
         """Encode K subject frames once.
 
         Args:
             frames: (B, K, 3, H, W) RGB in [-1, 1].
             masks: (B, K, C, H, W) one-hot.
             boxes: (B, K, 4) mask-aware boxes in pixels (x0, y0, x1, y1), or None to derive them.
+            precompute_fusion: also compute the subject half of the fusion network's first conv
+                (see FusionNet); False leaves it to `generate`, which then runs the plain block.
         Returns:
             SubjectMemory with features (B, K, D, H/8, W/8) (for the paper's 3 downsamplings).
         """
@@ -289,7 +291,7 @@ class TSNet(
         pixels = self._to_model_pixels(frames).flatten(0, 1)
         encoder_in = self._encoder_input(torch.cat([pixels, masks.flatten(0, 1).to(pixels.dtype)], dim=1))
         features = self.image_encoder(encoder_in)
-        fusion_part = self.fusion.subject_part(features) if self.fusion is not None else None
+        fusion_part = self.fusion.subject_part(features) if self.fusion is not None and precompute_fusion else None
         features = features.reshape(batch, frames_per, *features.shape[1:])
         if fusion_part is not None:
             fusion_part = fusion_part.reshape(batch, frames_per, *fusion_part.shape[1:])
