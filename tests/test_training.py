@@ -1,0 +1,460 @@
+"""training/: preprocessing caches, clip sampling and augmentation, the training loop, checkpoints,
+resume, and the errors a user can cause. Tiny models at 64x64 on generated clips (no ../shared),
+plus one real clip behind the `shared` marker."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # `training` is a folder of scripts beside the package, not installed
+    sys.path.insert(0, str(ROOT))
+
+from training import data, preprocess, train  # noqa: E402
+from tsnet_hf import TSNet  # noqa: E402
+from tsnet_hf.errors import CheckpointError, ConfigError, InputError  # noqa: E402
+from tsnet_hf.layouts import BODY_POINTS, FACE_POINTS  # noqa: E402
+
+SIZE = 64
+
+
+# ----- fixtures and helpers -----------------------------------------------------------------------------
+
+
+def write_face_videos(folder: Path, count: int = 2, frames: int = 40, noise: bool = True) -> Path:
+    """`count` generated talking-face clips (the astronaut, moving) and a flat clip with no face."""
+    from synthetic import moving_face_frames, write_video
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        write_video(folder / f"face{i}.mp4", moving_face_frames(frames, 256, seed=i))
+    if noise:
+        write_video(folder / "blank.mp4", np.full((8, 64, 64, 3), 90, np.uint8))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def face_videos(tmp_path_factory) -> Path:
+    return write_face_videos(tmp_path_factory.mktemp("videos"))
+
+
+@pytest.fixture(scope="session")
+def face_cache(face_videos, tmp_path_factory):
+    """(cache folder, PreprocessReport) of the generated videos at 64 px."""
+    cache = tmp_path_factory.mktemp("cache") / "face-64"
+    report = preprocess.preprocess_folder(face_videos, cache, preprocess.CacheSettings("face", SIZE), progress=None)
+    return cache, report
+
+
+def write_body_cache(folder: Path, frames: int = 12, size: int = SIZE) -> Path:
+    """A cache in preprocess.py's format with a synthetic stick figure (no detector needed)."""
+    settings = preprocess.CacheSettings("body", size)
+    stored = settings.stored_size
+    rng = np.random.default_rng(0)
+    base = np.zeros((BODY_POINTS, 3), np.float32)
+    base[:, :2] = rng.uniform(0.3 * stored, 0.7 * stored, (BODY_POINTS, 2))
+    base[:, 2] = 1.0
+    base[20, 2] = base[23, 2] = 0.0  # small toes: never detected
+    images = np.empty((frames, stored, stored, 3), np.uint8)
+    points = np.empty((frames, BODY_POINTS, 3), np.float32)
+    for t in range(frames):
+        points[t] = base
+        points[t, :, 0] += 3 * np.sin(t / 2)
+        images[t] = (rng.uniform(0, 255, 3) * 0.2 + 100).astype(np.uint8)
+        images[t, int(points[t, 0, 1]):, :, 1] = 200  # something that moves with the figure
+    video = folder / "figure-00000000"
+    video.mkdir(parents=True)
+    np.save(video / "frames.npy", images)
+    np.save(video / "landmarks.npy", points)
+    np.save(video / "detected.npy", np.ones(frames, bool))
+    meta = {"format": preprocess.FORMAT_VERSION, "settings": settings.__dict__, "stored_size": stored,
+            "num_frames": frames, "fps": 25.0}
+    (video / preprocess.META_NAME).write_text(json.dumps(meta))
+    (folder / preprocess.INDEX_NAME).write_text(json.dumps({"format": preprocess.FORMAT_VERSION,
+                                                            "settings": settings.__dict__, "videos": [video.name]}))
+    return folder
+
+
+def train_args(cache, output, *extra) -> list[str]:
+    return ["--data", str(cache), "--mode", "face", "--preset", "tiny", "--output", str(output), "--batch-size", "2",
+            "--no-vgg", "--workers", "0", "--log-every", "1", "--val-every", "0", "--val-clips", "2",
+            "--image-every", "1000", "--quiet", *extra]
+
+
+def read_metrics(output, kind="train") -> list[dict]:
+    lines = (Path(output) / "metrics.jsonl").read_text().splitlines()
+    return [row for row in map(json.loads, lines) if row["kind"] == kind]
+
+
+def run_training(argv) -> train.Trainer:
+    trainer = train.Trainer(train.parse_args(argv))
+    trainer.run()
+    return trainer
+
+
+# ----- the scripts --------------------------------------------------------------------------------------
+
+
+def test_scripts_show_help_from_the_repository_root():
+    for script in ("train.py", "preprocess.py", "evaluate.py"):
+        result = subprocess.run([sys.executable, f"training/{script}", "--help"], cwd=ROOT, capture_output=True,
+                                text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        assert "usage:" in result.stdout
+
+
+# ----- preprocessing ------------------------------------------------------------------------------------
+
+
+def test_preprocess_caches_each_video_and_lists_the_failures(face_cache):
+    cache, report = face_cache
+    assert len(report.made) == 2 and not report.reused
+    assert [video for video, _ in report.skipped] == ["blank.mp4"]
+    assert "No face was found" in report.skipped[0][1]
+    index = json.loads((cache / preprocess.INDEX_NAME).read_text())
+    assert index["videos"] == report.usable and index["skipped"][0]["video"] == "blank.mp4"
+    folder = cache / report.made[0]
+    frames = np.load(folder / "frames.npy", mmap_mode="r")
+    points = np.load(folder / "landmarks.npy")
+    meta = json.loads((folder / "meta.json").read_text())
+    stored = round(SIZE * 1.25)
+    assert frames.shape == (40, stored, stored, 3) and frames.dtype == np.uint8
+    assert points.shape == (40, FACE_POINTS, 3) and points.dtype == np.float32
+    assert np.load(folder / "detected.npy").all()
+    inside = (points[..., :2] > 0) & (points[..., :2] < stored)
+    assert inside.mean() > 0.99  # the face sits in the crop, in crop pixels
+    assert meta["settings"]["size"] == SIZE and meta["fps"] == 25.0 and meta["tsnet_hf_version"]
+    assert meta["detection"]["detected"] == 40 and "40/40" in meta["detection"]["summary"]
+    assert np.load(folder / "boxes.npy").shape == (40, 4)
+
+
+def test_preprocess_rerun_reuses_caches_and_does_not_retry_failures(face_cache, face_videos):
+    cache, first = face_cache
+    lines = []
+    again = preprocess.preprocess_folder(face_videos, cache, preprocess.CacheSettings("face", SIZE), progress=lines.append)
+    assert sorted(again.reused) == sorted(first.made) and not again.made
+    assert any("as in the last run" in line for line in lines)
+    assert again.bytes == first.bytes
+
+
+def test_preprocess_frame_stride_keeps_every_nth_frame(face_videos, tmp_path):
+    settings = preprocess.CacheSettings("face", 32, frame_stride=4, max_frames=20)
+    report = preprocess.preprocess_folder(face_videos, tmp_path, settings, progress=None)
+    folder = tmp_path / report.usable[0]
+    assert np.load(folder / "frame_indices.npy").tolist() == [0, 4, 8, 12, 16]
+    assert np.load(folder / "frames.npy").shape == (5, 40, 40, 3)
+
+
+def test_a_folder_without_usable_video_is_one_clear_error(face_videos, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(InputError, match="holds no video file"):
+        preprocess.preprocess_folder(empty, tmp_path / "c1", preprocess.CacheSettings("face", SIZE))
+    blank_only = tmp_path / "blank"
+    blank_only.mkdir()
+    (blank_only / "blank.mp4").write_bytes((face_videos / "blank.mp4").read_bytes())
+    with pytest.raises(InputError, match="No usable video") as caught:
+        preprocess.preprocess_folder(blank_only, tmp_path / "c2", preprocess.CacheSettings("face", SIZE), progress=None)
+    assert str(caught.value).count(". ") == 0  # one sentence
+    # the same through the command line: a one-line error, exit status 2
+    code = train.main(["--data", str(blank_only), "--mode", "face", "--preset", "tiny", "--output",
+                       str(tmp_path / "run"), "--cache-dir", str(tmp_path / "c3"), "--no-vgg", "--quiet"])
+    assert code == 2
+
+
+def test_cache_of_another_mode_or_size_is_refused(face_cache):
+    cache, _ = face_cache
+    with pytest.raises(InputError, match="made for mode 'face' at 64 px"):
+        data.open_cache(cache, "face", 128)
+
+
+# ----- clips ------------------------------------------------------------------------------------------------
+
+
+def test_clips_are_reproducible_and_come_from_two_segments(face_cache):
+    cache, _ = face_cache
+    sources, _ = data.split_sources(data.open_cache(cache, "face", SIZE), 0.0)
+    dataset = data.ClipDataset(sources, SIZE, num_subject=3, num_targets=2, span=12, seed=5)
+    first, again, other = dataset[17], dataset[17], dataset[18]
+    assert all(np.array_equal(first[k], again[k]) for k in first)
+    assert not np.array_equal(first["target_images"], other["target_images"])
+    assert first["subject_images"].shape == (3, 3, SIZE, SIZE) and first["subject_images"].dtype == np.uint8
+    assert first["target_labels"].shape == (2, SIZE, SIZE) and set(np.unique(first["target_labels"])) <= {0, 1}
+    for index in range(40):
+        rows = dataset[index]["rows"]
+        subject, targets = set(rows[:3].tolist()), set(rows[3:].tolist())
+        assert not subject & targets
+        assert max(rows) - min(rows) < 12
+        # two segments: all subject rows on one side of all target rows
+        assert max(subject) < min(targets) or max(targets) < min(subject)
+
+
+def test_validation_split_holds_out_whole_videos(face_cache):
+    cache, _ = face_cache
+    videos = data.open_cache(cache, "face", SIZE)
+    train_sources, val_sources = data.split_sources(videos, 0.5, seed=0)
+    assert len(train_sources) == 1 and len(val_sources) == 1
+    assert train_sources[0].video.name != val_sources[0].video.name
+    by_time, held = data.split_sources(videos[:1], 0.25, by="time")
+    assert held[0].rows.min() > by_time[0].rows.max()
+
+
+def test_flip_mirrors_the_frame_and_renumbers_the_landmarks(face_cache):
+    cache, _ = face_cache
+    sources, _ = data.split_sources(data.open_cache(cache, "face", SIZE), 0.0)
+    plain = data.ClipDataset(sources, SIZE, 2, 1, augment=data.Augment.none(), seed=1)[3]
+    flipped = data.ClipDataset(sources, SIZE, 2, 1, augment=data.Augment(0, 0, 1.0, 0, 0, 0, 0), seed=1)[3]
+    assert np.array_equal(flipped["target_images"], plain["target_images"][..., ::-1])
+    # the person's right eye (36-41) of the mirror image is where the left eye (42-47) was
+    mirrored_left_eye = SIZE - 1 - plain["target_points"][0, 42:48, 0]
+    assert np.allclose(np.sort(flipped["target_points"][0, 36:42, 0]), np.sort(mirrored_left_eye), atol=1e-3)
+    overlap = (flipped["target_labels"][0] > 0) & (plain["target_labels"][0][:, ::-1] > 0)
+    assert overlap.sum() > 0.7 * (plain["target_labels"][0] > 0).sum()
+
+
+def test_crop_jitter_moves_landmarks_with_the_pixels():
+    stored, size = 80, 64
+    image = np.zeros((1, stored, stored, 3), np.uint8)
+    image[0, 30, 50] = 255  # a dot at (x, y) = (50, 30)
+    points = np.array([[[50.0, 30.0, 1.0]]], np.float32)
+    matrix = data.crop_matrix(stored, 1.25, size, scale=(0.9, 1.1), offset=(0.04, -0.03))
+    warped, moved = data.warp_clip(image, points, matrix, size)
+    y, x = np.unravel_index(np.argmax(warped[0, ..., 0]), (size, size))
+    assert abs(x - moved[0, 0, 0]) <= 1 and abs(y - moved[0, 0, 1]) <= 1
+    identity = data.crop_matrix(size, 1.0, size)
+    assert np.allclose(identity, [[1, 0, 0], [0, 1, 0]])
+
+
+def test_colour_jitter_is_shared_by_the_clip():
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 255, (1, 16, 16, 3), dtype=np.uint8)
+    clip = np.repeat(frame, 3, axis=0)
+    out = data.jitter_colors(clip, np.random.default_rng(1), data.Augment())
+    assert not np.array_equal(out[0], frame[0])
+    assert np.array_equal(out[0], out[1]) and np.array_equal(out[1], out[2])
+
+
+def test_body_clips_carry_face_boxes(tmp_path):
+    cache = write_body_cache(tmp_path / "body")
+    sources, _ = data.split_sources(data.open_cache(cache, "body", SIZE), 0.0)
+    item = data.ClipDataset(sources, SIZE, 2, 2, seed=0)[0]
+    assert item["target_labels"].max() < 36 and item["target_labels"].max() > 0
+    boxes = item["face_boxes"]
+    assert boxes.shape == (2, 4) and (boxes[:, 2] > boxes[:, 0]).all()
+    assert (boxes >= -1e-3).all() and (boxes <= SIZE + 1e-3).all()
+
+
+def test_learning_rate_is_constant_then_falls_linearly_to_zero():
+    rates = [train.learning_rate(2e-4, step, 90, 4 / 9) for step in range(91)]
+    assert rates[0] == rates[40] == 2e-4  # 4/9 of 90 steps: constant up to step 40
+    assert rates[41] < 2e-4 and rates[90] == 0.0
+    assert np.allclose(np.diff(rates[40:]), -2e-4 / 50)
+
+
+# ----- training ---------------------------------------------------------------------------------------------
+
+
+def test_tiny_model_training_loss_falls(face_cache, tmp_path):
+    cache, _ = face_cache
+    steps = 40
+    trainer = run_training(train_args(cache, tmp_path / "run", "--steps", str(steps), "--val-fraction", "0.5",
+                                      "--image-every", "20", "--save-every", "1000", "--decay-start", "1"))
+    rows = read_metrics(tmp_path / "run")
+    assert [row["step"] for row in rows] == list(range(1, steps + 1))
+    first, last = rows[:10], rows[-10:]
+    mean = lambda name, part: np.mean([r[name] for r in part])  # noqa: E731
+    assert mean("g", last) < 0.85 * mean("g", first) and mean("l1", last) < 0.85 * mean("l1", first)
+    assert mean("tra", last) < mean("tra", first)
+    assert (tmp_path / "run" / "images" / "step-0000020.png").is_file()
+    val = read_metrics(tmp_path / "run", "val")
+    assert val and {"l1", "l2", "psnr"} <= set(val[-1])
+    final = tmp_path / "run" / "final"
+    loaded = TSNet.from_pretrained(final)
+    assert loaded.config == trainer.config
+    card = (final / "README.md").read_text()
+    assert "## Training" in card and "## Evaluation" in card and "| psnr |" in card
+    print(f"loss before/after: g {np.mean([r['g'] for r in first]):.3f} -> {np.mean([r['g'] for r in last]):.3f}, "
+          f"l1 {np.mean([r['l1'] for r in first]):.4f} -> {np.mean([r['l1'] for r in last]):.4f}")
+
+
+@pytest.mark.shared
+@pytest.mark.slow
+def test_tiny_model_training_loss_falls_on_a_real_clip(shared_dir, tmp_path):
+    clip = shared_dir / "data" / "face" / "liveportrait_d0.mp4"
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    os.symlink(clip, videos / clip.name)
+    settings = preprocess.CacheSettings("face", SIZE, max_frames=48)
+    preprocess.preprocess_folder(videos, tmp_path / "cache", settings, progress=None)
+    run_training(train_args(tmp_path / "cache", tmp_path / "run", "--steps", "40", "--val-fraction", "0"))
+    rows = read_metrics(tmp_path / "run")
+    assert np.mean([r["l1"] for r in rows[-10:]]) < np.mean([r["l1"] for r in rows[:10]])
+
+
+def test_body_training_uses_the_face_discriminator(tmp_path):
+    cache = write_body_cache(tmp_path / "body")
+    args = train_args(cache, tmp_path / "run", "--steps", "2", "--val-fraction", "0", "--save-every", "1000")
+    args[args.index("face")] = "body"
+    run_training(args)
+    row = read_metrics(tmp_path / "run")[-1]
+    assert {"face_gan", "face_fm", "df_real", "df_fake", "tra"} <= set(row) and "grad" not in row
+    assert all(np.isfinite(v) for k, v in row.items() if isinstance(v, float))
+
+
+def test_resume_continues_exactly(face_cache, tmp_path):
+    cache, _ = face_cache
+    run_training(train_args(cache, tmp_path / "a", "--steps", "6", "--save-every", "3", "--val-fraction", "0"))
+    resumed = tmp_path / "b"
+    (resumed / "checkpoints").mkdir(parents=True)
+    os.rename(tmp_path / "a" / "checkpoints" / "step-0000003", resumed / "checkpoints" / "step-0000003")
+    run_training(["--output", str(resumed), "--resume", "--workers", "1", "--quiet"])  # settings from the checkpoint
+    expected = [r for r in read_metrics(tmp_path / "a") if r["step"] > 3]
+    got = read_metrics(resumed)
+    assert [r["step"] for r in got] == [4, 5, 6]
+    for a, b in zip(expected, got):
+        assert {k: v for k, v in a.items() if k != "samples_per_s"} == {k: v for k, v in b.items() if k != "samples_per_s"}
+    first = TSNet.from_pretrained(tmp_path / "a" / "final").state_dict()
+    second = TSNet.from_pretrained(resumed / "final").state_dict()
+    assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_resume_with_other_settings_is_one_clear_error(face_cache, tmp_path):
+    cache, _ = face_cache
+    run_training(train_args(cache, tmp_path / "run", "--steps", "1", "--val-fraction", "0"))
+    with pytest.raises(ConfigError, match="it was trained with --batch-size 2 but this run asks for 3"):
+        train.Trainer(train.parse_args(["--output", str(tmp_path / "run"), "--resume", "--batch-size", "3"]))
+    with pytest.raises(CheckpointError, match="holds no checkpoint"):
+        train.Trainer(train.parse_args(["--output", str(tmp_path / "new"), "--resume"]))
+
+
+def test_killed_run_leaves_a_loadable_checkpoint(face_cache, tmp_path):
+    cache, _ = face_cache
+    output = tmp_path / "run"
+    command = [sys.executable, "training/train.py", *train_args(cache, output, "--steps", "100000", "--save-every", "1",
+                                                                  "--keep-checkpoints", "2", "--val-fraction", "0")]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while len(train.list_checkpoints(output)) < 2 or train.list_checkpoints(output)[-1].name < "step-0000004":
+            assert time.time() < deadline and process.poll() is None, "training did not write checkpoints"
+            time.sleep(0.05)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)  # mid-step or mid-checkpoint: any moment
+        process.wait()
+    latest = train.list_checkpoints(output)[-1]
+    model = TSNet.from_pretrained(latest)
+    assert model.config.image_size == SIZE
+    state = json.loads((latest / train.STATE_DIR / "state.json").read_text())
+    assert latest.name == train.step_name(state["step"])
+
+
+def test_checkpoint_writes_are_atomic(tmp_path):
+    target = tmp_path / "checkpoint"
+    train.write_atomically(target, lambda folder: (folder / "a.txt").write_text("good"))
+
+    def broken(folder):
+        (folder / "a.txt").write_text("half")
+        raise KeyboardInterrupt  # killed while writing
+
+    with pytest.raises(KeyboardInterrupt):
+        train.write_atomically(target, broken)
+    assert (target / "a.txt").read_text() == "good"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint"]
+
+
+# ----- options and bad input -------------------------------------------------------------------------------
+
+
+def test_a_config_file_sets_options_and_the_command_line_wins(tmp_path):
+    config = tmp_path / "run.json"
+    config.write_text(json.dumps({"mode": "body", "steps": 12, "lr_g": 1e-4, "data": "videos"}))
+    args = train.parse_args(["--config", str(config), "--output", str(tmp_path), "--steps", "7"])
+    assert (args.mode, args.steps, args.lr_g, args.data) == ("body", 7, 1e-4, "videos")
+    config.write_text(json.dumps({"stepz": 3}))
+    with pytest.raises(ConfigError, match=r"unknown option\(s\) \['stepz'\]"):
+        train.parse_args(["--config", str(config), "--output", str(tmp_path)])
+
+
+def test_an_output_folder_that_cannot_be_written_is_one_clear_error(face_cache, tmp_path):
+    cache, _ = face_cache
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(InputError, match="Cannot write to the output folder"):
+        train.Trainer(train.parse_args(train_args(cache, blocker / "run", "--steps", "1")))
+
+
+def test_missing_options_are_reported(tmp_path):
+    with pytest.raises(ConfigError, match="--output"):
+        train.parse_args(["--data", "x", "--mode", "face"])
+    with pytest.raises(ConfigError, match="--data"):
+        train.parse_args(["--output", str(tmp_path)])
+    with pytest.raises(ConfigError, match="leave out --preset"):
+        train.parse_args(["--output", str(tmp_path), "--data", "x", "--mode", "face", "--init-from", "c",
+                          "--preset", "tiny"])
+
+
+def test_fine_tuning_starts_from_a_checkpoint(face_cache, tmp_path):
+    cache, _ = face_cache
+    run_training(train_args(cache, tmp_path / "base", "--steps", "2", "--val-fraction", "0"))
+    base = TSNet.from_pretrained(tmp_path / "base" / "final")
+    args = train_args(cache, tmp_path / "tuned", "--steps", "1", "--val-fraction", "0", "--lr-g", "0")
+    args[args.index("--preset"):args.index("--preset") + 2] = ["--init-from", str(tmp_path / "base" / "final")]
+    run_training(args)
+    tuned = TSNet.from_pretrained(tmp_path / "tuned" / "final")
+    assert all(torch.equal(a, b) for a, b in zip(base.state_dict().values(), tuned.state_dict().values()))
+    args[args.index("face")] = "body"
+    with pytest.raises(ConfigError, match="is a face model but --mode is body"):
+        train.Trainer(train.parse_args(args))
+
+
+def test_a_missing_vgg_file_stops_the_run_before_preprocessing(face_videos, tmp_path, capsys):
+    code = train.main(["--data", str(face_videos), "--mode", "face", "--preset", "tiny", "--output", str(tmp_path / "run"),
+                       "--cache-dir", str(tmp_path / "cache"), "--vgg-weights", str(tmp_path / "vgg.safetensors")])
+    assert code == 2 and not (tmp_path / "cache").exists()
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("error: Weights file") and len(error.splitlines()) == 1
+
+
+def test_push_to_hub_uploads_the_checkpoint_without_training_state(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    calls = []
+
+    class FakeApi:
+        def create_repo(self, repo_id, **kwargs):
+            calls.append(("create", repo_id, kwargs))
+
+        def upload_folder(self, **kwargs):
+            calls.append(("upload", kwargs))
+            return "https://huggingface.co/user/model/commit/1"
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    assert train.push_to_hub(tmp_path, "user/model", private=True).endswith("/commit/1")
+    assert calls[0] == ("create", "user/model", {"repo_type": "model", "private": True, "exist_ok": True})
+    assert calls[1][1]["folder_path"] == str(tmp_path) and calls[1][1]["ignore_patterns"] == ["training_state/*"]
+
+    class OfflineApi(FakeApi):
+        def create_repo(self, repo_id, **kwargs):
+            raise OSError("no network")
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", OfflineApi)
+    with pytest.raises(CheckpointError, match="Could not push .* log in with `hf auth login`"):
+        train.push_to_hub(tmp_path, "user/model")
+
+
+def test_leftovers_of_an_interrupted_write_are_tidied(tmp_path):
+    (tmp_path / ".partial-step-0000009-123").mkdir()
+    (tmp_path / ".old-final-123").mkdir()  # killed between renaming final away and the new one in
+    (tmp_path / "step-0000001").mkdir()
+    (tmp_path / ".old-step-0000001-77").mkdir()
+    train.clean_interrupted_writes(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["final", "step-0000001"]

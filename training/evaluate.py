@@ -1,0 +1,344 @@
+"""Evaluate a TS-Net checkpoint: the paper's self-reconstruction metrics and a landmark distance.
+
+    python training/evaluate.py --checkpoint runs/face-small/final --data VIDEOS --mode face \\
+        --output runs/face-small/eval --lpips-alexnet W/alexnet_imagenet_features.safetensors \\
+        --lpips-lin W/lpips_v0.1_lin_alex.safetensors
+
+Self-reconstruction (paper section 4.1): each video is cut into two halves; the first is the
+subject video (K frames drawn once with a fixed seed, as the paper's inference), the second the
+driving video and the ground truth. Metrics per generated frame, averaged over all frames, on the
+crops at the model's resolution with pixel values in [0, 1]:
+    l1     mean absolute error
+    l2     mean squared error (the paper's "normalised mean L2 distance")
+    psnr   10 log10(1 / l2) in dB, capped at 100
+    lpips  LPIPS v0.1, AlexNet (training/lpips.py); lower is closer
+    landmark_distance  landmarks detected on the output (mediapipe, as at inference) against the
+           driving landmarks: mean point distance over the points confident in both, as a fraction
+           of the crop side; landmark_detected is the share of outputs where detection succeeded.
+Cross-identity: the subject is each video in turn and the driving video the next one, its landmarks
+aligned to the subject as the pipeline does (tsnet_hf.alignment); there is no ground truth, so
+only the landmark metrics are reported.
+
+Baseline, always reported beside the model: for each driving frame, the subject frame whose
+landmarks are nearest (tsnet_hf.runner.pose_distances), copied. A model worth having beats it.
+
+Writes metrics.json (every number, per video too) and metrics.md (a table) into --output.
+"""
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # `python training/evaluate.py`: import as the `training` package
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from tsnet_hf.errors import InputError, TSNetError  # noqa: E402
+
+PSNR_CAP = 100.0
+IMAGE_METRICS = ("l1", "l2", "psnr", "lpips")
+LANDMARK_METRICS = ("landmark_distance", "landmark_detected")
+DETECTION_SIZE = 256  # crops are upscaled to at least this before landmark detection
+
+
+def image_metrics(output: torch.Tensor, target: torch.Tensor, lpips=None) -> dict[str, torch.Tensor]:
+    """Per-image metrics of (N, 3, H, W) RGB images in [-1, 1] (output clamped to that range).
+
+    Returns {"l1", "l2", "psnr"} and "lpips" when an LPIPS module is given, each (N,) float32,
+    computed with values in [0, 1].
+    """
+    x = (output.detach().float().clamp(-1, 1) + 1) / 2
+    y = (target.detach().float().clamp(-1, 1) + 1) / 2
+    l2 = (x - y).pow(2).mean(dim=(1, 2, 3))
+    metrics = {"l1": (x - y).abs().mean(dim=(1, 2, 3)), "l2": l2,
+               "psnr": (10 * torch.log10(1 / l2.clamp_min(1e-12))).clamp_max(PSNR_CAP)}
+    if lpips is not None:
+        metrics["lpips"] = lpips(x * 2 - 1, y * 2 - 1).float()
+    return metrics
+
+
+def landmark_distance(found: np.ndarray, reference: np.ndarray, size: int, min_confidence: float = 0.5) -> np.ndarray:
+    """(N,) mean distance between (N, P, 3) detected and reference landmarks over the points
+    confident in both, divided by the crop side `size`; NaN where no point is shared."""
+    valid = (found[..., 2] >= min_confidence) & (reference[..., 2] >= min_confidence)  # (N, P)
+    gaps = np.linalg.norm(found[..., :2] - reference[..., :2], axis=-1) / size
+    counts = valid.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, (gaps * valid).sum(axis=1) / counts, np.nan)
+
+
+def detect_landmarks(images: np.ndarray, mode: str) -> np.ndarray:
+    """Landmarks of (N, S, S, 3) uint8 RGB crops, frame by frame as a video (mediapipe, the
+    detector of the pipeline); (N, P, 3) float32 in crop pixels, confidence 0 where not found."""
+    import cv2
+
+    from tsnet_hf.errors import DetectionError
+    from tsnet_hf.landmarks import detect
+    from tsnet_hf.layouts import BODY_POINTS, FACE_POINTS
+
+    size = images.shape[1]
+    factor = max(1.0, DETECTION_SIZE / size)
+    big = images if factor == 1 else np.stack([cv2.resize(im, (round(size * factor),) * 2,
+                                                           interpolation=cv2.INTER_CUBIC) for im in images])
+    points = np.zeros((len(images), FACE_POINTS if mode == "face" else BODY_POINTS, 3), np.float32)
+    try:
+        track = detect(big, mode=mode, policy="hold", smooth=False)
+    except DetectionError:
+        return points
+    detected = track.report.detected
+    points[detected] = track.points[detected]
+    points[..., :2] = (points[..., :2] + 0.5) / factor - 0.5  # back to crop pixels (pixel centres)
+    return points
+
+
+# ----- one video ---------------------------------------------------------------------------------------
+
+
+class Evaluator:
+    """Runs a model and the nearest-frame baseline on cached videos and collects metrics."""
+
+    def __init__(self, model, device, lpips=None, num_subject: int = 3, frames: int = 30, batch: int = 8,
+                 landmarks: bool = True, seed: int = 0):
+        self.model, self.device, self.lpips = model.to(device).eval(), device, lpips
+        self.size, self.mode = model.config.image_size, model.config.mode
+        self.channels = model.config.mask_channels
+        self.k, self.frames, self.batch, self.landmarks, self.seed = num_subject, frames, batch, landmarks, seed
+
+    @torch.no_grad()
+    def generate(self, subject_images, subject_points, driving_points):
+        """Frames for driving landmarks from K subject crops: (N, S, S, 3) uint8 and (N, 3, S, S)
+        tensors in [-1, 1] on the device."""
+        from tsnet_hf.masks import draw_masks, labels_to_onehot
+        from tsnet_hf.pipeline import to_model_frames
+
+        size = (self.size, self.size)
+        subject = to_model_frames(subject_images, self.device)[None]
+        subject_masks = labels_to_onehot(torch.from_numpy(draw_masks(subject_points, size)).long(), self.channels)
+        memory = self.model.encode_subject(subject, subject_masks[None].to(self.device))
+        outputs = []
+        for start in range(0, len(driving_points), self.batch):
+            labels = draw_masks(driving_points[start:start + self.batch], size)
+            masks = labels_to_onehot(torch.from_numpy(labels).long(), self.channels).to(self.device)
+            outputs.append(self.model.generate(memory, masks).image.float().clamp(-1, 1))
+        images = torch.cat(outputs)
+        return ((images + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy(), images
+
+    def _split(self, video):
+        rows = video.usable_rows
+        half = len(rows) // 2
+        subject, driving = rows[:half], rows[half:]
+        if len(driving) > self.frames:
+            driving = driving[np.linspace(0, len(driving) - 1, self.frames).round().astype(int)]
+        return subject, driving
+
+    def _pick_subject(self, rows) -> np.ndarray:
+        rng = np.random.default_rng(self.seed)
+        return np.sort(rng.choice(len(rows), self.k, replace=len(rows) < self.k))
+
+    def _scores(self, images: np.ndarray, tensor: torch.Tensor, truth: torch.Tensor | None, reference) -> dict:
+        scores = {}
+        if truth is not None:
+            for name, values in image_metrics(tensor, truth, self.lpips).items():
+                scores[name] = values.cpu().numpy().astype(np.float64)
+        if self.landmarks:
+            found = detect_landmarks(images, self.mode)
+            scores["landmark_distance"] = landmark_distance(found, reference, self.size)
+            scores["landmark_detected"] = (found[..., 2] > 0).any(axis=1).astype(np.float64)
+        return scores
+
+    def self_reconstruction(self, video) -> dict:
+        """{"model": {metric: (N,)}, "baseline": {...}} for one video."""
+        from training.data import central_view
+        from tsnet_hf.pipeline import to_model_frames
+        from tsnet_hf.runner import pose_distances
+
+        subject_rows, driving_rows = self._split(video)
+        if len(subject_rows) < 1 or len(driving_rows) < 1:
+            return {}
+        pool_images, pool_points = central_view(video, subject_rows, self.size)
+        truth_images, truth_points = central_view(video, driving_rows, self.size)
+        chosen = self._pick_subject(subject_rows)
+        images, tensor = self.generate(pool_images[chosen], pool_points[chosen], truth_points)
+        truth = to_model_frames(truth_images, self.device)
+        nearest = np.argmin(pose_distances(truth_points, pool_points, self.size), axis=1)
+        copied = pool_images[nearest]
+        return {"model": self._scores(images, tensor, truth, truth_points),
+                "baseline": self._scores(copied, to_model_frames(copied, self.device), truth, truth_points)}
+
+    def cross_identity(self, subject_video, driving_video) -> dict:
+        """Landmark metrics of driving `driving_video`'s motion with `subject_video`'s person."""
+        from training.data import central_view
+        from tsnet_hf.alignment import align_body, align_face
+        from tsnet_hf.pipeline import to_model_frames
+        from tsnet_hf.runner import pose_distances
+
+        subject_rows = subject_video.usable_rows
+        driving_rows = driving_video.usable_rows[: self.frames]
+        pool_images, pool_points = central_view(subject_video, subject_rows, self.size)
+        _, driving_points = central_view(driving_video, driving_rows, self.size)
+        aligner = align_face if self.mode == "face" else align_body
+        try:
+            aligned = aligner(driving_points, pool_points).astype(np.float32)
+        except InputError:
+            aligned = driving_points
+        chosen = self._pick_subject(subject_rows)
+        images, tensor = self.generate(pool_images[chosen], pool_points[chosen], aligned)
+        nearest = np.argmin(pose_distances(aligned, pool_points, self.size), axis=1)
+        copied = pool_images[nearest]
+        return {"model": self._scores(images, tensor, None, aligned),
+                "baseline": self._scores(copied, to_model_frames(copied, self.device), None, aligned)}
+
+
+# ----- whole runs ------------------------------------------------------------------------------------------
+
+
+def _mean(values: list[np.ndarray]) -> float | None:
+    """Mean over all frames ignoring NaN; None (JSON null) when there is no number."""
+    if not values:
+        return None
+    joined = np.concatenate(values)
+    joined = joined[np.isfinite(joined)]
+    return float(joined.mean()) if joined.size else None
+
+
+def _summarise(results: list[dict]) -> dict:
+    summary = {}
+    for who in ("model", "baseline"):
+        names = sorted({name for r in results for name in r.get(who, {})})
+        summary[who] = {name: _mean([r[who][name] for r in results if name in r.get(who, {})]) for name in names}
+    summary["frames"] = int(sum(len(next(iter(r["model"].values()))) for r in results if r.get("model")))
+    return summary
+
+
+def evaluate(evaluator: Evaluator, videos: list, cross: bool = True, progress=print) -> dict:
+    """Self-reconstruction on every video, cross-identity on consecutive pairs; nested dict of means."""
+    say = progress or (lambda line: None)
+    per_video, self_results, cross_results = [], [], []
+    for number, video in enumerate(videos, 1):
+        result = evaluator.self_reconstruction(video)
+        if result:
+            self_results.append(result)
+            per_video.append({"video": video.name, **{who: {k: _mean([v]) for k, v in result[who].items()}
+                                                      for who in ("model", "baseline")}})
+        say(f"[{number}/{len(videos)}] self-reconstruction of {video.name}")
+    if cross and len(videos) >= 2:
+        for number, video in enumerate(videos):
+            partner = videos[(number + 1) % len(videos)]
+            cross_results.append(evaluator.cross_identity(video, partner))
+            say(f"[{number + 1}/{len(videos)}] cross-identity: {video.name} driven by {partner.name}")
+    report = {"self_reconstruction": {**_summarise(self_results), "videos": len(self_results)},
+              "per_video": per_video}
+    if cross_results:
+        report["cross_identity"] = {**_summarise(cross_results), "pairs": len(cross_results)}
+    return report
+
+
+def markdown_report(report: dict) -> str:
+    """The metrics as a markdown table: one row per metric, model and baseline side by side."""
+    def cell(value, name):
+        if value is None:
+            return "n/a"
+        return f"{value:.2f}" if name == "psnr" else f"{value:.4f}"
+
+    lines = [f"Checkpoint: `{report['checkpoint']}`; data: `{report['data']}` ({report['settings']})", ""]
+    for title, key in (("Self-reconstruction", "self_reconstruction"), ("Cross-identity", "cross_identity")):
+        part = report.get(key)
+        if not part:
+            continue
+        count = f"{part.get('videos', part.get('pairs'))} {'videos' if 'videos' in part else 'pairs'}"
+        lines += [f"**{title}** ({count}, {part['frames']} frames)", "", "| metric | model | baseline (nearest subject frame) |",
+                  "|---|---|---|"]
+        for name in (*IMAGE_METRICS, *LANDMARK_METRICS):
+            if name in part["model"] or name in part["baseline"]:
+                lines.append(f"| {name} | {cell(part['model'].get(name), name)} | {cell(part['baseline'].get(name), name)} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _json_safe(value):
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Evaluate a TS-Net checkpoint: L1, L2, PSNR, LPIPS, landmark "
+                                                 "distance, beside a nearest-frame baseline.")
+    parser.add_argument("--checkpoint", required=True, help="checkpoint folder or Hub id")
+    parser.add_argument("--data", required=True, help="folder of test videos, or a cache (training/preprocess.py)")
+    parser.add_argument("--output", required=True, help="folder for metrics.json and metrics.md")
+    parser.add_argument("--cache-dir", help="where videos are preprocessed (default cache/<data>-<mode>-<size>)")
+    parser.add_argument("--videos", nargs="+", help="evaluate only the cached videos whose names contain one of these")
+    parser.add_argument("--k", type=int, default=3, help="subject frames K")
+    parser.add_argument("--frames", type=int, default=30, help="driving frames per video at most")
+    parser.add_argument("--batch", type=int, default=8, help="driving frames per model call")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the subject frame draw")
+    parser.add_argument("--lpips-alexnet", default="auto", help="'auto' (torchvision) or a safetensors file")
+    parser.add_argument("--lpips-lin", help="LPIPS linear weights (safetensors); default: the lpips package's")
+    parser.add_argument("--no-lpips", action="store_true", help="skip LPIPS")
+    parser.add_argument("--no-landmarks", action="store_true", help="skip the landmark metrics (no mediapipe)")
+    parser.add_argument("--no-cross", action="store_true", help="skip cross-identity pairs")
+    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: the best available)")
+    return parser
+
+
+def _open_videos(args, mode: str, size: int):
+    from training.data import open_cache
+    from training.preprocess import CacheSettings, is_cache_dir, preprocess_folder
+
+    cache = Path(args.data)
+    if not is_cache_dir(cache):
+        cache = Path(args.cache_dir or Path("cache") / f"{Path(args.data).resolve().name}-{mode}-{size}")
+        print(preprocess_folder(args.data, cache, CacheSettings(mode, size)).summary(), flush=True)
+    return open_cache(cache, mode, size)
+
+
+def run(args) -> dict:
+    """Evaluate, write metrics.json and metrics.md; returns the report."""
+    from training.lpips import load_lpips
+    from training.train import make_writable_dir
+    from tsnet_hf import TSNet
+    from tsnet_hf.pipeline import best_device
+
+    output = make_writable_dir(args.output)
+    model = TSNet.from_pretrained(args.checkpoint)
+    device = torch.device(args.device) if args.device else best_device()
+    lpips = None if args.no_lpips else load_lpips(args.lpips_alexnet, args.lpips_lin).to(device)
+    videos = _open_videos(args, model.config.mode, model.config.image_size)
+    if args.videos:
+        videos = [v for v in videos if any(name in v.name for name in args.videos)]
+        if not videos:
+            raise InputError(f"No cached video matches --videos {' '.join(args.videos)}: give parts of the names "
+                             "listed in the cache's index.json.")
+    evaluator = Evaluator(model, device, lpips, args.k, args.frames, args.batch, not args.no_landmarks, args.seed)
+    # Cross-identity pairs have no ground truth: without landmarks there is nothing to measure.
+    report = evaluate(evaluator, videos, cross=not (args.no_cross or args.no_landmarks))
+    report = {"checkpoint": str(args.checkpoint), "data": str(args.data),
+              "settings": f"{model.config.mode}, {model.config.image_size} px, K = {args.k}, "
+                          f"up to {args.frames} driving frames per video, seed {args.seed}", **report}
+    (output / "metrics.json").write_text(json.dumps(_json_safe(report), indent=1), encoding="utf-8")
+    (output / "metrics.md").write_text(markdown_report(report), encoding="utf-8")
+    return report
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        report = run(args)
+    except TSNetError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(markdown_report(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
