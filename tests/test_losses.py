@@ -161,7 +161,7 @@ def test_vgg_weight_file_errors_are_one_sentence(tmp_path, monkeypatch):
 
 def test_without_vgg_weights_the_error_says_how_to_provide_them(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
-    monkeypatch.setattr(vision, "_reachable", lambda url, timeout=3.0: False)
+    monkeypatch.setattr(vision, "host_reachable", lambda url, timeout=3.0: False)
     with pytest.raises(CheckpointError) as caught:
         vision.load_vgg("auto")
     message = str(caught.value)

@@ -458,3 +458,21 @@ def test_leftovers_of_an_interrupted_write_are_tidied(tmp_path):
     (tmp_path / ".old-step-0000001-77").mkdir()
     train.clean_interrupted_writes(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["final", "step-0000001"]
+
+
+def test_two_processes_train_together_and_save_once(face_cache, tmp_path):
+    """DistributedDataParallel on two CPU processes (gloo), as `accelerate launch` runs on GPUs."""
+    cache, _ = face_cache
+    output = tmp_path / "run"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "training/train.py", "--cpu", *train_args(cache, output, "--steps", "2", "--save-every", "1",
+                                                          "--val-every", "1", "--val-clips", "3")]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "2 process(es)" in (output / "log.txt").read_text()
+    rows = read_metrics(output)
+    assert [r["step"] for r in rows] == [1, 2]  # logged once, by the main process
+    assert rows[0]["samples_per_s"] > 0 and len(read_metrics(output, "val")) == 2
+    assert [p.name for p in train.list_checkpoints(output)] == ["step-0000001", "step-0000002"]
+    TSNet.from_pretrained(output / "final")

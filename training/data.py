@@ -165,10 +165,12 @@ def split_sources(videos: list[CachedVideo], val_fraction: float, seed: int = 0,
         train, val = [], []
         for video in videos:
             rows = video.usable_rows
-            cut = min(len(rows) - 2, max(2, int(round(len(rows) * (1 - val_fraction)))))
+            if len(rows) < 4:  # too short to split: both parts need 2 frames
+                train.append(Source(video, rows))
+                continue
+            cut = min(len(rows) - 2, max(2, round(len(rows) * (1 - val_fraction))))
             train.append(Source(video, rows[:cut]))
-            if len(rows) - cut >= 2:
-                val.append(Source(video, rows[cut:]))
+            val.append(Source(video, rows[cut:]))
         return train, val
     order = np.random.default_rng(seed).permutation(len(videos))
     held = max(1, int(round(len(videos) * val_fraction)))

@@ -151,9 +151,9 @@ def _is_current(folder: Path, video: Path, settings: CacheSettings) -> bool:
 
 def _crop_boxes(track, mode: str) -> np.ndarray:
     """(T, 4) inference crop boxes in frame pixels: the pipeline's own functions and defaults."""
-    from tsnet_hf.crops import body_crop_boxes, face_crop_boxes
+    from tsnet_hf.crops import track_crop_boxes
 
-    return (face_crop_boxes if mode == "face" else body_crop_boxes)(track.points, track.frame_size)
+    return track_crop_boxes(track.points, track.frame_size, mode)
 
 
 def _enlarge(boxes: np.ndarray, factor: float) -> np.ndarray:

@@ -16,7 +16,6 @@ safetensors file with torchvision key names (`features.N.weight`, `features.N.bi
 ../shared/weights/vgg16_imagenet_features.safetensors.
 """
 
-import socket
 import sys
 from pathlib import Path
 from urllib.parse import urlparse
@@ -25,6 +24,7 @@ import torch
 from torch import nn
 
 from tsnet_hf.errors import CheckpointError, TSNetError
+from tsnet_hf.hub import host_reachable
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -76,16 +76,6 @@ def _hub_cache() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
-def _reachable(url: str, timeout: float = 3.0) -> bool:
-    """A quick TCP check, so that an offline machine fails in seconds instead of hanging."""
-    parsed = urlparse(url)
-    try:
-        socket.create_connection((parsed.hostname, parsed.port or 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
 def torchvision_state(weights_enum, missing_message: str) -> dict[str, torch.Tensor]:
     """The state dict of a torchvision weights enum: from the download cache, else downloaded.
 
@@ -95,7 +85,7 @@ def torchvision_state(weights_enum, missing_message: str) -> dict[str, torch.Ten
     cached = _hub_cache() / Path(urlparse(weights_enum.url).path).name
     if cached.is_file():
         return torch.load(cached, map_location="cpu", weights_only=True)
-    if not _reachable(weights_enum.url):
+    if not host_reachable(weights_enum.url):
         raise CheckpointError(missing_message.format(cache=_hub_cache()))
     return weights_enum.get_state_dict(progress=False)
 

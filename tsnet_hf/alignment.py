@@ -220,7 +220,7 @@ def _face_part_ratios(driving: np.ndarray, subject: np.ndarray) -> dict[str, tup
                        _face_part_stats(subject[:, list(indices)], per_axis))
     for right, left in FACE_MIRROR_PARTS:
         summed = tuple(
-            tuple(a + b for a, b in zip(r, l)) for r, l in zip(stats[right], stats[left])
+            tuple(a + b for a, b in zip(r_side, l_side)) for r_side, l_side in zip(stats[right], stats[left])
         )  # ((driving offset, spread), (subject offset, spread)), each side's added
         stats[right] = stats[left] = summed
     return {

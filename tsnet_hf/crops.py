@@ -327,3 +327,11 @@ def body_crop_boxes(track: np.ndarray, frame_size: tuple[int, int], margin: floa
         present[t] = True
     center_side = _moving_average(_fill_missing(center_side, present, "body"), smooth)
     return _square_boxes(center_side)
+
+
+def track_crop_boxes(points: np.ndarray, frame_size: tuple[int, int], mode: str) -> np.ndarray:
+    """`face_crop_boxes` or `body_crop_boxes` with their defaults, by mode ("face" / "body"): the
+    one framing the pipeline (inference) and training/preprocess.py (training) share."""
+    if mode not in ("face", "body"):
+        raise InputError(f"mode must be 'face' or 'body', got {mode!r}.")
+    return (face_crop_boxes if mode == "face" else body_crop_boxes)(points, frame_size)

@@ -319,10 +319,9 @@ def _limit_track(track, max_frames):
 
 
 def _crop_transforms(track, mode, size):
-    from .crops import body_crop_boxes, face_crop_boxes, transforms_from_boxes
+    from .crops import track_crop_boxes, transforms_from_boxes
 
-    boxes = (face_crop_boxes if mode == "face" else body_crop_boxes)(track.points, track.frame_size)
-    return transforms_from_boxes(boxes, track.frame_size, size)
+    return transforms_from_boxes(track_crop_boxes(track.points, track.frame_size, mode), track.frame_size, size)
 
 
 def _to_crop(points: np.ndarray, transforms) -> np.ndarray:
