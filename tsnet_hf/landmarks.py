@@ -362,10 +362,10 @@ class _Source:
 def _open_source(source, fps: float | None, max_frames: int | None) -> _Source:
     """A _Source from a video path, a (T, H, W, 3) uint8 array or an iterable of frames."""
     if isinstance(source, (str, os.PathLike)):
-        from .video import iter_frames, probe_video
+        from .video import open_video
 
-        video_fps = probe_video(source).fps or DEFAULT_FPS  # None for an image file
-        return _Source(iter_frames(source, max_frames=max_frames), fps or video_fps,
+        info, frames = open_video(source, max_frames=max_frames)
+        return _Source(frames, fps or info.fps or DEFAULT_FPS,  # info.fps is None for an image
                        os.path.basename(source))
     if isinstance(source, np.ndarray) and source.ndim != 4:
         raise InputError(

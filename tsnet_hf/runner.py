@@ -143,7 +143,6 @@ class Run:
     def _prepare_driving(self, driving, mode, pool: SubjectPool) -> DrivingPlan:
         from .alignment import align_body, align_face
         from .landmarks import LandmarkTrack, detect
-        from .video import probe_video
 
         options = self.options
         if isinstance(driving, LandmarkTrack):
@@ -151,13 +150,13 @@ class Run:
                 raise InputError(f"The motion template is a {driving.mode} track but the subject is a {mode}.")
             track, frames, audio = _limit_track(driving, options["max_frames"]), None, None
         else:
-            source, fps = _frame_source(driving, options["max_frames"], require_video=True)
+            source, info = _frame_source(driving, options["max_frames"], require_video=True)
             counted = _counting(source, lambda n: self.progress("driving landmarks", n, None))
             with self.timer("driving decode + landmarks"):
                 track = detect(counted, mode=mode, policy=options["missing"], smooth=options["smooth"],
-                               fps=fps or DEFAULT_FPS)
+                               fps=(info.fps if info else None) or DEFAULT_FPS)
             frames = driving
-            audio = Path(driving) if isinstance(driving, (str, Path)) and probe_video(driving).has_audio else None
+            audio = Path(driving) if info is not None and info.has_audio else None
         with self.timer("crops, alignment, selection"):
             transforms = _crop_transforms(track, mode, self.size)
             points = _to_crop(track.points, transforms)
@@ -263,12 +262,13 @@ class Run:
 # ----- helpers ------------------------------------------------------------------------------------
 
 def _frame_source(source, max_frames, require_video=False):
-    """(iterator of (H, W, 3) uint8 RGB frames, fps or None) from a path or an array."""
-    from .video import iter_frames, probe_video
+    """(iterator of (H, W, 3) uint8 RGB frames, VideoInfo or None for an array) from a path or an
+    array; a file is probed once."""
+    from .video import open_video
 
     if isinstance(source, (str, Path)):
-        info = probe_video(source, require_video=require_video)
-        return iter_frames(source, max_frames=max_frames, require_video=require_video), info.fps
+        info, frames = open_video(source, max_frames=max_frames, require_video=require_video)
+        return frames, info
     if isinstance(source, np.ndarray) and source.dtype == np.uint8 and source.ndim in (3, 4) and source.shape[-1] == 3:
         if source.ndim == 3:
             if require_video:
@@ -279,21 +279,15 @@ def _frame_source(source, max_frames, require_video=False):
                      f"got {type(source).__name__}{getattr(source, 'shape', '')}.")
 
 
-def _is_photo(source) -> bool:
-    from .video import probe_video
-
-    if isinstance(source, (str, Path)):
-        return probe_video(source).is_image
-    return isinstance(source, np.ndarray) and source.ndim == 3
-
-
 def _detect_subject(subject, mode, options):
+    """(LandmarkTrack, is_photo): a photo (an image file or an (H, W, 3) array) in static mode."""
     from .landmarks import detect, detect_image
 
-    if _is_photo(subject):
-        image = next(_frame_source(subject, 1)[0])
-        return detect_image(image, mode), True
-    frames, fps = _frame_source(subject, options["subject_max_frames"])
+    frames, info = _frame_source(subject, options["subject_max_frames"])
+    is_photo = info.is_image if info is not None else subject.ndim == 3
+    if is_photo:
+        return detect_image(next(frames), mode), True
+    fps = info.fps if info is not None else None
     return detect(frames, mode=mode, policy=options["missing"], smooth=options["smooth"],
                   fps=fps or DEFAULT_FPS), False
 

@@ -42,7 +42,7 @@ import numpy as np
 
 from .errors import InputError, VideoError
 
-__all__ = ["VideoInfo", "probe_video", "iter_frames", "read_frames", "VideoWriter",
+__all__ = ["VideoInfo", "probe_video", "open_video", "iter_frames", "read_frames", "VideoWriter",
            "IMAGE_SUFFIXES", "MIN_SIDE"]
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
@@ -203,9 +203,7 @@ def probe_video(path: str | os.PathLike, require_video: bool = False) -> VideoIn
     path = _check_file(path)
     _check_request(path, require_video, None)
     if _is_image(path):
-        frame = _read_image(path)
-        return VideoInfo(fps=None, frame_count=1, width=frame.shape[1], height=frame.shape[0],
-                         has_audio=False, is_image=True)
+        return open_video(path)[0]
     header, _ = _probe_stream(path)
     return _info_from_header(header)
 
@@ -227,18 +225,27 @@ def iter_frames(path: str | os.PathLike, max_frames: int | None = None,
         VideoError: see `probe_video`; also while iterating if the video yields no frame at all.
             A truncated video that yields some frames gives a UserWarning.
     """
-    return _open_frames(path, max_frames, require_video)[0]
+    return open_video(path, max_frames, require_video)[1]
 
 
-def _open_frames(path, max_frames: int | None,
-                 require_video: bool) -> tuple[Iterator[np.ndarray], float | None]:
-    """Check a file and start decoding it: (frame iterator, fps or None for an image)."""
+def open_video(path: str | os.PathLike, max_frames: int | None = None,
+               require_video: bool = False) -> tuple[VideoInfo, Iterator[np.ndarray]]:
+    """`probe_video` and `iter_frames` in one: the file is checked and probed once.
+
+    Returns:
+        (VideoInfo, iterator of (H, W, 3) uint8 RGB frames).
+    Raises:
+        VideoError: see `iter_frames`.
+    """
     path = _check_file(path)
     _check_request(path, require_video, max_frames)
     if _is_image(path):
-        return iter([_read_image(path)]), None
+        frame = _read_image(path)
+        info = VideoInfo(fps=None, frame_count=1, width=frame.shape[1], height=frame.shape[0],
+                         has_audio=False, is_image=True)
+        return info, iter([frame])
     info = _info_from_header(_probe_stream(path)[0])
-    return _decode(path, info, max_frames), info.fps
+    return info, _decode(path, info, max_frames)
 
 
 def _decode(path: Path, info: VideoInfo, max_frames: int | None) -> Iterator[np.ndarray]:
@@ -293,7 +300,8 @@ def read_frames(path: str | os.PathLike, max_frames: int | None = None,
     Raises:
         VideoError: see `iter_frames`.
     """
-    frames, fps = _open_frames(path, max_frames, require_video)
+    info, frames = open_video(path, max_frames, require_video)
+    fps = info.fps
     return np.stack(list(frames)), fps
 
 
