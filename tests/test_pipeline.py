@@ -208,3 +208,13 @@ def test_channels_last_gives_the_same_frames(media):
     frames = [RetargetPipeline(model, device="cpu", channels_last=cl)(subject, driving, mode="face", paste_back=False).frames
               for cl in (False, True)]
     assert np.abs(frames[0].astype(int) - frames[1].astype(int)).max() <= 1
+
+
+def test_a_workdir_the_caller_gives_is_kept(face_pipe, tmp_path):
+    folder = tmp_path / "mine"
+    result = face_pipe(moving_face_frames(4, seed=1), moving_face_frames(3, seed=2), mode="face", workdir=folder)
+    result.cleanup()
+    assert (folder / "output.mp4").is_file()
+    own = face_pipe(moving_face_frames(4, seed=1), moving_face_frames(3, seed=2), mode="face")
+    own.cleanup()
+    assert not own.workdir.exists()

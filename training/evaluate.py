@@ -304,11 +304,11 @@ def _open_videos(args, mode: str, size: int):
 def run(args) -> dict:
     """Evaluate, write metrics.json and metrics.md; returns the report."""
     from training.lpips import load_lpips
-    from training.train import make_writable_dir
+    from training.preprocess import make_writable_dir
     from tsnet_hf import TSNet
     from tsnet_hf.pipeline import best_device
 
-    output = make_writable_dir(args.output)
+    output = make_writable_dir(args.output, "output folder", "--output")
     model = TSNet.from_pretrained(args.checkpoint)
     device = torch.device(args.device) if args.device else best_device()
     lpips = None if args.no_lpips else load_lpips(args.lpips_alexnet, args.lpips_lin).to(device)

@@ -269,7 +269,7 @@ def preprocess_folder(data_dir, cache_dir, settings: CacheSettings, force: bool 
     """
     data_dir, cache_dir = Path(data_dir), Path(cache_dir)
     videos = find_videos(data_dir)
-    _make_writable_dir(cache_dir)
+    make_writable_dir(cache_dir, "cache folder", "--cache-dir")
     for leftover in cache_dir.glob(".partial-*"):  # from an interrupted run
         shutil.rmtree(leftover, ignore_errors=True)
     report = PreprocessReport(cache_dir)
@@ -322,19 +322,24 @@ def _failed_before(cache_dir: Path, settings: CacheSettings) -> dict:
     return {entry["video"]: entry for entry in index.get("skipped", []) if "source" in entry}
 
 
-def _make_writable_dir(folder: Path) -> None:
-    """Create `folder` and check that files can be written in it.
+def make_writable_dir(folder, what: str = "folder", option: str | None = None) -> Path:
+    """Create `folder` and check that a file can be written in it; returns it as a Path.
 
+    what, option: name the folder and the command-line option that sets it in the message.
     Raises:
         InputError: it cannot be created or written to.
     """
+    folder = Path(folder)
     probe = folder / f".write-test-{os.getpid()}"
     try:
         folder.mkdir(parents=True, exist_ok=True)
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as error:
-        raise InputError(f"Cannot write to {folder} ({error.strerror or error}): choose a folder you can write to.") from None
+        hint = f" with {option}" if option else ""
+        raise InputError(f"Cannot write to the {what} {folder} ({error.strerror or error}): "
+                         f"choose a folder you can write to{hint}.") from None
+    return folder
 
 
 def build_parser() -> argparse.ArgumentParser:

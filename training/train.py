@@ -39,7 +39,7 @@ if __package__ in (None, ""):  # `python training/train.py`: import as the `trai
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from tsnet_hf.errors import CheckpointError, ConfigError, InputError, TSNetError  # noqa: E402
+from tsnet_hf.errors import CheckpointError, ConfigError, TSNetError  # noqa: E402
 
 STATE_DIR = "training_state"
 CHECKPOINTS = "checkpoints"
@@ -172,24 +172,6 @@ def learning_rate(base: float, step: int, total: int, decay_start: float) -> flo
     return base * max(0.0, 1.0 - (step - start) / max(1, total - start))
 
 
-def make_writable_dir(folder) -> Path:
-    """Create `folder` and check that a file can be written in it.
-
-    Raises:
-        InputError: it cannot be created or written to.
-    """
-    folder = Path(folder)
-    probe = folder / f".write-test-{os.getpid()}"
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as error:
-        raise InputError(f"Cannot write to the output folder {folder} ({error.strerror or error}): "
-                         "choose a folder you can write to with --output.") from None
-    return folder
-
-
 def write_atomically(target: Path, write) -> Path:
     """Run `write(folder)` on a temporary folder beside `target`, then rename it to `target`.
 
@@ -310,7 +292,9 @@ class Trainer:
         from accelerate import Accelerator
 
         self.args = args
-        self.output = make_writable_dir(args.output)
+        from training.preprocess import make_writable_dir
+
+        self.output = make_writable_dir(args.output, "output folder", "--output")
         self.resume_from = self._find_resume() if args.resume else None
         if self.resume_from is not None:
             self._adopt_saved_settings()

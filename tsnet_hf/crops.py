@@ -238,6 +238,23 @@ def _moving_average(values: np.ndarray, window: int) -> np.ndarray:
     return (sums[hi] - sums[lo]) / (hi - lo)[:, None]
 
 
+def _smoothed_boxes(track: np.ndarray, frame_box, min_confidence: float, smooth: int, what: str) -> np.ndarray:
+    """Per-frame square boxes from `frame_box(points, valid, low, high) -> (cx, cy, side)` (low,
+    high: the confident points' extent), filled over frames with fewer than 3 confident points,
+    smoothed with a centred moving average of `smooth` frames. Returns (T, 4) float32."""
+    center_side = np.zeros((len(track), 3))
+    present = np.zeros(len(track), dtype=bool)
+    for t, points in enumerate(track):
+        valid = points[:, 2] >= min_confidence
+        if valid.sum() < 3:
+            continue
+        low, high = points[valid, :2].min(axis=0), points[valid, :2].max(axis=0)
+        center_side[t] = frame_box(points, valid, low, high)
+        present[t] = True
+    center_side = _moving_average(_fill_missing(center_side, present, what), smooth)
+    return _square_boxes(center_side)
+
+
 def _square_boxes(center_side: np.ndarray) -> np.ndarray:
     """(T, 3) centre x, centre y, side -> (T, 4) float32 boxes (x0, y0, x1, y1)."""
     cx, cy, half = center_side[:, 0], center_side[:, 1], center_side[:, 2] / 2
@@ -264,19 +281,13 @@ def face_crop_boxes(track: np.ndarray, frame_size: tuple[int, int], scale: float
         DetectionError: no frame has a usable face.
     """
     track = _check_track(track, layouts.FACE_POINTS, frame_size)
-    center_side = np.zeros((len(track), 3))
-    present = np.zeros(len(track), dtype=bool)
-    for t, points in enumerate(track):
-        valid = points[:, 2] >= min_confidence
-        if valid.sum() < 3:
-            continue
-        low, high = points[valid, :2].min(axis=0), points[valid, :2].max(axis=0)
+
+    def frame_box(points, valid, low, high):
         side = scale * max(float((high - low).max()), 1.0)
         center = (low + high) / 2
-        center_side[t] = (center[0], center[1] - lift * side, side)
-        present[t] = True
-    center_side = _moving_average(_fill_missing(center_side, present, "face"), smooth)
-    return _square_boxes(center_side)
+        return center[0], center[1] - lift * side, side
+
+    return _smoothed_boxes(track, frame_box, min_confidence, smooth, "face")
 
 
 def _head_top(points: np.ndarray, valid: np.ndarray) -> float | None:
@@ -311,22 +322,16 @@ def body_crop_boxes(track: np.ndarray, frame_size: tuple[int, int], margin: floa
         DetectionError: no frame has a usable person.
     """
     track = _check_track(track, layouts.BODY_POINTS, frame_size)
-    center_side = np.zeros((len(track), 3))
-    present = np.zeros(len(track), dtype=bool)
-    for t, points in enumerate(track):
-        valid = points[:, 2] >= min_confidence
-        if valid.sum() < 3:
-            continue
-        low, high = points[valid, :2].min(axis=0), points[valid, :2].max(axis=0)
+
+    def frame_box(points, valid, low, high):
         top = _head_top(points, valid)
         if top is not None:
             low[1] = min(low[1], top)
         extent = max(float((high - low).max()), 1.0)
         center = (low + high) / 2
-        center_side[t] = (center[0], center[1], extent * (1 + 2 * margin))
-        present[t] = True
-    center_side = _moving_average(_fill_missing(center_side, present, "body"), smooth)
-    return _square_boxes(center_side)
+        return center[0], center[1], extent * (1 + 2 * margin)
+
+    return _smoothed_boxes(track, frame_box, min_confidence, smooth, "body")
 
 
 def track_crop_boxes(points: np.ndarray, frame_size: tuple[int, int], mode: str) -> np.ndarray:

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import InputError, TSNetError
+from .errors import InputError
 from .modeling import SubjectMemory, TSNet
 
 SELECTIONS = ("nearest", "random")
@@ -67,7 +67,8 @@ class FrameReport:
 
 @dataclass
 class RetargetOutput:
-    """Everything a run made. Videos live in `workdir` until `cleanup()` (or garbage collection).
+    """Everything a run made. Videos live in `workdir` until `cleanup()` (or garbage collection),
+    unless the caller gave the folder (`owns_workdir` False): then they stay.
 
     Attributes:
         fps: frames per second of the output (the driving video's).
@@ -101,6 +102,7 @@ class RetargetOutput:
     driving_summary: str
     timings: dict = field(default_factory=dict)
     audio_source: Path | None = None
+    owns_workdir: bool = True
 
     def read(self, name: str = "output") -> np.ndarray:
         """(T, H, W, 3) uint8 RGB frames of one of `videos` (whole in memory: short videos)."""
@@ -152,7 +154,9 @@ class RetargetOutput:
                 f"subject: {self.subject_summary}\ndriving: {self.driving_summary}\ntime: {stages}")
 
     def cleanup(self):
-        shutil.rmtree(self.workdir, ignore_errors=True)
+        """Delete the working folder if this run created it (a folder the caller gave is kept)."""
+        if self.owns_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
     def __del__(self):
         self.cleanup()
@@ -318,4 +322,4 @@ def new_workdir(workdir) -> Path:
     return Path(tempfile.mkdtemp(prefix="tsnet-"))
 
 
-__all__ = ["RetargetPipeline", "RetargetOutput", "FrameReport", "best_device", "TSNetError"]
+__all__ = ["RetargetPipeline", "RetargetOutput", "FrameReport", "best_device"]

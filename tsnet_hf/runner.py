@@ -79,7 +79,7 @@ class Run:
             subject_masks=np.stack([render_mask_rgb(labels, mode) for labels in pool.labels]),
             subject_frame_indices=pool.frame_indices, frames_report=reports,
             subject_summary=pool.summary, driving_summary=plan.track.report.summary(),
-            timings=dict(self.timer.seconds), audio_source=plan.audio)
+            timings=dict(self.timer.seconds), audio_source=plan.audio, owns_workdir=self.own_workdir)
 
     # ----- mode ---------------------------------------------------------------------------------
 
