@@ -21,6 +21,7 @@ import pytest
 import torch
 
 from tsnet_hf import TSNet, tiny_config
+from tsnet_hf.demo import OUTPUT_ORDER
 from tsnet_hf.video import probe_video, read_frames
 
 from synthetic import astronaut, moving_face_frames, write_video
@@ -30,7 +31,7 @@ OFFLINE = {"GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "HF_HUB_D
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
-VIDEO_NAMES = ("output", "side_by_side", "warped", "driving_masks", "aligned_masks")
+VIDEO_NAMES = ("output", "side_by_side", "warped", "driving_masks", "aligned_masks")  # every model's
 
 
 @pytest.fixture(scope="module")
@@ -123,8 +124,7 @@ def retarget(client, **inputs):
 
 
 def unpack(outputs) -> dict:
-    names = (*VIDEO_NAMES, "subject_frames", "summary", "report")
-    return dict(zip(names, outputs, strict=True))
+    return dict(zip(OUTPUT_ORDER, outputs, strict=True))
 
 
 # ----- the /retarget API ---------------------------------------------------------------------------
@@ -134,6 +134,7 @@ def test_api_returns_every_output_with_the_driving_length(client, media):
     for name in VIDEO_NAMES:
         frames, _ = read_frames(out[name])
         assert len(frames) == 30, name
+    assert out["blend_mask"] is None  # a decoder (paper) model has none
     info = probe_video(out["output"])
     assert info.has_audio and abs(info.fps - 25) < 1e-3  # the driving video's audio and rate
     assert probe_video(out["side_by_side"]).has_audio
@@ -366,6 +367,36 @@ def test_space_pins_match_pyproject():
     assert f"sdk_version: {gradio.split('==')[1]}\n" in card
 
 
+def test_a_blend_model_adds_the_blend_mask_video(media, tmp_path):
+    """No server: the page with a blend checkpoint shows the blend-mask video, and a run fills it."""
+    gr = pytest.importorskip("gradio")
+    from tsnet_hf import demo
+
+    torch.manual_seed(0)
+    settings = demo.DemoSettings(models={"face": TSNet(tiny_config("face", output="blend")).eval()},
+                                 sources={"face": "random weights"}, device="cpu", cache_dir=tmp_path)
+    page = demo.build_demo(settings)
+    shown = [block for block in page.blocks.values() if getattr(block, "elem_id", None) == "blend-mask"]
+    assert len(shown) == 1 and isinstance(shown[0], gr.Video) and shown[0].visible
+    outputs = demo.Retargeter(settings)(str(media["photo"]), None, str(media["driving"]), "", "face", 1,
+                                        "nearest", True, True, 0.5, "interpolate", False)
+    out = unpack(outputs)
+    for name in (*VIDEO_NAMES, "blend_mask"):
+        assert len(read_frames(out[name])[0]) == 12, name  # 0.5 s of the 25 fps driving video
+    assert read_frames(out["side_by_side"])[0].shape[2] == 6 * 64  # the blend mask is one more panel
+
+
+def test_a_decoder_model_page_hides_the_blend_mask(media, tmp_path):
+    pytest.importorskip("gradio")
+    from tsnet_hf import demo
+
+    settings = demo.DemoSettings(models={"face": TSNet.from_pretrained(media["checkpoint"]).eval()},
+                                 sources={"face": "tiny"}, device="cpu", cache_dir=tmp_path)
+    page = demo.build_demo(settings)
+    shown = [block for block in page.blocks.values() if getattr(block, "elem_id", None) == "blend-mask"]
+    assert len(shown) == 1 and not shown[0].visible
+
+
 @pytest.mark.shared
 def test_body_template_drives_a_full_body_photo(monkeypatch, shared_dir, tmp_path):
     """The body path end to end, without a server: --random-weights, a full-body photo from ../shared."""
@@ -375,7 +406,8 @@ def test_body_template_drives_a_full_body_photo(monkeypatch, shared_dir, tmp_pat
     photo = shared_dir / "data" / "photos" / "fullbody_mimicmotion_demo1.jpg"
     outputs = demo.Retargeter(settings)(str(photo), None, None, "body_kpop", "auto", 3, "nearest", True, True, 1,
                                         "interpolate", False)
-    output, side, warped, driving_masks, aligned_masks, gallery, summary, report = outputs
+    output, side, warped, driving_masks, aligned_masks, gallery, summary, report, blend_mask = outputs
+    assert blend_mask is None
     for path in (output, side, warped, driving_masks, aligned_masks):
         assert len(read_frames(path)[0]) == int(1 * 29.847)
     assert len(gallery) == 1 and len(report) == int(1 * 29.847) and "(body)" in summary

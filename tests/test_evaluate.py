@@ -99,3 +99,97 @@ def test_evaluation_with_the_real_lpips_weights(cache, shared_dir, tmp_path):
     assert code == 0
     own = json.loads((tmp_path / "eval" / "metrics.json").read_text())["self_reconstruction"]
     assert 0 < own["baseline"]["lpips"] < own["model"]["lpips"] < 1.5
+
+
+class CopyFirstFrame(torch.nn.Module):
+    """A stand-in generator that outputs the first of the K subject frames it is given."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.model = TSNet(config)
+        self.config = config
+
+    def encode_subject(self, frames, masks):
+        return self.model.encode_subject(frames, masks)
+
+    def generate(self, memory, driving_masks):
+        from tsnet_hf.modeling import TSNetOutput
+
+        return TSNetOutput(image=memory.frames[:, 0].expand(driving_masks.shape[0] // memory.num_subjects, -1, -1, -1)
+                           if memory.num_subjects == 1 else memory.frames[:, 0])
+
+
+def test_nearest_selection_gives_the_model_the_frame_the_baseline_copies(cache):
+    """K = 1 nearest: a generator that copies its subject frame equals the baseline exactly; drawn
+    once at random, it does not."""
+    from training.data import open_cache
+
+    videos = open_cache(cache, "face", SIZE)
+    copier = CopyFirstFrame(tiny_config("face"))
+    nearest = evaluate.Evaluator(copier, torch.device("cpu"), None, num_subject=1, frames=8, landmarks=False)
+    result = nearest.self_reconstruction(videos[0])
+    assert np.array_equal(result["model"]["l1"], result["baseline"]["l1"])
+    drawn = evaluate.Evaluator(copier, torch.device("cpu"), None, num_subject=1, frames=8, landmarks=False,
+                               selection="random", seed=3)
+    result = drawn.self_reconstruction(videos[0])
+    assert result["model"]["l1"].mean() > result["baseline"]["l1"].mean()
+    with pytest.raises(Exception, match="selection must be one of"):
+        evaluate.Evaluator(copier, torch.device("cpu"), selection="best")
+
+
+def test_a_blend_checkpoint_is_evaluated_and_exported_with_its_card(cache, tmp_path):
+    from test_training import run_training, train_args
+
+    from training import export
+
+    run = tmp_path / "run"
+    run_training(train_args(cache, run, "--steps", "2", "--output-path", "blend", "--holdout", "face1"))
+    alexnet, linear = random_lpips_files(tmp_path)
+    evals = []
+    for k in (1, 3):
+        evals.append(tmp_path / f"eval-k{k}")
+        assert evaluate.main(["--checkpoint", str(run / "final"), "--data", str(cache), "--output", str(evals[-1]),
+                              "--lpips-alexnet", str(alexnet), "--lpips-lin", str(linear), "--frames", "4",
+                              "--k", str(k), "--videos", "face1", "--no-cross", "--no-landmarks",
+                              "--device", "cpu"]) == 0
+    manifest = tmp_path / "MANIFEST.tsv"
+    manifest.write_text("file\tsource_repo\tpath_in_repo\tlicense\nface/face0.mp4\tsomeone/repo\tface0.mp4\tMIT\n")
+    shipped = tmp_path / "face-blend-64"
+    assert export.main([str(run), str(shipped), "--eval", *map(str, evals), "--manifest", str(manifest)]) == 0
+    from safetensors import safe_open
+
+    with safe_open(str(shipped / "model.safetensors"), "pt") as weights:
+        assert all(weights.get_tensor(key).dtype == torch.float16 for key in weights.keys())
+    model = TSNet.from_pretrained(shipped)
+    trained = TSNet.from_pretrained(run / "final")
+    assert model.config == trained.config
+    assert all(torch.allclose(a, b.half().float()) for a, b in zip(model.state_dict().values(),
+                                                                    trained.state_dict().values()))
+    card = (shipped / "README.md").read_text()
+    for needle in ("| face0 | training | someone/repo `face0.mp4` | MIT |", "held out (validation and evaluation)",
+                   "K = 1 (nearest)", "K = 3 (nearest)", "baseline (nearest subject frame)", "TS-Net K = 3 | 0.0271",
+                   "## Misuse", "blend output, 64 px"):
+        assert needle in card, needle
+
+
+def test_inference_ablations_take_a_blend_output_apart():
+    torch.manual_seed(0)
+    model = TSNet(tiny_config("face", output="blend")).eval()
+    frames = torch.rand(1, 3, 3, SIZE, SIZE) * 2 - 1
+    masks = torch.zeros(1, 3, 2, SIZE, SIZE)
+    masks[:, :, 0] = 1
+    driving = masks[0, :2].clone()
+    with torch.no_grad():
+        memory = model.encode_subject(frames, masks)
+        out = model.generate(memory, driving)
+        assert torch.equal(evaluate.ablated_image(out, memory, "none"), out.image)
+        assert torch.equal(evaluate.ablated_image(out, memory, "warp-only"), out.sharp)
+        assert torch.equal(evaluate.ablated_image(out, memory, "decoder-only"), out.decoded)
+        mean = evaluate.ablated_image(out, memory, "mean-weights")
+    from tsnet_hf.modeling import pixel_warp
+
+    sharp = pixel_warp(frames, out.grid).mean(dim=1)
+    assert torch.allclose(mean, out.blend_mask * sharp + (1 - out.blend_mask) * out.decoded, atol=1e-6)
+    assert not torch.allclose(mean, out.image, atol=1e-4)  # learned weights differ from the mean
+    with pytest.raises(Exception, match="takes apart a blend model"):
+        evaluate.Evaluator(TSNet(tiny_config("face")), torch.device("cpu"), ablation="warp-only")

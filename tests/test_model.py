@@ -267,3 +267,88 @@ def test_split_fusion_conv_equals_the_plain_block():
         assert plain_memory.fusion_part is None
         plain = model.generate(plain_memory, driving_masks)
     assert (split.image - plain.image).abs().max() < 1e-5
+
+
+# ----- the pixel-space blend path (config.output = "blend") ----------------------------------------------
+
+
+def _blend_inputs(frames=3, num=2, size=64, seed=0):
+    torch.manual_seed(seed)
+    subject = torch.rand(1, frames, 3, size, size) * 2 - 1
+    masks = torch.zeros(1, frames, 2, size, size)
+    masks[:, :, 0] = 1
+    masks[:, :, 1, 20:40, 20:44], masks[:, :, 0, 20:40, 20:44] = 1, 0
+    driving = torch.zeros(num, 2, size, size)
+    driving[:, 0] = 1
+    driving[:, 1, 22:42, 18:40], driving[:, 0, 22:42, 18:40] = 1, 0
+    return subject, masks, driving
+
+
+@pytest.mark.parametrize("weights", ["learned", "mean"])
+def test_blend_output_is_the_mask_weighted_mix_of_warp_and_decoder(weights):
+    model = TSNet(tiny_config(output="blend", frame_weights=weights)).eval()
+    subject, masks, driving = _blend_inputs()
+    with torch.no_grad():
+        out = model(subject, masks, driving)
+    assert out.sharp.shape == out.decoded.shape == out.image.shape == (2, 3, 64, 64)
+    assert out.blend_mask.shape == (2, 1, 64, 64) and out.frame_weights.shape == (2, 3, 64, 64)
+    assert torch.allclose(out.frame_weights.sum(dim=1), torch.ones(2, 64, 64), atol=1e-5)
+    assert 0 <= float(out.blend_mask.min()) and float(out.blend_mask.max()) <= 1
+    expected = out.blend_mask * out.sharp + (1 - out.blend_mask) * out.decoded
+    assert torch.allclose(out.image, expected, atol=1e-6)
+    if weights == "mean":
+        assert torch.allclose(out.frame_weights, torch.full_like(out.frame_weights, 1 / 3))
+    assert (model.blend.frame_scores is None) == (weights == "mean")
+
+
+def test_blend_warp_of_an_identity_grid_copies_the_pixels():
+    from tsnet_hf.modeling import pixel_warp
+    from tsnet_hf.similarity import regular_grid
+
+    images = torch.rand(1, 2, 3, 64, 64)
+    grid = regular_grid(8, 8).reshape(1, 1, 8, 8, 2).expand(3, 2, -1, -1, -1)  # cell centres: identity
+    moved = pixel_warp(images, grid)
+    assert moved.shape == (3, 2, 3, 64, 64)
+    # The upsampled grid is exact between the outermost cell centres (4 px from each border).
+    inner = (slice(None), slice(None), slice(None), slice(4, -4), slice(4, -4))
+    assert torch.allclose(moved[inner], images.expand(3, -1, -1, -1, -1)[inner], atol=1e-5)
+
+
+def test_blend_gradients_reach_every_parameter():
+    model = TSNet(tiny_config(output="blend"))
+    subject, masks, driving = _blend_inputs()
+    model(subject, masks, driving).image.square().mean().backward()
+    silent = [name for name, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not silent
+
+
+def test_blend_is_off_for_the_paper_and_refused_with_authors_compat():
+    from tsnet_hf import paper_config
+    from tsnet_hf.config import TSNetConfig
+    from tsnet_hf.errors import ConfigError
+
+    assert paper_config().output == "decoder" and TSNet(tiny_config()).blend is None
+    with pytest.raises(ConfigError, match="authors_compat"):
+        tiny_config(output="blend", authors_compat=True)
+    with pytest.raises(ConfigError, match="needs branches"):
+        tiny_config(output="blend", branches="s")
+    with pytest.raises(ConfigError, match="output must be one of"):
+        tiny_config(output="pixels")
+    # A config.json written before the blend fields existed loads as the paper's decoder output.
+    values = tiny_config().to_dict()
+    for name in ("output", "frame_weights", "blend_channels"):
+        values.pop(name)
+    assert TSNetConfig.from_dict(values) == tiny_config()
+
+
+def test_blend_two_step_equals_one_shot_and_selected_sets():
+    model = TSNet(tiny_config(output="blend")).eval()
+    subject, masks, driving = _blend_inputs(frames=4, num=3)
+    with torch.no_grad():
+        memory = model.encode_subject(subject, masks)
+        chosen = torch.tensor([[0, 1, 2], [1, 2, 3], [3, 0, 1]])
+        selected = model.generate(memory.select(chosen), driving)
+        for n in range(3):
+            one = model(subject[:, chosen[n]], masks[:, chosen[n]], driving[n:n + 1])
+            assert torch.allclose(selected.image[n], one.image[0], atol=1e-4)
+            assert torch.allclose(selected.blend_mask[n], one.blend_mask[0], atol=1e-4)

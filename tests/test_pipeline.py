@@ -13,7 +13,7 @@ from tsnet_hf import CheckpointError, DetectionError, InputError, TSNet, TSNetEr
 from tsnet_hf.cli import main as cli_main
 from tsnet_hf.pipeline import RetargetPipeline
 from tsnet_hf.runner import choose_subject_frames, diverse_rows
-from tsnet_hf.video import probe_video
+from tsnet_hf.video import probe_video, read_frames
 
 from synthetic import astronaut, moving_face_frames, write_video
 
@@ -26,9 +26,11 @@ def media(tmp_path_factory):
     torch.manual_seed(0)
     TSNet(tiny_config("face")).save_pretrained(folder / "face-tiny")
     TSNet(tiny_config("body")).save_pretrained(folder / "body-tiny")
+    TSNet(tiny_config("face", output="blend")).save_pretrained(folder / "face-blend-tiny")
     return {
         "face": folder / "face-tiny",
         "body": folder / "body-tiny",
+        "face_blend": folder / "face-blend-tiny",
         "subject": write_video(folder / "subject.mp4", moving_face_frames(12, seed=1)),
         "driving": write_video(folder / "driving.mp4", moving_face_frames(30, seed=2), fps=24, audio=True),
         "folder": folder,
@@ -38,6 +40,11 @@ def media(tmp_path_factory):
 @pytest.fixture(scope="module")
 def face_pipe(media):
     return RetargetPipeline.from_pretrained(media["face"], device="cpu")
+
+
+@pytest.fixture(scope="module")
+def blend_pipe(media):
+    return RetargetPipeline.from_pretrained(media["face_blend"], device="cpu")
 
 
 def test_outputs_have_driving_length_fps_and_audio(face_pipe, media):
@@ -161,6 +168,65 @@ def test_cli_writes_outputs_and_fails_cleanly(media, tmp_path, capfd):
     err = capfd.readouterr().err.strip().splitlines()
     assert code == 1 and len(err) == 1 and err[0].startswith("error: ")
     assert not bad.exists() and not list(tmp_path.glob(".bad*"))
+
+
+def test_cli_blend_mask_flag(media, tmp_path, capfd):
+    out, blend = tmp_path / "cli.mp4", tmp_path / "blend.mp4"
+    code = cli_main([str(media["subject"]), str(media["driving"]), "-o", str(out), "--checkpoint",
+                     str(media["face_blend"]), "--mode", "face", "--max-frames", "4", "--blend-mask", str(blend), "-q"])
+    assert code == 0
+    assert len(read_frames(blend)[0]) == len(read_frames(out)[0]) == 4
+    capfd.readouterr()
+    decoder_out = tmp_path / "decoder.mp4"
+    code = cli_main([str(media["subject"]), str(media["driving"]), "-o", str(decoder_out), "--checkpoint",
+                     str(media["face"]), "--blend-mask", str(tmp_path / "none.mp4"), "-q"])
+    err = capfd.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1 and "--blend-mask needs a blend model" in err[0]
+    assert not decoder_out.exists() and not (tmp_path / "none.mp4").exists()
+
+
+def test_blend_model_writes_its_blend_mask_and_a_high_res_output(blend_pipe, tmp_path):
+    subject, driving = moving_face_frames(6, seed=1), moving_face_frames(5, seed=2)
+    result = blend_pipe(subject, driving, mode="face")
+    size = blend_pipe.size
+    mask = result.blend_mask
+    assert mask.shape == (5, size, size, 3)
+    assert np.abs(mask.astype(int) - mask[..., :1]).max() <= 3  # grey, up to the video codec
+    assert result.read("side_by_side").shape == (5, size, 6 * size, 3)  # one more panel: the blend mask
+    assert "high-res warp" in result.timings  # 256 px frames: the face crop is larger than 64 px
+    off = blend_pipe(subject, driving, mode="face", high_res_warp=False)
+    assert "high-res warp" not in off.timings
+    assert np.array_equal(result.read("crop"), off.read("crop"))  # the model's own frames do not change
+    assert not np.array_equal(result.frames, off.frames)  # the pasted-back output does
+    result.save(tmp_path / "out.mp4", blend_mask=tmp_path / "blend.mp4")
+    assert len(read_frames(tmp_path / "blend.mp4")[0]) == 5
+
+
+def test_a_decoder_model_makes_no_blend_mask(face_pipe, tmp_path):
+    result = face_pipe(moving_face_frames(4, seed=1), moving_face_frames(3, seed=2), mode="face")
+    assert "blend_mask" not in result.videos and "high-res warp" not in result.timings
+    assert result.read("side_by_side").shape == (3, face_pipe.size, 5 * face_pipe.size, 3)
+    with pytest.raises(InputError, match="Only a blend model"):
+        result.blend_mask
+    folder = tmp_path / "saved"
+    folder.mkdir()
+    with pytest.raises(InputError, match="Only a blend model"):
+        result.save(folder / "out.mp4", blend_mask=folder / "blend.mp4")
+    assert not list(folder.iterdir())  # every video is checked before anything is copied
+
+
+def test_the_warped_video_of_a_blend_model_is_its_pixel_warp():
+    from tsnet_hf.modeling import TSNetOutput
+    from tsnet_hf.pipeline import to_uint8_images
+    from tsnet_hf.runner import _warped_pictures, mask_pictures
+
+    image, sharp = torch.zeros(2, 3, 8, 8), torch.rand(2, 3, 8, 8) * 2 - 1
+    patch = torch.rand(2, 3, 3, 8, 8) * 2 - 1
+    blend = TSNetOutput(image=image, warped=patch, sharp=sharp, blend_mask=torch.ones(2, 1, 8, 8))
+    assert np.array_equal(_warped_pictures(blend, to_uint8_images(image)), to_uint8_images(sharp))
+    decoder = TSNetOutput(image=image, warped=patch)
+    assert np.array_equal(_warped_pictures(decoder, to_uint8_images(image)), to_uint8_images(patch.mean(dim=1)))
+    assert (mask_pictures(blend.blend_mask) == 255).all() and mask_pictures(blend.blend_mask).shape == (2, 8, 8, 3)
 
 
 @pytest.mark.slow

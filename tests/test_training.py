@@ -476,3 +476,276 @@ def test_two_processes_train_together_and_save_once(face_cache, tmp_path):
     assert rows[0]["samples_per_s"] > 0 and len(read_metrics(output, "val")) == 2
     assert [p.name for p in train.list_checkpoints(output)] == ["step-0000001", "step-0000002"]
     TSNet.from_pretrained(output / "final")
+
+
+# ----- the CPU recipe: blend path, warm-up, hold-out by name, time budget, progressive resolution ------------
+
+
+def test_blend_model_trains_after_a_warm_up_on_videos_held_out_by_name(face_cache, tmp_path):
+    cache, _ = face_cache
+    steps, warmup = 12, 6
+    run_training(train_args(cache, tmp_path / "run", "--steps", str(steps), "--output-path", "blend",
+                            "--warmup-steps", str(warmup), "--holdout", "face1", "--lambda-l1", "10",
+                            "--image-every", str(steps)))
+    rows = read_metrics(tmp_path / "run")
+    assert all("d" not in r and "gan" not in r and "l1w" in r for r in rows[:warmup])
+    assert all({"d", "gan", "fm"} <= set(r) for r in rows[warmup:])
+    model = TSNet.from_pretrained(tmp_path / "run" / "final")
+    assert model.config.output == "blend" and model.config.frame_weights == "learned"
+    state = json.loads((tmp_path / "run" / "final" / train.STATE_DIR / "state.json").read_text())
+    assert state["seconds"] > 0
+    trainer = train.Trainer(train.parse_args(train_args(cache, tmp_path / "other", "--steps", "1",
+                                                        "--holdout", "face1")))
+    assert [s.video.name.startswith("face1") for s in trainer.val_sources] == [True]
+    assert not any(s.video.name.startswith("face1") for s in trainer.train_sources)
+    card = (tmp_path / "run" / "final" / "README.md").read_text()
+    assert "blend (learned frame weights)" in card and "held out by name" in card
+    with pytest.raises(InputError, match="No cached video matches --holdout nobody"):
+        train.Trainer(train.parse_args(train_args(cache, tmp_path / "bad", "--steps", "1", "--holdout", "nobody")))
+
+
+def test_time_budget_ends_with_a_complete_checkpoint_and_covers_resumed_runs(face_cache, tmp_path):
+    cache, _ = face_cache
+    output = tmp_path / "run"
+    trainer = train.Trainer(train.parse_args(train_args(cache, output, "--steps", "100000", "--val-fraction", "0",
+                                                        "--time-budget", "1")))
+    trainer.args.time_budget = trainer.elapsed() / 60 + 0.01  # setup counts too; leave 0.6 s for steps
+    trainer.run()
+    assert 0 < trainer.step < 100000
+    assert "time budget" in (output / "log.txt").read_text()
+    final = TSNet.from_pretrained(output / "final")
+    assert final.config.image_size == SIZE
+    latest = train.list_checkpoints(output)[-1]
+    assert latest.name == train.step_name(trainer.step)
+    # The budget is the whole run's: a resumed run that has used it up stops at once.
+    again = run_training(["--output", str(output), "--resume", "--quiet", "--workers", "0"])
+    assert again.step == trainer.step
+
+
+def test_progressive_resolution_starts_from_the_lower_resolution_weights(face_cache, face_videos, tmp_path):
+    cache, _ = face_cache
+    run_training(train_args(cache, tmp_path / "low", "--steps", "1", "--val-fraction", "0", "--output-path", "blend"))
+    high = tmp_path / "cache-96"
+    preprocess.preprocess_folder(face_videos, high, preprocess.CacheSettings("face", 96), progress=None)
+    args = train_args(high, tmp_path / "high", "--steps", "1", "--val-fraction", "0", "--lr-g", "0",
+                      "--output-path", "blend")
+    args[args.index("--preset"):args.index("--preset") + 2] = ["--init-from", str(tmp_path / "low" / "final")]
+    run_training(args)
+    low, high_model = (TSNet.from_pretrained(tmp_path / name / "final") for name in ("low", "high"))
+    assert high_model.config.image_size == 96 and low.config.image_size == SIZE
+    assert high_model.config.output == "blend"
+    assert all(torch.equal(a, b) for a, b in zip(low.state_dict().values(), high_model.state_dict().values()))
+
+
+def test_bf16_autocast_on_the_cpu_follows_the_fp32_loss_curve(face_cache, tmp_path):
+    """The check behind the CPU recipes' bf16: same seed and clips, the losses agree to a few percent."""
+    cache, _ = face_cache
+    curves = {}
+    from accelerate.state import AcceleratorState
+
+    for precision in ("no", "bf16"):
+        AcceleratorState._reset_state(reset_partial_state=True)  # one process, two precisions
+        run_training(train_args(cache, tmp_path / precision, "--steps", "16", "--val-fraction", "0", "--cpu",
+                                "--mixed-precision", precision, "--output-path", "blend", "--lambda-l1", "10"))
+        curves[precision] = np.array([[r["g"], r["l1"]] for r in read_metrics(tmp_path / precision)])
+    AcceleratorState._reset_state(reset_partial_state=True)
+    fp32, bf16 = curves["no"], curves["bf16"]
+    assert np.all(np.isfinite(bf16))
+    relative = np.abs(bf16[-8:].mean(0) - fp32[-8:].mean(0)) / fp32[-8:].mean(0)
+    assert np.all(relative < 0.05), relative
+    assert np.all(np.abs(bf16[0] - fp32[0]) / fp32[0] < 0.02)  # the first step: rounding only
+
+
+def test_every_recipe_is_a_valid_config(tmp_path):
+    recipes = sorted((ROOT / "training" / "recipes").glob("*.json"))
+    assert {"cpu-face.json", "cpu-body.json"} <= {p.name for p in recipes}
+    for recipe in recipes:
+        args = train.parse_args(["--config", str(recipe), "--output", str(tmp_path / recipe.stem)])
+        assert args.mode in ("face", "body") and args.steps >= args.warmup_steps >= 0
+
+
+# ----- compact caches (frames as webp / jpeg images or an mp4v video) -----------------------------------
+
+
+@pytest.fixture(scope="session")
+def compact_cache(face_cache, tmp_path_factory):
+    """(cache folder, PreprocessReport): face_cache converted to webp, without detecting again."""
+    cache, _ = face_cache
+    target = tmp_path_factory.mktemp("compact") / "face-64-webp"
+    return target, preprocess.convert_cache(cache, target, "webp", progress=None)
+
+
+def psnr(a, b) -> float:
+    """PSNR in dB of two uint8 arrays."""
+    return float(10 * np.log10(255**2 / np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2)))
+
+
+def assert_near_frames(decoded, raw, limit: float = 4):
+    """Lossy frames: same shape and dtype, each frame's mean error under `limit` grey levels (these
+    80 px astronauts: at most 2.8 with WebP 80, 3.6 with mp4v; the real clips: MAE 2, 38 dB)."""
+    assert decoded.shape == raw.shape and decoded.dtype == np.uint8
+    errors = np.abs(decoded.astype(np.int16) - raw).mean(axis=(1, 2, 3))
+    assert errors.max() < limit, errors.max()
+    assert psnr(decoded, raw) > 30
+
+
+def strip_storage_settings(cache: Path) -> None:
+    """Make `cache` look written before the storage option: settings without storage / quality."""
+    for path in [cache / preprocess.INDEX_NAME, *cache.glob(f"*/{preprocess.META_NAME}")]:
+        record = json.loads(path.read_text())
+        for key in ("storage", "quality"):
+            record["settings"].pop(key, None)
+        path.write_text(json.dumps(record))
+
+
+def test_compact_preprocessing_round_trips_frames_and_landmarks(face_cache, face_videos, tmp_path):
+    raw_cache, raw_report = face_cache
+    settings = preprocess.CacheSettings("face", SIZE, storage="webp")
+    report = preprocess.preprocess_folder(face_videos, tmp_path, settings, progress=None)
+    assert report.usable == raw_report.usable and report.bytes < raw_report.bytes / 5
+    for name in report.usable:
+        assert sorted(p.name for p in (tmp_path / name).glob("*.np?")) == [
+            "boxes.npy", "detected.npy", "frame_indices.npy", "frames.npz", "landmarks.npz"]
+        raw, compact = data.CachedVideo(raw_cache / name), data.CachedVideo(tmp_path / name)
+        assert_near_frames(compact.frames, raw.frames)
+        assert not compact.frames.flags.writeable  # read-only, as a raw cache's memory map
+        assert np.array_equal(compact.points, raw.points) and compact.points.dtype == np.float32
+        assert np.array_equal(compact.detected, raw.detected)
+        assert compact.meta["settings"]["quality"] == 80 and compact.meta["name"] == name
+    again = preprocess.preprocess_folder(face_videos, tmp_path, settings, progress=None)
+    assert sorted(again.reused) == report.usable and not again.made
+
+
+def test_compact_storage_settings_are_checked(face_videos, face_cache, tmp_path, monkeypatch):
+    assert preprocess.CacheSettings(storage="jpeg").quality == 90
+    for bad in ({"storage": "png"}, {"storage": "webp", "quality": 0}, {"storage": "jpeg", "quality": 101},
+                {"storage": "raw", "quality": 80}):
+        with pytest.raises(InputError) as caught:
+            preprocess.CacheSettings(**bad)
+        assert str(caught.value).count(". ") == 0  # one sentence
+    # an OpenCV without the codec's writer: refused before any detection
+    monkeypatch.setitem(preprocess.IMAGE_CODECS, "webp", (".no-such-codec", 0, 80))
+    settings = preprocess.CacheSettings("face", SIZE, storage="webp")
+    with pytest.raises(InputError, match="cannot write webp images"):
+        preprocess.preprocess_folder(face_videos, tmp_path / "a", settings, progress=None)
+    with pytest.raises(InputError, match="cannot write webp images"):
+        preprocess.convert_cache(face_cache[0], tmp_path / "b", "webp", progress=None)
+
+
+def test_a_raw_cache_made_before_compact_storage_opens_and_is_reused(face_cache, face_videos, tmp_path):
+    import shutil
+
+    cache = tmp_path / "old"
+    shutil.copytree(face_cache[0], cache)
+    meta = json.loads(next(cache.glob(f"*/{preprocess.META_NAME}")).read_text())
+    assert "storage" not in meta["settings"]  # raw caches record what they did before: older code reuses them
+    strip_storage_settings(cache)
+    videos = data.open_cache(cache, "face", SIZE)
+    assert isinstance(videos[0].frames, np.memmap) and videos[0].frames.shape[1:] == (80, 80, 3)
+    assert preprocess.read_cache_settings(cache) == preprocess.CacheSettings("face", SIZE)
+    lines = []
+    settings = preprocess.CacheSettings("face", SIZE)
+    again = preprocess.preprocess_folder(face_videos, cache, settings, progress=lines.append)
+    assert sorted(again.reused) == face_cache[1].usable and not again.made  # nothing detected again
+    assert any("as in the last run" in line for line in lines)
+    body = write_body_cache(tmp_path / "body")
+    strip_storage_settings(body)
+    assert data.open_cache(body, "body", SIZE)[0].frames.shape == (12, 80, 80, 3)
+
+
+def test_compact_conversion_keeps_landmarks_and_nearly_the_frames(face_cache, compact_cache, face_videos):
+    raw_cache, raw_report = face_cache
+    cache, report = compact_cache
+    assert report.made == raw_report.usable and report.bytes < raw_report.bytes / 5
+    index = json.loads((cache / preprocess.INDEX_NAME).read_text())
+    raw_index = json.loads((raw_cache / preprocess.INDEX_NAME).read_text())
+    assert index["settings"] == {**raw_index["settings"], "storage": "webp", "quality": 80}
+    assert index["skipped"] == raw_index["skipped"] and index["converted_from"] == str(raw_cache.resolve())
+    for name in report.usable:
+        raw, compact = data.CachedVideo(raw_cache / name), data.CachedVideo(cache / name)
+        assert np.array_equal(compact.points, raw.points) and np.array_equal(compact.detected, raw.detected)
+        for array in ("boxes.npy", "frame_indices.npy"):
+            assert np.array_equal(np.load(cache / name / array), np.load(raw_cache / name / array))
+        assert compact.meta["source"] == raw.meta["source"] and compact.meta["num_frames"] == raw.meta["num_frames"]
+        assert_near_frames(compact.frames, raw.frames)
+    # the videos with the same settings: the converted caches are current, the failure is not retried
+    again = preprocess.preprocess_folder(face_videos, cache, preprocess.CacheSettings("face", SIZE, storage="webp"),
+                                         progress=None)
+    assert sorted(again.reused) == report.usable and [v for v, _ in again.skipped] == ["blank.mp4"]
+    assert sorted(preprocess.convert_cache(raw_cache, cache, "webp", progress=None).reused) == report.usable
+
+
+def test_compact_conversion_from_the_command_line_takes_every_nth_row(face_cache, compact_cache, tmp_path, capsys):
+    raw_cache, report = face_cache
+    target = tmp_path / "jpeg"
+    assert preprocess.main([str(compact_cache[0]), "--cache-dir", str(target), "--storage", "jpeg", "--quality", "95",
+                            "--frame-stride", "2", "--mode", "face"]) == 0
+    settings = preprocess.read_cache_settings(target)
+    assert (settings.storage, settings.quality, settings.frame_stride) == ("jpeg", 95, 2)
+    name = report.usable[0]
+    assert np.load(target / name / "frame_indices.npy").tolist() == list(range(0, 40, 2))
+    raw, converted = data.CachedVideo(raw_cache / name), data.CachedVideo(target / name)
+    assert np.array_equal(converted.points, raw.points[::2])
+    assert_near_frames(converted.frames, np.asarray(raw.frames[::2]))  # webp then jpeg: still close
+    capsys.readouterr()
+    for wrong in (["--mode", "body"], ["--size", "128"], ["--max-frames", "10"], ["--quality", "80"]):
+        assert preprocess.main([str(raw_cache), "--cache-dir", str(tmp_path / "x"), *wrong]) == 2
+        message = capsys.readouterr().err
+        assert message.startswith("error: ") and message.count("\n") == 1 and message.count(". ") == 0
+    assert preprocess.main([str(raw_cache), "--cache-dir", str(raw_cache), "--storage", "webp"]) == 2
+
+
+def test_clips_come_from_a_compact_cache_as_from_the_raw_one(face_cache, compact_cache):
+    import pickle
+
+    clips = {}
+    for kind, (cache, _) in (("raw", face_cache), ("compact", compact_cache)):
+        sources, _ = data.split_sources(data.open_cache(cache, "face", SIZE), 0.0)
+        clips[kind] = data.ClipDataset(sources, SIZE, num_subject=3, num_targets=2, span=12, seed=5)
+    for index in (3, 17):
+        raw, compact = clips["raw"][index], clips["compact"][index]
+        for key in ("rows", "video", "subject_labels", "target_labels", "target_points", "face_boxes"):
+            assert np.array_equal(raw[key], compact[key]), key
+        for key in ("subject_images", "target_images"):
+            assert np.abs(raw[key].astype(np.int16) - compact[key]).mean() < 4
+    # a loader worker gets the video without its decoded frames and decodes its own
+    video = clips["compact"].sources[0].video
+    state = pickle.dumps(video)
+    assert len(state) < video.frames.nbytes / 10
+    assert np.array_equal(pickle.loads(state).frames, video.frames)
+
+
+def test_a_damaged_compact_cache_is_one_clear_error(compact_cache, tmp_path):
+    import shutil
+
+    cache, report = compact_cache
+    folder = tmp_path / report.usable[0]
+    shutil.copytree(cache / report.usable[0], folder)
+    with np.load(folder / "frames.npz") as store:
+        arrays = dict(store)
+    arrays["data"] = np.zeros_like(arrays["data"])
+    np.savez(folder / "frames.npz", **arrays)
+    with pytest.raises(InputError, match="cannot be decoded as webp") as caught:
+        data.CachedVideo(folder).frames
+    assert str(caught.value).count(". ") == 0
+
+
+def test_compact_mp4v_storage_round_trips_and_checks_what_it_reads(face_cache, tmp_path):
+    raw_cache, raw_report = face_cache
+    report = preprocess.convert_cache(raw_cache, tmp_path / "mp4v", "mp4v", progress=None)
+    assert report.bytes < raw_report.bytes / 5
+    for name in report.usable:
+        assert (tmp_path / "mp4v" / name / "frames.mp4").is_file()
+        raw, compact = data.CachedVideo(raw_cache / name), data.CachedVideo(tmp_path / "mp4v" / name)
+        assert np.array_equal(compact.points, raw.points)
+        assert_near_frames(compact.frames, raw.frames, limit=5)
+    # a video with fewer frames than its cache says: one clear error when training reads it
+    meta_path = tmp_path / "mp4v" / report.usable[0] / preprocess.META_NAME
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({**meta, "num_frames": meta["num_frames"] + 5}))
+    with pytest.raises(InputError, match="read 40 of the 45 frames") as caught:
+        data.CachedVideo(meta_path.parent).frames
+    assert str(caught.value).count(". ") == 0
+    for bad in ({"size": 100}, {"quality": 50}):  # 100 px x 1.25: an odd side; no quality setting
+        with pytest.raises(InputError):
+            preprocess.CacheSettings("face", **{"size": SIZE, **bad}, storage="mp4v")

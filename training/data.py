@@ -34,7 +34,7 @@ from tsnet_hf import layouts
 from tsnet_hf.errors import InputError
 from tsnet_hf.masks import draw_masks, line_width
 
-from .preprocess import INDEX_NAME, META_NAME, is_cache_dir
+from .preprocess import INDEX_NAME, META_NAME, is_cache_dir, read_frames, read_points
 
 MIN_CONFIDENCE = 0.5
 
@@ -71,8 +71,10 @@ class Augment:
 
 
 class CachedVideo:
-    """One video's cache (training/preprocess.py). The frames are memory-mapped on first use, in
-    each loader worker separately (a memory map is never pickled).
+    """One video's cache (training/preprocess.py). The frames are read on first use, in each loader
+    worker separately (they are never pickled): a raw cache's frames.npy is memory-mapped, a
+    compact (webp / jpeg) cache's frames are all decoded then and kept in memory (T x S'^2 x 3
+    bytes: 1.05 GiB for the 14k frames of the face clips at 128 px, per worker).
 
     Attributes:
         name, folder, meta: folder name, path, meta.json contents.
@@ -84,7 +86,7 @@ class CachedVideo:
         self.folder = Path(folder)
         self.meta = json.loads((self.folder / META_NAME).read_text(encoding="utf-8"))
         self.name = self.folder.name
-        self.points = np.load(self.folder / "landmarks.npy")
+        self.points = read_points(self.folder)
         self.detected = np.load(self.folder / "detected.npy")
         settings = self.meta["settings"]
         self.mode, self.size, self.context = settings["mode"], int(settings["size"]), float(settings["context"])
@@ -96,9 +98,9 @@ class CachedVideo:
 
     @property
     def frames(self) -> np.ndarray:
-        """(T, S', S', 3) uint8 RGB, memory-mapped."""
+        """(T, S', S', 3) uint8 RGB, read-only: memory-mapped, or decoded once (compact caches)."""
         if self._frames is None:
-            self._frames = np.load(self.folder / "frames.npy", mmap_mode="r")
+            self._frames = read_frames(self.folder)
         return self._frames
 
     @property
@@ -178,6 +180,23 @@ def split_sources(videos: list[CachedVideo], val_fraction: float, seed: int = 0,
     train = [Source(v, v.usable_rows) for i, v in enumerate(videos) if i not in val_ids]
     val = [Source(v, v.usable_rows) for i, v in enumerate(videos) if i in val_ids]
     return train, val
+
+
+def split_by_name(videos: list[CachedVideo], holdout: list[str]) -> tuple[list[Source], list[Source]]:
+    """Hold out whole videos by name: those whose cache name contains one of `holdout` validate,
+    the others train. Give every clip of a person, so that validation measures people never seen.
+
+    Raises:
+        InputError: no video matches, or every video does.
+    """
+    held = [v for v in videos if any(part in v.name for part in holdout)]
+    if not held:
+        raise InputError(f"No cached video matches --holdout {' '.join(holdout)}: give parts of the names listed "
+                         "in the cache's index.json.")
+    if len(held) == len(videos):
+        raise InputError(f"--holdout {' '.join(holdout)} matches every cached video: nothing is left to train on.")
+    train = [Source(v, v.usable_rows) for v in videos if v not in held]
+    return train, [Source(v, v.usable_rows) for v in held]
 
 
 # ----- sampling -----------------------------------------------------------------------------------

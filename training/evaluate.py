@@ -5,8 +5,10 @@
         --lpips-lin W/lpips_v0.1_lin_alex.safetensors
 
 Self-reconstruction (paper section 4.1): each video is cut into two halves; the first is the
-subject video (K frames drawn once with a fixed seed, as the paper's inference), the second the
-driving video and the ground truth. Metrics per generated frame, averaged over all frames, on the
+subject video, the second the driving video and the ground truth. For each driving frame the model
+gets the K subject frames nearest in pose (`--selection nearest`, what RetargetPipeline does; the
+baseline below copies the nearest one of the same frames), or K frames drawn once with a fixed seed
+for all driving frames (`--selection random`, the paper's inference). Metrics per generated frame, averaged over all frames, on the
 crops at the model's resolution with pixel values in [0, 1]:
     l1     mean absolute error
     l2     mean squared error (the paper's "normalised mean L2 distance")
@@ -42,7 +44,10 @@ from tsnet_hf.errors import InputError, TSNetError  # noqa: E402
 PSNR_CAP = 100.0
 IMAGE_METRICS = ("l1", "l2", "psnr", "lpips")
 LANDMARK_METRICS = ("landmark_distance", "landmark_detected")
-DETECTION_SIZE = 256  # crops are upscaled to at least this before landmark detection
+DETECTION_SIZE = 256
+SELECTIONS = ("nearest", "random")
+# Inference-time ablations of a blend model (config.output = "blend"), from one checkpoint:
+ABLATIONS = ("none", "warp-only", "decoder-only", "mean-weights")  # crops are upscaled to at least this before landmark detection
 
 
 def image_metrics(output: torch.Tensor, target: torch.Tensor, lpips=None) -> dict[str, torch.Tensor]:
@@ -59,6 +64,24 @@ def image_metrics(output: torch.Tensor, target: torch.Tensor, lpips=None) -> dic
     if lpips is not None:
         metrics["lpips"] = lpips(x * 2 - 1, y * 2 - 1).float()
     return metrics
+
+
+def ablated_image(output, memory, ablation: str) -> torch.Tensor:
+    """The (N, 3, H, W) frame of a TSNetOutput, or a blend model's frame with one part turned off:
+    "warp-only" (blend mask 1: the sharp warp alone), "decoder-only" (blend mask 0) or
+    "mean-weights" (the K warped frames averaged instead of weighted; mask and decoder kept)."""
+    from tsnet_hf.modeling import pixel_warp
+
+    if ablation == "none":
+        return output.image
+    if ablation == "warp-only":
+        return output.sharp
+    if ablation == "decoder-only":
+        return output.decoded
+    frames = memory.frames.expand(output.grid.shape[0] // memory.num_subjects, -1, -1, -1, -1) \
+        if memory.num_subjects == 1 else memory.frames
+    sharp = pixel_warp(frames, output.grid).mean(dim=1)
+    return output.blend_mask * sharp + (1 - output.blend_mask) * output.decoded
 
 
 def landmark_distance(found: np.ndarray, reference: np.ndarray, size: int, min_confidence: float = 0.5) -> np.ndarray:
@@ -102,28 +125,47 @@ class Evaluator:
     """Runs a model and the nearest-frame baseline on cached videos and collects metrics."""
 
     def __init__(self, model, device, lpips=None, num_subject: int = 3, frames: int = 30, batch: int = 8,
-                 landmarks: bool = True, seed: int = 0):
+                 landmarks: bool = True, seed: int = 0, selection: str = "nearest", ablation: str = "none"):
+        if selection not in SELECTIONS:
+            raise InputError(f"selection must be one of {SELECTIONS}, got {selection!r}.")
+        if ablation not in ABLATIONS:
+            raise InputError(f"ablation must be one of {ABLATIONS}, got {ablation!r}.")
+        if ablation != "none" and model.config.output != "blend":
+            raise InputError(f"--ablation {ablation} takes apart a blend model's output; this checkpoint's output "
+                             f"is {model.config.output!r}.")
+        self.ablation = ablation
         self.model, self.device, self.lpips = model.to(device).eval(), device, lpips
         self.size, self.mode = model.config.image_size, model.config.mode
         self.channels = model.config.mask_channels
         self.k, self.frames, self.batch, self.landmarks, self.seed = num_subject, frames, batch, landmarks, seed
+        self.selection = selection
 
     @torch.no_grad()
-    def generate(self, subject_images, subject_points, driving_points):
-        """Frames for driving landmarks from K subject crops: (N, S, S, 3) uint8 and (N, 3, S, S)
-        tensors in [-1, 1] on the device."""
+    def generate(self, pool_images, pool_points, driving_points):
+        """Frames for driving landmarks from a subject pool of crops ((S, S', S', 3) uint8 and
+        (S, P, 3) landmarks): each driving frame gets K pool frames (see `selection`). Returns
+        (N, S', S', 3) uint8 and (N, 3, S', S') tensors in [-1, 1] on the device."""
         from tsnet_hf.masks import draw_masks, labels_to_onehot
         from tsnet_hf.pipeline import to_model_frames
+        from tsnet_hf.runner import choose_subject_frames
 
         size = (self.size, self.size)
-        subject = to_model_frames(subject_images, self.device)[None]
-        subject_masks = labels_to_onehot(torch.from_numpy(draw_masks(subject_points, size)).long(), self.channels)
-        memory = self.model.encode_subject(subject, subject_masks[None].to(self.device))
+        options = {"num_subject_frames": min(self.k, len(pool_images)), "selection": self.selection,
+                   "seed": self.seed}
+        choices = torch.from_numpy(choose_subject_frames(driving_points, pool_points, options, self.size))
+        used = torch.unique(choices)  # encode only the pool frames some driving frame uses
+        remap = torch.full((len(pool_images),), -1, dtype=torch.long)
+        remap[used] = torch.arange(len(used))
+        labels = torch.from_numpy(draw_masks(pool_points[used.numpy()], size)).long()
+        memory = self.model.encode_subject(to_model_frames(pool_images[used.numpy()], self.device)[None],
+                                           labels_to_onehot(labels, self.channels)[None].to(self.device))
         outputs = []
         for start in range(0, len(driving_points), self.batch):
             labels = draw_masks(driving_points[start:start + self.batch], size)
             masks = labels_to_onehot(torch.from_numpy(labels).long(), self.channels).to(self.device)
-            outputs.append(self.model.generate(memory, masks).image.float().clamp(-1, 1))
+            chosen = memory.select(remap[choices[start:start + self.batch]])
+            output = self.model.generate(chosen, masks)
+            outputs.append(ablated_image(output, chosen, self.ablation).float().clamp(-1, 1))
         images = torch.cat(outputs)
         return ((images + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy(), images
 
@@ -134,10 +176,6 @@ class Evaluator:
         if len(driving) > self.frames:
             driving = driving[np.linspace(0, len(driving) - 1, self.frames).round().astype(int)]
         return subject, driving
-
-    def _pick_subject(self, rows) -> np.ndarray:
-        rng = np.random.default_rng(self.seed)
-        return np.sort(rng.choice(len(rows), self.k, replace=len(rows) < self.k))
 
     def _scores(self, images: np.ndarray, tensor: torch.Tensor, truth: torch.Tensor | None, reference) -> dict:
         scores = {}
@@ -161,8 +199,7 @@ class Evaluator:
             return {}
         pool_images, pool_points = central_view(video, subject_rows, self.size)
         truth_images, truth_points = central_view(video, driving_rows, self.size)
-        chosen = self._pick_subject(subject_rows)
-        images, tensor = self.generate(pool_images[chosen], pool_points[chosen], truth_points)
+        images, tensor = self.generate(pool_images, pool_points, truth_points)
         truth = to_model_frames(truth_images, self.device)
         nearest = np.argmin(pose_distances(truth_points, pool_points, self.size), axis=1)
         copied = pool_images[nearest]
@@ -185,8 +222,7 @@ class Evaluator:
             aligned = aligner(driving_points, pool_points).astype(np.float32)
         except InputError:
             aligned = driving_points
-        chosen = self._pick_subject(subject_rows)
-        images, tensor = self.generate(pool_images[chosen], pool_points[chosen], aligned)
+        images, tensor = self.generate(pool_images, pool_points, aligned)
         nearest = np.argmin(pose_distances(aligned, pool_points, self.size), axis=1)
         copied = pool_images[nearest]
         return {"model": self._scores(images, tensor, None, aligned),
@@ -280,7 +316,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--k", type=int, default=3, help="subject frames K")
     parser.add_argument("--frames", type=int, default=30, help="driving frames per video at most")
     parser.add_argument("--batch", type=int, default=8, help="driving frames per model call")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the subject frame draw")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the subject frame draw (--selection random)")
+    parser.add_argument("--ablation", choices=ABLATIONS, default="none",
+                        help="blend models: evaluate with a part of the output path turned off")
+    parser.add_argument("--selection", choices=SELECTIONS, default="nearest",
+                        help="K subject frames per driving frame: nearest in pose (as the pipeline) or drawn once")
     parser.add_argument("--lpips-alexnet", default="auto", help="'auto' (torchvision) or a safetensors file")
     parser.add_argument("--lpips-lin", help="LPIPS linear weights (safetensors); default: the lpips package's")
     parser.add_argument("--no-lpips", action="store_true", help="skip LPIPS")
@@ -318,11 +358,13 @@ def run(args) -> dict:
         if not videos:
             raise InputError(f"No cached video matches --videos {' '.join(args.videos)}: give parts of the names "
                              "listed in the cache's index.json.")
-    evaluator = Evaluator(model, device, lpips, args.k, args.frames, args.batch, not args.no_landmarks, args.seed)
+    evaluator = Evaluator(model, device, lpips, args.k, args.frames, args.batch, not args.no_landmarks, args.seed,
+                          args.selection, args.ablation)
     # Cross-identity pairs have no ground truth: without landmarks there is nothing to measure.
     report = evaluate(evaluator, videos, cross=not (args.no_cross or args.no_landmarks))
     report = {"checkpoint": str(args.checkpoint), "data": str(args.data),
-              "settings": f"{model.config.mode}, {model.config.image_size} px, K = {args.k}, "
+              "settings": f"{model.config.mode}, {model.config.image_size} px, K = {args.k} ({args.selection}), "
+                          + ("" if args.ablation == "none" else f"ablation {args.ablation}, ") +
                           f"up to {args.frames} driving frames per video, seed {args.seed}", **report}
     (output / "metrics.json").write_text(json.dumps(_json_safe(report), indent=1), encoding="utf-8")
     (output / "metrics.md").write_text(markdown_report(report), encoding="utf-8")

@@ -35,6 +35,7 @@ class LossWeights:
     transformation: float = 10.0
     gradient: float = 10.0  # faces only (the authors' face model); ignored for bodies
     face: float = 1.0  # bodies only: weight of the face discriminator's GAN + FM + VGG terms
+    l1: float = 0.0  # pixel L1 of the output (not in the paper; CPU recipes use it)
 
 
 def lsgan(scores: torch.Tensor, real: bool) -> torch.Tensor:
@@ -125,20 +126,25 @@ class Losses:
             total = total + 0.5 * (parts["df_fake"] + parts["df_real"])
         return total, {"d": total.detach(), **{k: v.detach() for k, v in parts.items()}}
 
-    def generator(self, discriminator, face_discriminator, output, real, masks, face_boxes):
-        """G loss for a TSNetOutput against (N, 3, H, W) real frames. Returns (loss, parts)."""
+    def generator(self, discriminator, face_discriminator, output, real, masks, face_boxes, adversarial=True):
+        """G loss for a TSNetOutput against (N, 3, H, W) real frames. Returns (loss, parts).
+        adversarial=False leaves out every discriminator term (a reconstruction warm-up)."""
         w = self.weights
         fake = output.image
-        fake_out, real_out = _both(discriminator, self._conditioned(fake, masks), self._conditioned(real, masks))
-        parts = {"gan": w.gan * lsgan(fake_out[-1], True),
-                 "fm": w.feature_matching * feature_matching(fake_out, real_out)}
+        parts = {}
+        if adversarial:
+            fake_out, real_out = _both(discriminator, self._conditioned(fake, masks), self._conditioned(real, masks))
+            parts = {"gan": w.gan * lsgan(fake_out[-1], True),
+                     "fm": w.feature_matching * feature_matching(fake_out, real_out)}
+        if w.l1:
+            parts["l1w"] = w.l1 * F.l1_loss(fake.float(), real.float())
         if self.vgg is not None and w.perceptual:
             parts["vgg"] = w.perceptual * perceptual(self.vgg, fake, real)
         if output.warped is not None and w.transformation:
             parts["tra"] = w.transformation * transformation_loss(output.warped, real)
         if self.mode == "face" and w.gradient:
             parts["grad"] = w.gradient * gradient_loss(fake, real)
-        if face_discriminator is not None and w.face:
+        if face_discriminator is not None and w.face and adversarial:
             parts.update(self._face_terms(face_discriminator, fake, real, face_boxes))
         total = sum(parts.values())
         return total, {"g": total.detach(), **{k: v.detach() for k, v in parts.items()}}

@@ -26,6 +26,7 @@ underscores); options given on the command line win.
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -39,6 +40,7 @@ if __package__ in (None, ""):  # `python training/train.py`: import as the `trai
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from tsnet_hf.config import FRAME_WEIGHTS, OUTPUTS as OUTPUT_PATHS  # noqa: E402
 from tsnet_hf.errors import CheckpointError, ConfigError, TSNetError  # noqa: E402
 
 STATE_DIR = "training_state"
@@ -47,7 +49,8 @@ CHECKPOINTS = "checkpoints"
 FREE_ON_RESUME = frozenset({
     "config", "data", "cache_dir", "output", "resume", "steps", "save_every", "log_every", "image_every",
     "val_every", "workers", "push_to_hub", "hub_private", "keep_checkpoints", "tensorboard", "quiet",
-    "mixed_precision", "cpu", "lpips_alexnet", "lpips_lin", "vgg_weights"})
+    "mixed_precision", "cpu", "lpips_alexnet", "lpips_lin", "vgg_weights", "time_budget", "threads",
+    "channels_last", "warmup_steps"})
 PAPER_BATCH = {"face": 15, "body": 10}
 
 
@@ -70,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--val-fraction", type=float, default=0.1, help="share of videos held out for validation")
     group.add_argument("--val-split", choices=("video", "time"), default="video",
                        help="hold out whole videos, or the end of every video (one-video fine-tuning)")
+    group.add_argument("--holdout", nargs="+", metavar="NAME",
+                       help="hold out (for validation, never trained on) the cached videos whose names contain "
+                            "one of these; replaces --val-fraction's random draw")
     group.add_argument("--no-augment", action="store_true", help="no crop, colour or flip augmentation")
     group.add_argument("--jitter-scale", type=float, default=0.1, help="crop side jitter (authors: 0.2)")
     group.add_argument("--jitter-offset", type=float, default=0.05, help="crop centre jitter, times the side (authors: 0.1)")
@@ -78,7 +84,13 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--preset", choices=("paper", "small", "tiny"), help="architecture (default paper)")
     group.add_argument("--resolution", type=int,
                        help="frame side in pixels (default: a cache's resolution, else the preset's, 256)")
-    group.add_argument("--init-from", help="start from this checkpoint folder or Hub id (fine-tuning)")
+    group.add_argument("--init-from", help="start from this checkpoint folder or Hub id (fine-tuning, or the next "
+                                           "resolution of a progressive run with --resolution)")
+    group.add_argument("--output-path", choices=OUTPUT_PATHS, default="decoder",
+                       help="decoder: the paper's output; blend: warp the subject pixels and blend them with the "
+                            "decoder's frame (faster to learn on a CPU)")
+    group.add_argument("--frame-weights", choices=FRAME_WEIGHTS, default="learned",
+                       help="blend: combine the K warped frames by learned per-pixel weights or by their mean")
     group = parser.add_argument_group("optimisation")
     group.add_argument("--output", help="run folder (logs, images, checkpoints)")
     group.add_argument("--steps", type=int, default=63000, help="training steps (authors: 63k)")
@@ -93,12 +105,22 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--lambda-vgg", type=float, default=10.0, help="perceptual (VGG) weight")
     group.add_argument("--lambda-tra", type=float, default=10.0, help="transformation-branch (L_TRA) weight")
     group.add_argument("--lambda-grad", type=float, default=10.0, help="image-gradient weight (faces)")
+    group.add_argument("--lambda-l1", type=float, default=0.0, help="pixel L1 weight (not in the paper)")
+    group.add_argument("--warmup-steps", type=int, default=0,
+                       help="first steps without the discriminators (no GAN or feature-matching loss, no D "
+                            "update): a reconstruction warm-up, as FOMM trains its face model first")
     group.add_argument("--vgg-weights", default="auto",
                        help="'auto' (torchvision VGG19 ImageNet) or a safetensors file of VGG16/19 conv weights")
     group.add_argument("--no-vgg", action="store_true", help="train without the perceptual loss")
     group.add_argument("--seed", type=int, default=0)
-    group.add_argument("--mixed-precision", choices=("no", "bf16", "fp16"), default="no", help="GPU mixed precision")
+    group.add_argument("--mixed-precision", choices=("no", "bf16", "fp16"), default="no",
+                       help="autocast precision (bf16 also on CPUs: 1.5-1.7x per step on AVX512-BF16 ones)")
     group.add_argument("--cpu", action="store_true", help="train on the CPU even where a GPU is available")
+    group.add_argument("--channels-last", action="store_true", help="channels_last memory format for the models")
+    group.add_argument("--threads", type=int, help="torch threads on the CPU (default: torch's choice)")
+    group.add_argument("--time-budget", type=float, metavar="MINUTES",
+                       help="stop when the run (all its invocations together) has taken this many minutes, "
+                            "with a complete checkpoint (the schedule still follows --steps)")
     group = parser.add_argument_group("logs and checkpoints")
     group.add_argument("--log-every", type=int, default=10, help="steps between log lines")
     group.add_argument("--image-every", type=int, default=500, help="steps between image grids")
@@ -132,6 +154,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         raise ConfigError("Give the run folder with --output (logs, images and checkpoints go there).")
     if args.resume is None and (args.data is None or (args.mode is None and args.init_from is None)):
         raise ConfigError("Give --data (a folder of videos) and --mode (face or body), or --resume a run.")
+    if args.time_budget is not None and args.time_budget <= 0:
+        raise ConfigError(f"--time-budget is in minutes and must be positive, got {args.time_budget}.")
+    if args.warmup_steps < 0:
+        raise ConfigError(f"--warmup-steps must be 0 or more, got {args.warmup_steps}.")
     for name in ("steps", "k", "targets", "span", "log_every", "image_every", "save_every", "val_clips"):
         if getattr(args, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}.")
@@ -235,8 +261,10 @@ def _requires_grad(modules, flag: bool):
                 parameter.requires_grad_(flag)
 
 
-def optimisation_step(accelerator, losses, model, d, face_d, opt_g, opt_d, batch) -> tuple[dict, object]:
-    """One discriminator update, then one generator update, as the authors.
+def optimisation_step(accelerator, losses, model, d, face_d, opt_g, opt_d, batch,
+                      adversarial: bool = True) -> tuple[dict, object]:
+    """One discriminator update, then one generator update, as the authors (adversarial=False: the
+    generator update alone, without discriminator terms: the reconstruction warm-up).
 
     Args:
         accelerator: an accelerate.Accelerator (autocast, backward, unwrapping).
@@ -248,19 +276,21 @@ def optimisation_step(accelerator, losses, model, d, face_d, opt_g, opt_d, batch
     """
     with accelerator.autocast():
         output = model(batch.subject_frames, batch.subject_masks, batch.driving_masks)
-    _requires_grad([d, face_d], True)
-    with accelerator.autocast():
-        d_loss, d_parts = losses.discriminator(d, face_d, output.image, batch.targets, batch.driving_masks,
-                                               batch.face_boxes)
-    opt_d.zero_grad(set_to_none=True)
-    accelerator.backward(d_loss)
-    opt_d.step()
+    d_parts = {}
+    if adversarial:
+        _requires_grad([d, face_d], True)
+        with accelerator.autocast():
+            d_loss, d_parts = losses.discriminator(d, face_d, output.image, batch.targets, batch.driving_masks,
+                                                   batch.face_boxes)
+        opt_d.zero_grad(set_to_none=True)
+        accelerator.backward(d_loss)
+        opt_d.step()
     _requires_grad([d, face_d], False)  # the generator step only reads them, through the plain modules
     plain_d = accelerator.unwrap_model(d)
     plain_face_d = accelerator.unwrap_model(face_d) if face_d is not None else None
     with accelerator.autocast():
         g_loss, g_parts = losses.generator(plain_d, plain_face_d, output, batch.targets, batch.driving_masks,
-                                           batch.face_boxes)
+                                           batch.face_boxes, adversarial=adversarial)
     opt_g.zero_grad(set_to_none=True)
     accelerator.backward(g_loss)
     opt_g.step()
@@ -274,6 +304,15 @@ def _cache_resolution(data) -> int | None:
     if index is None or not index.is_file():
         return None
     return json.loads(index.read_text(encoding="utf-8")).get("settings", {}).get("size")
+
+
+def _machine() -> str:
+    """'N CPU threads (model name)' or the GPU's name: where a run's wall time was spent."""
+    if torch.cuda.is_available():
+        return f"{torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}"
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), "CPU") if Path("/proc/cpuinfo").is_file() else "CPU"
+    return f"{os.cpu_count()} CPU cores ({model}), {torch.get_num_threads()} torch threads"
 
 
 def _markdown_table(rows: dict) -> str:
@@ -300,6 +339,8 @@ class Trainer:
             self._adopt_saved_settings()
         if args.mixed_precision == "fp16" and (args.cpu or not torch.cuda.is_available()):
             raise ConfigError("fp16 mixed precision needs a GPU: use --mixed-precision no (or bf16).")
+        if args.threads:
+            torch.set_num_threads(args.threads)
         self.accelerator = Accelerator(mixed_precision=args.mixed_precision, cpu=args.cpu)
         self.main = self.accelerator.is_main_process
         if self.main:
@@ -308,6 +349,8 @@ class Trainer:
         self.accelerator.wait_for_everyone()
         self.step = 0
         self.history = []  # validation results, newest last
+        self.seconds = 0.0  # wall time of all invocations of this run, saved in the training state
+        self.started = time.monotonic()
         self._build()
 
     # ----- setup ---------------------------------------------------------------------------------------
@@ -358,6 +401,10 @@ class Trainer:
         self._build_optimisers()
         if self.resume_from is not None:
             self._load_state(self.resume_from)
+        if args.channels_last:
+            for module in (self.model, self.d, self.face_d):
+                if module is not None:
+                    module.to(memory_format=torch.channels_last)
         (self.model, self.d, self.face_d, self.opt_g, self.opt_d) = self.accelerator.prepare(
             self.model, self.d, self.face_d, self.opt_g, self.opt_d)
         if self.main:
@@ -380,12 +427,17 @@ class Trainer:
             if args.mode and args.mode != config.mode:
                 raise ConfigError(f"{args.init_from} is a {config.mode} model but --mode is {args.mode}: "
                                   f"fine-tune it with --mode {config.mode}.")
-            if args.resolution and args.resolution != config.image_size:
-                raise ConfigError(f"{args.init_from} works at {config.image_size} px but --resolution is "
-                                  f"{args.resolution}: leave --resolution out when fine-tuning.")
+            size = args.resolution or _cache_resolution(args.data)
+            if size and size != config.image_size:  # progressive resolution: the convs do not depend on it
+                config = dataclasses.replace(config, image_size=size)
+                resized = TSNet(config)
+                resized.load_state_dict(model.state_dict())
+                model = resized
             return model.train(), config
         size = args.resolution or _cache_resolution(args.data)
         overrides = {"image_size": size} if size else {}
+        if args.output_path != "decoder":
+            overrides.update(output=args.output_path, frame_weights=args.frame_weights)
         config = preset_config(args.preset or "paper", args.mode, **overrides)
         return TSNet(config).train(), config
 
@@ -404,8 +456,12 @@ class Trainer:
                 print(preprocess_folder(args.data, cache, settings, progress=print).summary(), flush=True)
             self.accelerator.wait_for_everyone()
         videos = data.open_cache(cache, args.mode, args.resolution)
-        self.train_sources, self.val_sources = data.split_sources(videos, args.val_fraction, args.seed, args.val_split)
-        self.split = ("none" if not self.val_sources else
+        if args.holdout:
+            self.train_sources, self.val_sources = data.split_by_name(videos, args.holdout)
+        else:
+            self.train_sources, self.val_sources = data.split_sources(videos, args.val_fraction, args.seed,
+                                                                      args.val_split)
+        self.split = ("none" if not self.val_sources else "name (--holdout)" if args.holdout else
                       "time" if args.val_split == "time" or len(videos) < 2 else "video")
         self.video_names = sorted(v.name for v in videos)
         augment = data.Augment.none() if args.no_augment else data.Augment(scale=args.jitter_scale,
@@ -424,7 +480,7 @@ class Trainer:
         vgg = None if args.no_vgg else load_vgg(args.vgg_weights).to(self.accelerator.device)
         self.vgg_name = "none (--no-vgg)" if vgg is None else vgg.name
         weights = LossWeights(feature_matching=args.lambda_fm, perceptual=args.lambda_vgg,
-                              transformation=args.lambda_tra, gradient=args.lambda_grad)
+                              transformation=args.lambda_tra, gradient=args.lambda_grad, l1=args.lambda_l1)
         self.losses = Losses(config.mode, weights, vgg, face_crop_size(config.image_size))
         self.d = PatchDiscriminator(3 + config.mask_channels)
         self.face_d = PatchDiscriminator(3) if config.mode == "body" else None
@@ -495,6 +551,7 @@ class Trainer:
         self.opt_g.load_state_dict(optimisers["generator"])
         self.opt_d.load_state_dict(optimisers["discriminator"])
         self.step, self.history = int(state["step"]), state.get("history", [])
+        self.seconds = float(state.get("seconds", 0.0))
         if state.get("world_size", 1) != self.accelerator.num_processes:
             self._say(f"note: {folder} was trained on {state.get('world_size')} process(es), this run uses "
                       f"{self.accelerator.num_processes}: the clips drawn from now on differ from an uninterrupted run.")
@@ -533,6 +590,7 @@ class Trainer:
                    state_dir / "optimizers.pt")
         self._write_json(state_dir / "state.json", {
             "step": self.step, "args": vars(self.args), "videos": self.video_names, "history": self.history,
+            "seconds": self.elapsed(),
             "world_size": self.accelerator.num_processes, "torch": torch.__version__,
             "tsnet_hf": __import__("tsnet_hf").__version__})
 
@@ -569,6 +627,9 @@ class Trainer:
             "augmentation": "none" if args.no_augment else
                             f"crop scale +-{args.jitter_scale}, offset +-{args.jitter_offset}, colour, flip",
             "mixed precision": args.mixed_precision, "seed": args.seed,
+            "output path": config.output + (f" ({config.frame_weights} frame weights)" if config.output == "blend" else ""),
+            "warm-up without discriminators": f"{args.warmup_steps} steps",
+            "wall time": f"{self.elapsed() / 60:.1f} min on {_machine()}",
         }
         evaluation = "No validation yet."
         if self.history:
@@ -592,7 +653,7 @@ class Trainer:
         """One optimisation step at the scheduled learning rates (see `optimisation_step`)."""
         self._set_learning_rates()
         return optimisation_step(self.accelerator, self.losses, self.model, self.d, self.face_d, self.opt_g,
-                                 self.opt_d, batch)
+                                 self.opt_d, batch, adversarial=self.step >= self.args.warmup_steps)
 
     # ----- validation ---------------------------------------------------------------------------------------
 
@@ -642,7 +703,8 @@ class Trainer:
     def _record(self, kind: str, values: dict):
         if not self.main:
             return
-        line = json.dumps({"kind": kind, "step": self.step, **values}, default=float)
+        line = json.dumps({"kind": kind, "step": self.step, "minutes": round(self.elapsed() / 60, 3), **values},
+                          default=float)
         with open(self.output / "metrics.jsonl", "a", encoding="utf-8") as handle:
             handle.write(line + "\n")
         if self.tensorboard is not None:
@@ -651,8 +713,8 @@ class Trainer:
                     self.tensorboard.add_scalar(f"{kind}/{name}", value, self.step)
 
     def save_grid(self, batch, output, name: str):
-        """A PNG of up to 4 rows: K subject frames | driving mask | warped subject (mean over K) |
-        output | ground truth."""
+        """A PNG of up to 4 rows: K subject frames | driving mask | patch-warped subject (mean over K) |
+        [blend path: sharp warp | blend mask | decoder's frame] | output | ground truth."""
         import cv2
 
         from training.data import render_labels
@@ -666,7 +728,11 @@ class Trainer:
             panels = [to_image(batch.subject_frames[n // t, i]) for i in range(k)]
             panels.append(render_labels(batch.target_labels[n].cpu().numpy(), self.config.mode))
             warped = output.warped[n].mean(dim=0) if output.warped is not None else torch.zeros_like(output.image[n])
-            panels += [to_image(warped), to_image(output.image[n]), to_image(batch.targets[n])]
+            panels.append(to_image(warped))
+            if output.sharp is not None:  # blend path: sharp warp, blend mask (white = warp), decoder
+                panels += [to_image(output.sharp[n]), to_image(output.blend_mask[n].expand(3, -1, -1) * 2 - 1),
+                           to_image(output.decoded[n])]
+            panels += [to_image(output.image[n]), to_image(batch.targets[n])]
             rows.append(np.concatenate(panels, axis=1))
         folder = self.output / "images"
         folder.mkdir(exist_ok=True)
@@ -674,7 +740,8 @@ class Trainer:
 
     def _log_losses(self, sums: dict, count: int, seconds: float):
         accelerator = self.accelerator
-        means = {k: float(accelerator.reduce(v / count, reduction="mean")) for k, v in sums.items()}
+        # A part may be missing from some steps (discriminator terms during the warm-up): mean over its own steps.
+        means = {k: float(accelerator.reduce(v / self._counts[k], reduction="mean")) for k, v in sums.items()}
         samples = count * self.args.batch_size * self.args.targets * accelerator.num_processes / max(seconds, 1e-9)
         lr = self.opt_g.param_groups[0]["lr"]
         self._record("train", {**means, "lr_g": lr, "samples_per_s": samples})
@@ -682,7 +749,8 @@ class Trainer:
                            if k.startswith(("d_", "df_")))
         g_parts = " ".join(f"{k} {v:.3f}" for k, v in means.items() if k not in ("g", "d", "l1")
                            and not k.startswith(("d_", "df_")))
-        self._say(f"step {self.step}/{self.args.steps} | D {means['d']:.3f} ({d_parts}) | G {means['g']:.3f} "
+        d_text = f"D {means['d']:.3f} ({d_parts})" if "d" in means else "D off (warm-up)"
+        self._say(f"step {self.step}/{self.args.steps} | {d_text} | G {means['g']:.3f} "
                   f"({g_parts}) | L1 {means['l1']:.4f} | lr {lr:.2e} | {samples:.2f} samples/s")
         return means
 
@@ -706,8 +774,18 @@ class Trainer:
                                            num_workers=args.workers, pin_memory=accelerator.device.type == "cuda",
                                            persistent_workers=False)
 
+    def elapsed(self) -> float:
+        """Wall seconds of this run so far, over all its invocations (setup and saving included)."""
+        return self.seconds + time.monotonic() - self.started
+
+    def _out_of_time(self, deadline: float) -> bool:
+        """Whether the budget is spent; all processes agree (the main process's clock decides)."""
+        late = torch.tensor(float(time.monotonic() >= deadline), device=self.accelerator.device)
+        return bool(self.accelerator.reduce(late, reduction="sum") > 0) if self.accelerator.num_processes > 1 else bool(late)
+
     def run(self) -> Path | None:
-        """Train from the current step to --steps; returns the final checkpoint folder (main process)."""
+        """Train from the current step to --steps (or until --time-budget); returns the final
+        checkpoint folder (main process)."""
         from tqdm.auto import tqdm
 
         from training.data import to_model_inputs
@@ -719,20 +797,29 @@ class Trainer:
                   f"{self.accelerator.num_processes} process(es) on {self.accelerator.device}, steps {self.step} -> {args.steps}")
         bar = tqdm(total=args.steps, initial=self.step, disable=not self.main or args.quiet, dynamic_ncols=True)
         sums, count, busy = {}, 0, 0.0  # busy: seconds spent in steps (not in saving or validation)
+        self._counts = {}  # steps that contributed to each sum
+        # The budget covers the whole run: a resumed run gets what its earlier invocations left.
+        deadline = None if args.time_budget is None else time.monotonic() + 60 * args.time_budget - self.elapsed()
         for items in self.loader():
+            if deadline is not None and self._out_of_time(deadline):
+                self._say(f"time budget of {args.time_budget:g} min reached at step {self.step}: saving; "
+                          "continue with --resume")
+                break
             started = time.perf_counter()
             batch = to_model_inputs(items, self.accelerator.device, self.config.mask_channels)
             parts, output = self.train_step(batch)
             self.step += 1
             for name, value in parts.items():
                 sums[name] = sums.get(name, 0.0) + value.detach().float()
+                self._counts[name] = self._counts.get(name, 0) + 1
             count += 1
             busy += time.perf_counter() - started
             bar.update(1)
             if self.step % args.log_every == 0 or self.step == args.steps:
                 means = self._log_losses(sums, count, busy)
-                bar.set_postfix({k: f"{means[k]:.3f}" for k in ("d", "g", "l1")})
+                bar.set_postfix({k: f"{means[k]:.3f}" for k in ("d", "g", "l1") if k in means})
                 sums, count, busy = {}, 0, 0.0
+                self._counts = {}
             if self.step % args.image_every == 0:
                 self.save_grid(batch, output, step_name(self.step))
             if args.val_every and self.step % args.val_every == 0 and self.step < args.steps:
@@ -740,6 +827,8 @@ class Trainer:
             if self.step % args.save_every == 0 and self.step < args.steps:
                 self.save()
         bar.close()
+        if count:
+            self._log_losses(sums, count, busy)
         if not self.history or self.history[-1]["step"] != self.step:
             self._log_validation()
         final = self.save(final=True)

@@ -6,22 +6,42 @@ output file; 2 for a wrong command line.
 
 import argparse
 import contextlib
+import json
 import os
 import sys
 from pathlib import Path
 
 from .errors import TSNetError
 
-CHECKPOINTS_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
+# Where the shipped checkpoints are: inside the installed package (a wheel maps the repository's
+# checkpoints/ to tsnet_hf/checkpoints, see pyproject.toml), else beside the package in a checkout
+# or an editable install.
+CHECKPOINT_DIRS = (Path(__file__).resolve().parent / "checkpoints",
+                   Path(__file__).resolve().parent.parent / "checkpoints")
+
+
+def shipped_checkpoints(mode: str) -> list[Path]:
+    """Shipped checkpoint folders for `mode` ("face" or "body"), best first: the first location of
+    CHECKPOINT_DIRS that has any, folders named '<mode>-*' with a config.json, largest resolution
+    first (the resolution is read from config.json)."""
+    for root in CHECKPOINT_DIRS:
+        found = [folder for folder in sorted(root.glob(f"{mode}-*")) if (folder / "config.json").is_file()]
+        if found:
+            return sorted(found, key=lambda folder: -_image_size(folder))
+    return []
+
+
+def _image_size(folder: Path) -> int:
+    try:
+        return int(json.loads((folder / "config.json").read_text(encoding="utf-8")).get("image_size", 0))
+    except (OSError, ValueError, TypeError):
+        return 0
 
 
 def default_checkpoint(mode: str) -> Path | None:
-    """The checkpoint shipped in the repository's checkpoints/ folder for `mode`, if there is one."""
-    for name in (f"{mode}-small", mode):
-        folder = CHECKPOINTS_DIR / name
-        if (folder / "config.json").is_file():
-            return folder
-    return None
+    """The checkpoint shipped for `mode`, if there is one (see `shipped_checkpoints`)."""
+    found = shipped_checkpoints(mode)
+    return found[0] if found else None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,12 +66,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=8, help="driving frames per generator call")
     parser.add_argument("--crop-only", action="store_true", help="output the generated crop, not the full frame")
     parser.add_argument("--color-match", action="store_true", help="match output colours to the subject frame")
+    parser.add_argument("--no-high-res-warp", action="store_true",
+                        help="blend models: paste back the model-size output, not the one recomposed from the "
+                             "larger subject crops")
     parser.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best there is)")
     parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default=None,
                         help="compute dtype (default: bf16/fp16 on CUDA, fp32 elsewhere)")
-    parser.add_argument("--side-by-side", metavar="MP4", help="also write subject | driving | mask | warped | output")
+    parser.add_argument("--side-by-side", metavar="MP4",
+                        help="also write subject | driving | mask | warped | (blend mask |) output")
     parser.add_argument("--masks", metavar="MP4", help="also write the aligned driving masks")
     parser.add_argument("--warped", metavar="MP4", help="also write the transformation branch's warped subject")
+    parser.add_argument("--blend-mask", metavar="MP4",
+                        help="blend models: also write the blend mask (white = warped subject, black = decoder)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -110,16 +136,21 @@ def run(args, stream) -> int:
         raise TSNetError("No checkpoint given and none is shipped in checkpoints/: pass --checkpoint FOLDER_OR_HUB_ID.")
     dtype = getattr(torch, args.dtype) if args.dtype else None
     pipe = RetargetPipeline.from_pretrained(checkpoint, device=args.device, dtype=dtype)
+    if args.blend_mask and pipe.model.config.output != "blend":  # before the run, not after it
+        raise TSNetError(f"--blend-mask needs a blend model (config output='blend') but {checkpoint} is a "
+                         "decoder model: leave --blend-mask out.")
     progress, close_bars = make_progress(stream, args.quiet)
     try:
         result = pipe(args.subject, args.driving, mode=args.mode, num_subject_frames=args.subject_frames,
                       selection=args.selection, seed=args.seed, align=not args.no_align,
                       smooth=not args.no_smooth, missing=args.missing, max_frames=args.max_frames,
                       batch_size=args.batch_size, paste_back=not args.crop_only,
-                      color_match=args.color_match, progress=progress)
+                      color_match=args.color_match, high_res_warp=not args.no_high_res_warp,
+                      progress=progress)
     finally:
         close_bars()
-    result.save(output, side_by_side=args.side_by_side, masks=args.masks, warped=args.warped)
+    result.save(output, side_by_side=args.side_by_side, masks=args.masks, warped=args.warped,
+                blend_mask=args.blend_mask)
     if not args.quiet:
         print(result.summary(), file=stream)
         print(f"wrote {output}", file=stream)

@@ -22,6 +22,11 @@ AUTHORS_FACE_MEAN_BGR = (101.84807705937696, 112.10832843463207, 111.65973036298
 BRANCHES = ("ts", "t", "s")
 COMBINES = ("concat", "matting")
 MODES = ("face", "body")
+OUTPUTS = ("decoder", "blend")
+FRAME_WEIGHTS = ("learned", "mean")
+# Fields added after the first release, with the value that reproduces older checkpoints: a
+# config.json written before they existed loads with these values instead of failing.
+LATER_FIELDS = {"output": "decoder", "frame_weights": "learned", "blend_channels": 16}
 
 
 @dataclass
@@ -56,6 +61,13 @@ class TSNetConfig:
             align_corners=False, which shifts features by up to half a cell), and their masked
             similarity (cross pairs kept with similarity 0 instead of excluded).
         authors_mean_bgr: the mean pixel the authors subtract (B, G, R in [0, 255]).
+        output: "decoder" (the paper: the frame is painted by the decoder from 1/8-resolution
+            features) or "blend" (beyond the paper, for CPU budgets: the transformation grid,
+            upsampled to the frame size, warps the subject *pixels*; the K warped frames are
+            combined per pixel and a learned mask blends them with the decoder's frame).
+        frame_weights: "blend" only: how the K warped frames are combined: "learned" (a softmax
+            over K of per-pixel scores from a small conv head) or "mean" (plain average).
+        blend_channels: "blend" only: width of the small conv heads of the blend path.
     """
 
     mode: str = "face"
@@ -74,6 +86,9 @@ class TSNetConfig:
     box_margin: float = 1.0 / 16.0
     authors_compat: bool = False
     authors_mean_bgr: tuple[float, float, float] = field(default=AUTHORS_FACE_MEAN_BGR)
+    output: str = "decoder"
+    frame_weights: str = "learned"
+    blend_channels: int = 16
 
     def __post_init__(self):
         # JSON has no tuples: turn lists back so a round trip gives an equal config.
@@ -90,7 +105,15 @@ class TSNetConfig:
             fail(f"branches must be one of {BRANCHES} (both, transformation only, synthesis only), got {self.branches!r}.")
         if self.combine not in COMBINES:
             fail(f"combine must be one of {COMBINES}, got {self.combine!r}.")
-        for name in ("image_size", "mask_channels", "base_channels", "num_downsamples"):
+        if self.output not in OUTPUTS:
+            fail(f"output must be one of {OUTPUTS} (the paper's decoder, or the pixel-space blend), got {self.output!r}.")
+        if self.frame_weights not in FRAME_WEIGHTS:
+            fail(f"frame_weights must be one of {FRAME_WEIGHTS}, got {self.frame_weights!r}.")
+        if self.output == "blend" and self.branches == "s":
+            fail("output='blend' warps the subject with the transformation branch's grid: it needs branches 'ts' or 't'.")
+        if self.output == "blend" and self.authors_compat:
+            fail("authors_compat reproduces the authors' model, which has no blend path: use output='decoder'.")
+        for name in ("image_size", "mask_channels", "base_channels", "num_downsamples", "blend_channels"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 fail(f"{name} must be a positive integer, got {value!r}.")
@@ -134,6 +157,7 @@ class TSNetConfig:
             raise ConfigError(f"{source} must hold a JSON object of TSNetConfig fields, got {type(values).__name__}.")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - names)
+        values = {**{k: v for k, v in LATER_FIELDS.items() if k not in values}, **values}
         missing = sorted(names - set(values))
         if unknown:
             raise ConfigError(f"{source} has unknown field(s) {unknown}: it is not a tsnet-hf TSNetConfig or was written by a newer version.")

@@ -5,8 +5,9 @@
 One page: a subject (photo or video), a driving motion (a video upload, a webcam recording or a
 built-in motion template), the pipeline's options, and every intermediate at once after a run:
 the output video with the driving audio, the subject / driving / aligned masks, the
-transformation branch's warped subject, a side-by-side video and a per-frame report. The named
-API endpoint `/retarget` serves the same function to `gradio_client`.
+transformation branch's warped subject, a side-by-side video and a per-frame report; for a blend
+model (config output="blend") also its blend mask. The named API endpoint `/retarget` serves the
+same function to `gradio_client`, with the outputs in OUTPUT_ORDER.
 
 Checkpoints: --checkpoint / $TSNET_CHECKPOINT (any mode) and --body-checkpoint /
 $TSNET_BODY_CHECKPOINT; for a mode not named, the one shipped in checkpoints/
@@ -53,6 +54,10 @@ NO_CHECKPOINT = ("No trained TS-Net checkpoint is shipped yet (training is pendi
 STAGES = {"subject landmarks": "Finding the subject's landmarks", "encode subject": "Encoding the subject frames",
           "driving landmarks": "Finding the driving landmarks", "generate": "Generating frames"}
 REPORT_COLUMNS = ["frame", "detected", "filled", "subject frames"]
+# The handler's outputs, in the order of the page's components and of the /retarget API's answer.
+# "blend_mask" comes last so the older outputs keep their positions; it is None for a decoder model.
+OUTPUT_VIDEOS = ("output", "side_by_side", "warped", "driving_masks", "aligned_masks", "blend_mask")
+OUTPUT_ORDER = (*OUTPUT_VIDEOS[:-1], "subject_frames", "summary", "report", "blend_mask")
 
 
 # ----- settings and models --------------------------------------------------------------------
@@ -325,18 +330,19 @@ class Retargeter:
         import pandas as pd
 
         folder = _new_run_folder(self.settings.cache_dir)
-        videos = {}
-        for name in ("output", "side_by_side", "warped", "driving_masks", "aligned_masks"):
-            videos[name] = str(shutil.move(str(result.videos[name]), str(folder / f"{name}.mp4")))
+        values = {name: None for name in OUTPUT_ORDER}  # a decoder model makes no blend mask
+        for name in OUTPUT_VIDEOS:
+            if name in result.videos:
+                values[name] = str(shutil.move(str(result.videos[name]), str(folder / f"{name}.mp4")))
         gallery = [(np.concatenate([crop, mask], axis=1), f"frame {index}")
                    for crop, mask, index in zip(result.subject_crops, result.subject_masks,
                                                 result.subject_frame_indices, strict=True)]
         rows = [[r.index, "yes" if r.detected else "no", r.filled, " ".join(map(str, r.subject_frames))]
                 for r in result.frames_report]
-        report = pd.DataFrame(rows, columns=REPORT_COLUMNS)
-        summary = _summary(result, pipe, elapsed, truncated, self.settings)
-        return (videos["output"], videos["side_by_side"], videos["warped"], videos["driving_masks"],
-                videos["aligned_masks"], gallery, summary, report)
+        values["subject_frames"] = gallery
+        values["report"] = pd.DataFrame(rows, columns=REPORT_COLUMNS)
+        values["summary"] = _summary(result, pipe, elapsed, truncated, self.settings)
+        return tuple(values[name] for name in OUTPUT_ORDER)
 
 
 def _one_of(first, second, missing: str, both: str):
@@ -458,12 +464,13 @@ def build_demo(settings: DemoSettings):
                 inputs, run = _input_panel(gr, settings, templates)
                 _examples(gr, inputs, templates, settings)
             with gr.Column(scale=7, min_width=560):
-                outputs = _output_panel(gr)
+                outputs = _output_panel(gr, blend=has_blend_model(settings))
         _wire_inputs(gr, inputs, templates, settings)
         handler = gpu_decorator()(_with_progress(gr, retargeter))
-        run.click(handler, inputs=[inputs[name] for name in INPUT_ORDER], outputs=outputs,
+        run.click(handler, inputs=[inputs[name] for name in INPUT_ORDER],
+                  outputs=[outputs[name] for name in OUTPUT_ORDER],
                   api_name="retarget", concurrency_limit=1, show_progress="full",
-                  show_progress_on=[outputs[0], outputs[1], outputs[6]])  # output, side by side, summary
+                  show_progress_on=[outputs[name] for name in ("output", "side_by_side", "summary")])
     return demo
 
 
@@ -521,24 +528,36 @@ def _input_panel(gr, settings: DemoSettings, templates: dict):
     return inputs, run
 
 
-def _output_panel(gr) -> list:
+def has_blend_model(settings: DemoSettings) -> bool:
+    """Whether a loaded model is a blend model (config output="blend"): the page then shows its blend mask."""
+    return any(model.config.output == "blend" for model in settings.models.values())
+
+
+def _output_panel(gr, blend: bool) -> dict:
+    """name (OUTPUT_ORDER) -> output component; the blend-mask video is shown only when `blend`."""
+    out = {}
     with gr.Row(equal_height=True):
-        output = gr.Video(label="Output", height=250, interactive=False, elem_id="output-video")
-        warped = gr.Video(label="Warped (transformation branch)", height=250, interactive=False,
-                          elem_id="warped")
-        driving_masks = gr.Video(label="Driving masks", height=250, interactive=False, elem_id="driving-masks")
-        aligned_masks = gr.Video(label="Aligned driving masks (model input)", height=250, interactive=False,
-                                 elem_id="aligned-masks")
-    side = gr.Video(label="Side by side: subject | driving | aligned mask | warped | output", height=210,
-                    interactive=False, elem_id="side-by-side")
+        out["output"] = gr.Video(label="Output", height=250, interactive=False, elem_id="output-video")
+        warped = "Warped (transformation branch" + ("; blend models: the pixel warp)" if blend else ")")
+        out["warped"] = gr.Video(label=warped, height=250, interactive=False, elem_id="warped")
+        out["blend_mask"] = gr.Video(label="Blend mask (white: warped subject, black: decoder)", height=250,
+                                     interactive=False, visible=blend, elem_id="blend-mask")
+        out["driving_masks"] = gr.Video(label="Driving masks", height=250, interactive=False,
+                                        elem_id="driving-masks")
+        out["aligned_masks"] = gr.Video(label="Aligned driving masks (model input)", height=250, interactive=False,
+                                        elem_id="aligned-masks")
+    panels = "subject | driving | aligned mask | warped | " + ("blend mask (blend models) | " if blend else "")
+    out["side_by_side"] = gr.Video(label=f"Side by side: {panels}output", height=210, interactive=False,
+                                   elem_id="side-by-side")
     with gr.Row(equal_height=True):
-        subject = gr.Gallery(label="Subject frames used, and their masks", columns=4, fit_columns=False, height=210,
-                             object_fit="contain", elem_id="subject-masks", scale=1)
-        summary = gr.Markdown("Results appear here after a run.", label="Summary", elem_id="summary",
-                              container=True, padding=True, min_height=210)
-    report = gr.Dataframe(headers=REPORT_COLUMNS, label="Per-frame report", max_height=220, interactive=False,
-                          elem_id="frame-report")
-    return [output, side, warped, driving_masks, aligned_masks, subject, summary, report]
+        out["subject_frames"] = gr.Gallery(label="Subject frames used, and their masks", columns=4,
+                                           fit_columns=False, height=210, object_fit="contain",
+                                           elem_id="subject-masks", scale=1)
+        out["summary"] = gr.Markdown("Results appear here after a run.", label="Summary", elem_id="summary",
+                                     container=True, padding=True, min_height=210)
+    out["report"] = gr.Dataframe(headers=REPORT_COLUMNS, label="Per-frame report", max_height=220,
+                                 interactive=False, elem_id="frame-report")
+    return out
 
 
 def _wire_inputs(gr, inputs: dict, templates: dict, settings: DemoSettings):

@@ -136,12 +136,20 @@ class SubjectMemory:
         inside: (B, K, h*w) bool, feature cells inside each subject frame's box.
         frames: (B, K, 3, H, W) the subject frames (RGB, [-1, 1]) for the patch-wise warp x^t.
         fusion_part: (B, K, 2D, h, w) the subject half of the fusion network's first conv, or None.
+        masks: (B, K, C, H, W) the subject masks (one-hot), kept for the blend path's scores.
     """
 
     features: torch.Tensor
     inside: torch.Tensor
     frames: torch.Tensor
     fusion_part: torch.Tensor | None = None
+    masks: torch.Tensor | None = None
+
+    def select(self, choices: torch.Tensor) -> "SubjectMemory":
+        """A pool memory (B = 1, K = S frames) and (N, K') pool rows -> N subject sets of K' frames."""
+        choices = choices.to(self.features.device)
+        fields = (self.features, self.inside, self.frames, self.fusion_part, self.masks)
+        return SubjectMemory(*(None if t is None else t[0][choices] for t in fields))
 
     @property
     def num_subjects(self) -> int:
@@ -163,12 +171,23 @@ class TSNetOutput:
         warped: (N, K, 3, H, W) the patch-wise warped subject frames x^t of L_TRA
             (sections 3.1-3.2), RGB in [-1, 1]; None for a synthesis-only model.
         alpha: (N, 1, h, w) matting weight of the transformation branch (combine="matting"), else None.
+        sharp: (N, 3, H, W) output="blend" only: the subject pixels warped by the upsampled grid
+            and combined over K with `frame_weights`, RGB in [-1, 1]; else None.
+        blend_mask: (N, 1, H, W) output="blend" only: weight of `sharp` in the output, in [0, 1]
+            (image = blend_mask * sharp + (1 - blend_mask) * decoded).
+        frame_weights: (N, K, H, W) output="blend" only: per-pixel weights of the K warped frames
+            (sum 1 over K).
+        decoded: (N, 3, H, W) output="blend" only: the decoder's frame before blending.
     """
 
     image: torch.Tensor
     grid: torch.Tensor | None = None
     warped: torch.Tensor | None = None
     alpha: torch.Tensor | None = None
+    sharp: torch.Tensor | None = None
+    blend_mask: torch.Tensor | None = None
+    frame_weights: torch.Tensor | None = None
+    decoded: torch.Tensor | None = None
 
 
 def coord_channels(x: torch.Tensor) -> torch.Tensor:
@@ -204,6 +223,83 @@ def patch_warp(frames: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     return moved.reshape(num, frames_per, 3, height, width)
 
 
+def dense_grid(grid: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(N, K, h, w, 2) cell-centre grids -> (N, K, H, W, 2), upsampled bilinearly (align_corners=False,
+    the grid's own convention, so an identity grid stays an identity warp away from the borders)."""
+    num, frames_per, h, w, _ = grid.shape
+    planes = grid.reshape(num * frames_per, h, w, 2).permute(0, 3, 1, 2)  # (N*K, 2, h, w)
+    dense = F.interpolate(planes, size=size, mode="bilinear", align_corners=False)
+    return dense.permute(0, 2, 3, 1).reshape(num, frames_per, *size, 2)
+
+
+def pixel_warp(images: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """Warp (Ns, K, c, H, W) subject images (Ns = N or 1) with (N, K, h, w, 2) grids upsampled to
+    H x W: a smooth warp of every pixel, unlike the patch-wise x^t. Returns (N, K, c, H, W);
+    positions sampled outside the image get zeros."""
+    num, frames_per = grid.shape[:2]
+    height, width = images.shape[-2:]
+    dense = dense_grid(grid.float(), (height, width)).reshape(num * frames_per, height, width, 2)
+    source = images.expand(num, -1, -1, -1, -1).reshape(num * frames_per, *images.shape[2:])
+    moved = F.grid_sample(source, dense.to(source.dtype), mode="bilinear", padding_mode="zeros", align_corners=False)
+    return moved.reshape(num, frames_per, *moved.shape[1:])
+
+
+def _head(in_channels: int, width: int, out_channels: int) -> nn.Sequential:
+    """Three 3x3 convs at full resolution: the blend path's small per-pixel predictors."""
+    return nn.Sequential(conv(in_channels, width, 3), nn.ReLU(inplace=True), conv(width, width, 3),
+                         nn.ReLU(inplace=True), conv(width, out_channels, 3))
+
+
+class BlendHead(nn.Module):
+    """The pixel-space output path (config.output = "blend", beyond the paper).
+
+    The transformation branch's grid, upsampled to the frame size, warps the subject pixels (and
+    masks); `frame_scores` rates each warped frame per pixel from what it shows and how well its
+    warped mask agrees with the driving mask, a softmax over K turns the scores into weights
+    ("mean" weights: 1/K), and `mask` predicts where the combined warp replaces the decoder's frame.
+    Why: at CPU training budgets the decoder alone stays a blur (issue 12's measurements); copying
+    warped pixels is sharp from the first step and the decoder only has to fill what they miss.
+    """
+
+    # Per frame k: warped RGB (3), decoded RGB (3), mask agreement, warped foreground, driving
+    # foreground, inside-the-image flag (1 each).
+    SCORE_INPUTS = 10
+    # Combined warp (3), decoded (3), driving foreground, weighted agreement, weighted inside flag.
+    MASK_INPUTS = 9
+
+    def __init__(self, width: int, learned_weights: bool):
+        super().__init__()
+        self.frame_scores = _head(self.SCORE_INPUTS, width, 1) if learned_weights else None
+        self.mask = _head(self.MASK_INPUTS, width, 1)
+
+    def forward(self, decoded: torch.Tensor, subject_frames: torch.Tensor, subject_masks: torch.Tensor,
+                grid: torch.Tensor, driving_masks: torch.Tensor) -> dict:
+        """decoded (N, 3, H, W), subject frames (Ns, K, 3, H, W) and one-hot masks (Ns, K, C, H, W),
+        grid (N, K, h, w, 2), driving masks (N, C, H, W). Returns the TSNetOutput blend fields."""
+        num, frames_per = grid.shape[:2]
+        ones = subject_frames.new_ones(*subject_frames.shape[:2], 1, *subject_frames.shape[-2:])
+        stacked = torch.cat([subject_frames, subject_masks.to(subject_frames.dtype), ones], dim=2)
+        moved = pixel_warp(stacked, grid)  # (N, K, 3 + C + 1, H, W)
+        pixels, masks, inside = moved[:, :, :3], moved[:, :, 3:-1], moved[:, :, -1:]
+        driving = driving_masks.to(pixels.dtype)[:, None]  # (N, 1, C, H, W)
+        agreement = (masks * driving).sum(dim=2, keepdim=True)  # (N, K, 1, H, W)
+        driving_fg = 1 - driving[:, :, :1]
+        if self.frame_scores is None:
+            weights = pixels.new_full((num, frames_per, 1, *pixels.shape[-2:]), 1.0 / frames_per)
+        else:
+            per_frame = torch.cat([pixels, decoded[:, None].expand(-1, frames_per, -1, -1, -1), agreement,
+                                   1 - masks[:, :, :1], driving_fg.expand(-1, frames_per, -1, -1, -1), inside], dim=2)
+            scores = self.frame_scores(per_frame.flatten(0, 1)).reshape(num, frames_per, 1, *pixels.shape[-2:])
+            weights = torch.softmax(scores.float(), dim=1).to(pixels.dtype)
+        sharp = (weights * pixels).sum(dim=1)
+        mask_in = torch.cat([sharp, decoded, driving_fg[:, 0], (weights * agreement).sum(dim=1),
+                             (weights * inside).sum(dim=1)], dim=1)
+        blend_mask = torch.sigmoid(self.mask(mask_in).float()).to(sharp.dtype)
+        image = blend_mask * sharp + (1 - blend_mask) * decoded
+        return {"image": image, "sharp": sharp, "blend_mask": blend_mask, "frame_weights": weights[:, :, 0],
+                "decoded": decoded}
+
+
 class TSNet(
     nn.Module,
     PyTorchModelHubMixin,
@@ -237,6 +333,8 @@ class TSNet(
         self.matting = nn.Conv2d(2 * dim, 1, 3, padding=1) if both and config.combine == "matting" else None
         decoder_in = 2 * dim if both and config.combine == "concat" else dim
         self.decoder = Decoder(decoder_in, *args, config.decoder_blocks)
+        self.blend = (BlendHead(config.blend_channels, config.frame_weights == "learned")
+                      if config.output == "blend" else None)
         self.reset_parameters()
 
     def reset_parameters(self, std: float = 0.02):
@@ -296,7 +394,7 @@ class TSNet(
         if fusion_part is not None:
             fusion_part = fusion_part.reshape(batch, frames_per, *fusion_part.shape[1:])
         return SubjectMemory(features=features, inside=self._inside(masks, boxes), frames=frames,
-                             fusion_part=fusion_part)
+                             fusion_part=fusion_part, masks=masks if self.blend is not None else None)
 
     def generate(self, memory: SubjectMemory, driving_masks: torch.Tensor,
                  driving_boxes: torch.Tensor | None = None) -> TSNetOutput:
@@ -308,7 +406,8 @@ class TSNet(
                 [b*N/B : (b+1)*N/B] use subject set b (B = 1: all use the one subject).
             driving_boxes: (N, 4) boxes in pixels, or None to derive them from the masks.
         Returns:
-            TSNetOutput (image, grid, warped, alpha).
+            TSNetOutput (image, grid, warped, alpha; sharp, blend_mask, frame_weights and decoded
+            for output="blend").
         """
         _check_driving(self.config, memory, driving_masks, driving_boxes)
         memory = _repeat_memory(memory, driving_masks.shape[0])
@@ -325,7 +424,10 @@ class TSNet(
             synthesised = self.fusion(memory.features, driving_features, memory.fusion_part).mean(dim=1)
         fused, alpha = self._combine(transformed, synthesised)
         image = self._from_model_pixels(self.decoder(fused))
-        return TSNetOutput(image=image, grid=grid, warped=warped, alpha=alpha)
+        if self.blend is None:
+            return TSNetOutput(image=image, grid=grid, warped=warped, alpha=alpha)
+        blended = self.blend(image, memory.frames, memory.masks, grid, driving_masks)
+        return TSNetOutput(grid=grid, warped=warped, alpha=alpha, **blended)
 
     def forward(self, subject_frames: torch.Tensor, subject_masks: torch.Tensor, driving_masks: torch.Tensor,
                 subject_boxes: torch.Tensor | None = None, driving_boxes: torch.Tensor | None = None) -> TSNetOutput:
@@ -384,7 +486,7 @@ def _repeat_memory(memory: SubjectMemory, num: int) -> SubjectMemory:
     if batch == 1 or batch == num:
         return memory
     repeats = num // batch
-    fields = (memory.features, memory.inside, memory.frames, memory.fusion_part)
+    fields = (memory.features, memory.inside, memory.frames, memory.fusion_part, memory.masks)
     return SubjectMemory(*(None if t is None else t.repeat_interleave(repeats, dim=0) for t in fields))
 
 

@@ -9,6 +9,9 @@ to `pool_size` diverse subject frames, encoded once -> landmarks of the driving 
 only the points are kept) -> driving crops, alignment to the subject (paper section 4.2) and
 masks -> for each chunk of `batch_size` driving frames, the K pool frames nearest in pose (or K
 random ones, as the paper) and `TSNet.generate` -> output frames written as they are made.
+A blend model (config output="blend") also gets a blend-mask video, and its output is
+recomposed at up to twice the model's size before it is pasted back (`high_res_warp`, see
+tsnet_hf/compose.py): the warped subject pixels keep the subject video's own detail.
 
 Memory does not grow with the driving video's length: frames are streamed twice (landmarks,
 then generation) and every output goes straight into an mp4 in a working folder; the result
@@ -29,6 +32,7 @@ from .modeling import SubjectMemory, TSNet
 
 SELECTIONS = ("nearest", "random")
 POLICIES = ("interpolate", "hold", "drop")
+# Every run's videos; a blend model's run adds "blend_mask".
 VIDEO_NAMES = ("output", "crop", "driving_masks", "aligned_masks", "warped", "side_by_side")
 
 
@@ -77,8 +81,11 @@ class RetargetOutput:
         size: side of the model's square crops, in pixels.
         videos: name -> mp4 path, for "output" (pasted into the driving frame, or the crop),
             "crop" (the generated crops), "driving_masks", "aligned_masks", "warped" (the
-            transformation branch's warped subject frames x^t, averaged over K) and
-            "side_by_side" (subject | driving | aligned mask | warped | output).
+            transformation branch's warped subject frames x^t, averaged over K; for a blend
+            model its pixel warp `sharp`, combined over K), "side_by_side" (subject | driving |
+            aligned mask | warped | output, with the blend mask before the output for a blend
+            model) and, for a blend model only, "blend_mask" (grey: white where the output
+            copies the warped subject pixels, black where it takes the decoder's frame).
         subject_crops: (S, size, size, 3) uint8 RGB, the subject pool frames.
         subject_masks: (S, size, size, 3) uint8 RGB renderings of their masks.
         subject_frame_indices: (S,) subject video frame number of each pool frame.
@@ -125,6 +132,11 @@ class RetargetOutput:
         return self.read("warped")
 
     @property
+    def blend_mask(self) -> np.ndarray:
+        """(T, size, size, 3) uint8 grey blend mask of a blend model (InputError for a decoder model)."""
+        return self.read("blend_mask")
+
+    @property
     def driving_masks(self) -> np.ndarray:
         return self.read("driving_masks")
 
@@ -133,17 +145,22 @@ class RetargetOutput:
         return self.read("aligned_masks")
 
     def _video(self, name: str) -> Path:
+        if name == "blend_mask" and name not in self.videos:
+            raise InputError("Only a blend model (config output='blend') makes a blend mask; this run's model "
+                             "paints its frames with the decoder alone.")
         if name not in self.videos:
             raise InputError(f"Unknown video {name!r}; choose one of {sorted(self.videos)}.")
         return self.videos[name]
 
-    def save(self, path, *, side_by_side=None, masks=None, warped=None) -> Path:
+    def save(self, path, *, side_by_side=None, masks=None, warped=None, blend_mask=None) -> Path:
         """Copy the output mp4 (with the driving video's audio) to `path`; optionally also the
-        side-by-side, aligned-mask and warped videos. Atomic: a failure leaves no partial file."""
-        jobs = [(path, "output"), (side_by_side, "side_by_side"), (masks, "aligned_masks"), (warped, "warped")]
-        for target, name in jobs:
-            if target is not None:
-                _copy_atomic(self._video(name), Path(target))
+        side-by-side, aligned-mask, warped and (blend models) blend-mask videos. Every video asked
+        for is checked first, and each copy is atomic: a failure leaves no partial file."""
+        jobs = [(path, "output"), (side_by_side, "side_by_side"), (masks, "aligned_masks"), (warped, "warped"),
+                (blend_mask, "blend_mask")]
+        jobs = [(Path(target), self._video(name)) for target, name in jobs if target is not None]
+        for target, source in jobs:
+            _copy_atomic(source, target)
         return Path(path)
 
     def summary(self) -> str:
@@ -200,7 +217,8 @@ class RetargetPipeline:
                  selection: str = "nearest", seed: int = 0, align: bool = True, smooth: bool = True,
                  missing: str = "interpolate", max_frames: int | None = None, batch_size: int = 8,
                  pool_size: int = 16, subject_max_frames: int = 300, paste_back: bool = True,
-                 color_match: bool = False, progress=None, workdir=None) -> RetargetOutput:
+                 color_match: bool = False, high_res_warp: bool = True, progress=None,
+                 workdir=None) -> RetargetOutput:
         """Retarget the driving video's motion onto the subject.
 
         Args:
@@ -221,6 +239,10 @@ class RetargetPipeline:
             paste_back: put the output crop back into the driving frame (else output the crop).
             color_match: match each output's per-channel mean/std to the first chosen subject
                 frame, as the authors' demo does.
+            high_res_warp: blend models only (decoder models ignore it): before pasting back,
+                redo the blend at the subject crop's own side in the source video (at most
+                max(2 x the model's size, 512 px), and no larger than the driving crop), so the copied pixels are
+                sharper than the model's resolution; the "crop" video stays at the model's size.
             progress: callable(stage: str, done: int, total: int | None), called as work goes.
             workdir: folder for the output videos (default: a new temporary folder).
         Returns:
@@ -233,7 +255,7 @@ class RetargetPipeline:
         options = dict(mode=mode, num_subject_frames=num_subject_frames, selection=selection, seed=seed,
                        align=align, smooth=smooth, missing=missing, max_frames=max_frames,
                        batch_size=batch_size, pool_size=pool_size, subject_max_frames=subject_max_frames,
-                       paste_back=paste_back, color_match=color_match)
+                       paste_back=paste_back, color_match=color_match, high_res_warp=high_res_warp)
         _check_options(options)
         return Run(self, options, progress, workdir).execute(subject, driving)
 
@@ -288,6 +310,8 @@ def _check_options(options: dict):
     k = options["num_subject_frames"]
     if k is not None and (not isinstance(k, int) or k < 1):
         raise InputError(f"num_subject_frames (K) must be a positive integer, got {k!r}.")
+    if not isinstance(options["high_res_warp"], bool):
+        raise InputError(f"high_res_warp must be True or False, got {options['high_res_warp']!r}.")
     for name in ("batch_size", "pool_size", "subject_max_frames"):
         if not isinstance(options[name], int) or options[name] < 1:
             raise InputError(f"{name} must be a positive integer, got {options[name]!r}.")

@@ -5,6 +5,7 @@ Kept apart from pipeline.py so that the public class stays short; nothing here i
 
 import contextlib
 import itertools
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,9 +14,11 @@ import torch
 
 from .errors import InputError
 from .modeling import SubjectMemory
-from .pipeline import (FrameReport, RetargetOutput, Timer, new_workdir, to_uint8_images)
+from .pipeline import (VIDEO_NAMES, FrameReport, RetargetOutput, Timer, new_workdir, to_model_frames,
+                       to_uint8_images)
 
 DEFAULT_FPS = 25.0
+LARGE_SIDE_CAP = 512  # px: see large_side
 MIN_CONFIDENCE = 0.5
 
 
@@ -25,7 +28,9 @@ class SubjectPool:
 
     crops (S, size, size, 3) uint8 RGB; points (S, P, 3) landmarks in crop pixels; labels
     (S, size, size) mask label maps; frame_indices (S,) in the subject video; all_points
-    (T, P, 3) every subject frame's crop landmarks (alignment statistics); memory (B=1, K=S).
+    (T, P, 3) every subject frame's crop landmarks (alignment statistics); memory (B=1, K=S);
+    large_crops (S, L, L, 3) uint8 RGB, the same crops at a larger side L for the high-res
+    warp of a blend model (see `large_side`), or None.
     """
 
     crops: np.ndarray
@@ -35,6 +40,7 @@ class SubjectPool:
     all_points: np.ndarray
     memory: SubjectMemory
     summary: str
+    large_crops: np.ndarray | None = None
 
 
 @dataclass
@@ -59,6 +65,7 @@ class Run:
         self.workdir_arg = workdir
         self.timer = Timer()
         self.size = pipe.size
+        self.blend = pipe.model.config.output == "blend"
 
     def execute(self, subject, driving) -> RetargetOutput:
         workdir = new_workdir(self.workdir_arg)
@@ -66,6 +73,7 @@ class Run:
             mode = self._resolve_mode(subject, driving)
             pool = self._prepare_subject(subject, mode)
             plan = self._prepare_driving(driving, mode, pool)
+            pool.large_crops = _fit_large_crops(pool.large_crops, plan, self.size)
             videos, reports = self._generate(pool, plan, workdir)
         except BaseException:
             if self.own_workdir:
@@ -121,14 +129,19 @@ class Run:
         rows = diverse_rows(all_points, options["pool_size"])
         frames, _ = _frame_source(subject, None if is_photo else options["subject_max_frames"])
         wanted = {int(track.frame_indices[r]): r for r in rows}
-        crops = {}
+        large = self._subject_large_side([transforms[r] for r in rows])
+        crops, large_crops = {}, {}
         with self.timer("subject crops"):
             for index, frame in enumerate(frames):
                 if index in wanted:
-                    crops[wanted[index]] = crop_frame(frame, transforms[wanted[index]], self.size)
+                    row = wanted[index]
+                    crops[row] = crop_frame(frame, transforms[row], self.size)
+                    if large is not None:
+                        large_crops[row] = crop_frame(frame, transforms[row], large)
                 if len(crops) == len(rows):
                     break
         crops = np.stack([crops[r] for r in rows])
+        large_crops = np.stack([large_crops[r] for r in rows]) if large is not None else None
         points = all_points[rows]
         labels = draw_masks(points, (self.size, self.size))
         onehot = labels_to_onehot(torch.from_numpy(labels).long(), self.pipe.model.config.mask_channels)
@@ -136,7 +149,15 @@ class Run:
         with self.timer("encode subject"):
             memory = self.pipe.encode(crops, onehot)
         return SubjectPool(crops, points, labels, track.frame_indices[rows], all_points, memory,
-                           track.report.summary())
+                           track.report.summary(), large_crops)
+
+    def _subject_large_side(self, transforms) -> int | None:
+        """The side L of the subject crops for the high-res warp, or None where it is off: for a
+        blend model pasting back with `high_res_warp`, and only where L > the model's size."""
+        if not (self.blend and self.options["high_res_warp"] and self.options["paste_back"]):
+            return None
+        side = large_side(self.size, min(t.box[2] - t.box[0] for t in transforms))
+        return side if side > self.size else None
 
     # ----- driving ------------------------------------------------------------------------------
 
@@ -177,8 +198,8 @@ class Run:
         from .video import VideoWriter
 
         fps = float(plan.track.fps)
-        paths = {name: workdir / f"{name}.mp4" for name in
-                 ("output", "crop", "driving_masks", "aligned_masks", "warped", "side_by_side")}
+        names = VIDEO_NAMES + (("blend_mask",) if self.blend else ())
+        paths = {name: workdir / f"{name}.mp4" for name in names}
         audio = {"output": plan.audio, "side_by_side": plan.audio}
         frames = self._driving_frames(plan)
         total, batch = len(plan.points), self.options["batch_size"]
@@ -190,25 +211,28 @@ class Run:
             pending = None
             for start in range(0, total, batch):
                 rows = np.arange(start, min(total, start + batch))
-                images, warped = self._generate_chunk(pool, plan, rows)
+                pictures = self._generate_chunk(pool, plan, rows)
                 if pending is not None:
                     pending.result()  # re-raises a failure of the previous chunk's writing
-                pending = worker.submit(self._write_chunk, pool, plan, rows, images, warped, frames, writers, reports)
+                pending = worker.submit(self._write_chunk, pool, plan, rows, pictures, frames, writers, reports)
             if pending is not None:
                 pending.result()
         return paths, reports
 
-    def _write_chunk(self, pool, plan, rows, images, warped, frames, writers, reports):
+    def _write_chunk(self, pool, plan, rows, pictures, frames, writers, reports):
         with self.timer("decode, paste back, encode videos (overlapped)"):
             for i, row in enumerate(rows):
                 frame = next(frames) if frames is not None else None
-                panels = self._compose(pool, plan, row, frame, images[i], warped[i])
+                panels = self._compose(pool, plan, row, frame, {name: p[i] for name, p in pictures.items()})
                 for name, picture in panels.items():
                     writers[name].write(picture)
                 reports.append(self._frame_report(pool, plan, row))
         self.progress("generate", int(rows[-1]) + 1, len(plan.points))
 
-    def _generate_chunk(self, pool: SubjectPool, plan: DrivingPlan, rows: np.ndarray):
+    def _generate_chunk(self, pool: SubjectPool, plan: DrivingPlan, rows: np.ndarray) -> dict:
+        """The model's pictures for `rows`, name -> (N, ..., 3) uint8 RGB: "image" and "warped"
+        (size x size); for a blend model also "blend_mask" (grey) and, with the high-res warp,
+        "large" (the output at the large crops' side, for the paste-back)."""
         from .masks import draw_masks, labels_to_onehot
 
         with self.timer("masks"):
@@ -217,14 +241,29 @@ class Run:
         with self.timer("generator"):
             memory = select_memory(pool.memory, torch.from_numpy(plan.choices[rows]))
             out = self.pipe.generate(memory, masks)
-            images = to_uint8_images(out.image)
+            pictures = {"image": to_uint8_images(out.image)}
+        if pool.large_crops is not None:
+            with self.timer("high-res warp"):
+                pictures["large"] = to_uint8_images(self._large_images(pool.large_crops, plan.choices[rows], out))
         if self.options["color_match"]:
-            images = np.stack([match_colors(image, pool.crops[plan.choices[row][0]]) for image, row in zip(images, rows)])
-        if out.warped is not None:
-            warped = to_uint8_images(out.warped.float().mean(dim=1))
-        else:
-            warped = np.zeros_like(images)
-        return images, warped
+            references = pool.crops[plan.choices[rows][:, 0]]
+            for name in ("image", "large"):
+                if name in pictures:
+                    pictures[name] = np.stack([match_colors(p, r) for p, r in zip(pictures[name], references)])
+        pictures["warped"] = _warped_pictures(out, pictures["image"])
+        if out.blend_mask is not None:
+            pictures["blend_mask"] = mask_pictures(out.blend_mask)
+        return pictures
+
+    def _large_images(self, large_crops: np.ndarray, choices: np.ndarray, out) -> torch.Tensor:
+        """(N, 3, L, L) float32 RGB in [-1, 1]: the blend output recomposed from the (S, L, L, 3)
+        uint8 large pool crops, choices (N, K) pool rows (see compose.compose_high_res)."""
+        from .compose import compose_high_res
+
+        device = out.image.device
+        frames = to_model_frames(large_crops[choices.reshape(-1)], device)
+        frames = frames.reshape(*choices.shape, *frames.shape[1:])  # (N, K, 3, L, L)
+        return compose_high_res(frames, out.grid, out.frame_weights, out.blend_mask, out.decoded)
 
     def _driving_frames(self, plan: DrivingPlan):
         """An iterator of the driving frames that have an output row (None for a template)."""
@@ -234,23 +273,31 @@ class Run:
         keep = set(plan.track.frame_indices.tolist())
         return (frame for index, frame in enumerate(source) if index in keep)
 
-    def _compose(self, pool, plan, row, frame, image, warped) -> dict:
+    def _compose(self, pool, plan, row, frame, pictures: dict) -> dict:
+        """One output row's picture for every video, from its `_generate_chunk` pictures."""
         from .crops import crop_frame
         from .masks import draw_mask, render_mask_rgb
 
         mode, size = self.pipe.mode, (self.size, self.size)
+        image, warped = pictures["image"], pictures["warped"]
         driving_mask = render_mask_rgb(draw_mask(plan.points[row], size), mode)
         aligned_mask = render_mask_rgb(draw_mask(plan.aligned[row], size), mode)
         transform = plan.transforms[row]
         if frame is not None:
             driving_crop = crop_frame(frame, transform, self.size)
-            output = transform.paste_back(image, frame) if self.options["paste_back"] else image
+            # paste_back takes a crop of any side: the high-res output where there is one.
+            pasted = pictures.get("large", image)
+            output = transform.paste_back(pasted, frame) if self.options["paste_back"] else image
         else:
             driving_crop, output = driving_mask, image
         subject = pool.crops[plan.choices[row][0]]
-        side = np.concatenate([subject, driving_crop, aligned_mask, warped, image], axis=1)
-        return {"output": output, "crop": image, "driving_masks": driving_mask, "aligned_masks": aligned_mask,
-                "warped": warped, "side_by_side": side}
+        blend = [pictures["blend_mask"]] if "blend_mask" in pictures else []
+        side = np.concatenate([subject, driving_crop, aligned_mask, warped, *blend, image], axis=1)
+        panels = {"output": output, "crop": image, "driving_masks": driving_mask, "aligned_masks": aligned_mask,
+                  "warped": warped, "side_by_side": side}
+        if blend:
+            panels["blend_mask"] = blend[0]
+        return panels
 
     def _frame_report(self, pool, plan, row) -> FrameReport:
         index = int(plan.track.frame_indices[row])
@@ -366,15 +413,50 @@ def choose_subject_frames(driving: np.ndarray, pool: np.ndarray, options: dict, 
     return choices
 
 
+def large_side(size: int, subject_side: float) -> int:
+    """Side of the subject crops for a blend model's high-res warp: the subject box's own side in
+    source pixels (a larger crop would only be upsampled: no detail to copy), at most
+    max(2 * size, 512). Why a cap: the warp field is smooth (bilinear between grid vectors), so
+    copied pixels stay sharp at any side, but time and memory grow with the side squared
+    (N * K * 3 * L^2 floats a chunk: 75 MB for 8 frames, K = 3 at 512 px); 512 px is the usual
+    size of a talking-head video, so a 128 px model still gives full-detail faces."""
+    return int(min(max(2 * size, LARGE_SIDE_CAP), math.floor(subject_side)))
+
+
+def _fit_large_crops(large_crops: np.ndarray | None, plan: DrivingPlan, size: int) -> np.ndarray | None:
+    """The pool's large crops shrunk to the largest driving box side (the paste-back would shrink
+    a larger output again), or None when no frame is pasted back (a template) or that side is not
+    above the model's `size`."""
+    if large_crops is None or plan.frames is None:
+        return None
+    side = min(large_crops.shape[1], math.floor(max(t.box[2] - t.box[0] for t in plan.transforms)))
+    if side <= size:
+        return None
+    if side == large_crops.shape[1]:
+        return large_crops
+    import cv2
+
+    return np.stack([cv2.resize(crop, (side, side), interpolation=cv2.INTER_AREA) for crop in large_crops])
+
+
+def _warped_pictures(out, images: np.ndarray) -> np.ndarray:
+    """(N, size, size, 3) uint8 RGB of the "warped" video: a blend model's pixel warp `sharp`, else
+    the patch-wise x^t averaged over K (black for a synthesis-only model)."""
+    if out.sharp is not None:
+        return to_uint8_images(out.sharp)
+    if out.warped is not None:
+        return to_uint8_images(out.warped.float().mean(dim=1))
+    return np.zeros_like(images)
+
+
+def mask_pictures(mask: torch.Tensor) -> np.ndarray:
+    """(N, 1, H, W) weights in [0, 1] -> (N, H, W, 3) uint8 grey (white = 1)."""
+    return to_uint8_images(mask.float().expand(-1, 3, -1, -1) * 2 - 1)
+
+
 def select_memory(memory: SubjectMemory, choices: torch.Tensor) -> SubjectMemory:
     """A pool memory (B=1, K=S) and (N, K) pool rows -> a memory with N subject sets of K frames."""
-    choices = choices.to(memory.features.device)
-
-    def pick(tensor):
-        return None if tensor is None else tensor[0][choices]
-
-    return SubjectMemory(features=pick(memory.features), inside=pick(memory.inside), frames=pick(memory.frames),
-                         fusion_part=pick(memory.fusion_part))
+    return memory.select(choices)
 
 
 def match_colors(image: np.ndarray, reference: np.ndarray) -> np.ndarray:
