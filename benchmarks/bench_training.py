@@ -8,6 +8,12 @@ and the VGG19 has random weights (the same cost as ImageNet weights); data loadi
 
     python benchmarks/bench_training.py                                  # small and paper, CPU
     python benchmarks/bench_training.py --device cuda --precision bf16 --batch 8 --write docs/benchmarks.md
+    python benchmarks/bench_training.py --compare --preset small --resolution 128 --output-path blend \
+        --precision no bf16 --layout contiguous channels_last --no-adversarial --batch 4   # CPU recipe choices
+
+--compare times every combination of --precision and --layout in one process, one step of each
+in turn per round, so that load from other jobs falls on all of them alike, and reports each
+one's median with its ratio to the first: the measurement behind the CPU recipes' bf16 and layout.
 """
 
 import argparse
@@ -88,12 +94,84 @@ def measure(preset: str, mode: str, clips: int, frames_per: int, targets: int, d
                 samples=clips * targets / seconds, memory=memory)
 
 
+class PlainAccelerator:
+    """What optimisation_step needs of an Accelerator (autocast, backward, unwrap_model), for one
+    process and any precision: several can live in one process, unlike accelerate's singleton."""
+
+    def __init__(self, device: str, precision: str):
+        self.device = torch.device(device)
+        self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None)
+
+    def backward(self, loss):
+        loss.backward()
+
+    def unwrap_model(self, model):
+        return model
+
+
+def compare(args) -> str:
+    """Interleaved steps of every (precision, layout) variant; a markdown table with ratios."""
+    import itertools
+    from dataclasses import replace
+
+    from training.discriminators import PatchDiscriminator, face_crop_size
+    from training.losses import Losses, LossWeights
+    from training.train import optimisation_step
+    from training.vision import random_vgg
+
+    variants = []
+    for precision, layout in itertools.product(args.precision, args.layout):
+        accelerator = PlainAccelerator(args.device, precision)
+        config = preset_config(args.preset[0], args.mode)
+        config = replace(config, image_size=args.resolution or config.image_size, output=args.output_path)
+        torch.manual_seed(0)
+        model, d = TSNet(config).train().to(args.device), PatchDiscriminator(3 + config.mask_channels).to(args.device)
+        face_d = PatchDiscriminator(3).to(args.device) if args.mode == "body" else None
+        if layout == "channels_last":
+            for module in (model, d, face_d):
+                if module is not None:
+                    module.to(memory_format=torch.channels_last)
+        losses = Losses(args.mode, LossWeights(l1=10.0), random_vgg("vgg16").to(args.device),
+                        face_crop_size(config.image_size))
+        opt_g = torch.optim.Adam(model.parameters(), lr=2e-4, betas=(0.5, 0.999))
+        opt_d = torch.optim.Adam(list(d.parameters()) + (list(face_d.parameters()) if face_d else []), lr=1e-4)
+        batch = synthetic_batch(config, args.batch, args.k, args.targets, args.device)
+        step = (lambda a=accelerator, l=losses, m=model, dd=d, f=face_d, g=opt_g, o=opt_d, b=batch:
+                optimisation_step(a, l, m, dd, f, g, o, b, adversarial=not args.no_adversarial))
+        variants.append((f"{precision}, {layout}", step, []))
+    for _, step, _ in variants:
+        step()  # warm-up
+    for _ in range(args.steps):
+        for _, step, times in variants:
+            start = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - start)
+    medians = [sorted(times)[len(times) // 2] for _, _, times in variants]
+    rows = [[name, f"{m:.2f}", f"{args.batch * args.targets / m:.2f}", f"{medians[0] / m:.2f}x"]
+            for (name, _, _), m in zip(variants, medians)]
+    table = markdown_table(["precision, layout", "s/step", "samples/s", "speed vs first"], rows)
+    return (f"Machine: {machine_line()}.\n\n{args.preset[0]} preset, {args.mode}, {args.resolution or 'preset'} px, "
+            f"output {args.output_path}, {'no discriminators (warm-up)' if args.no_adversarial else 'D + G steps'}, "
+            f"{args.batch} clips x K = {args.k}; {args.steps} interleaved rounds, medians. Command: "
+            f"`python benchmarks/bench_training.py {' '.join(sys.argv[1:])}`\n\n{table}")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", nargs="+", default=["small", "paper"], choices=["paper", "small", "tiny"])
     parser.add_argument("--mode", default="face", choices=["face", "body"])
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--precision", default="no", choices=["no", "bf16", "fp16"], help="mixed precision (GPU)")
+    parser.add_argument("--precision", nargs="+", default=["no"], choices=["no", "bf16", "fp16"],
+                        help="mixed precision (bf16 also on CPUs); several only with --compare")
+    parser.add_argument("--layout", nargs="+", default=["contiguous"], choices=["contiguous", "channels_last"],
+                        help="memory format of the models (--compare)")
+    parser.add_argument("--compare", action="store_true", help="interleave every precision x layout, with ratios")
+    parser.add_argument("--resolution", type=int, help="frame side (default: the preset's)")
+    parser.add_argument("--output-path", default="decoder", choices=["decoder", "blend"])
+    parser.add_argument("--no-adversarial", action="store_true", help="generator step only (the warm-up)")
     parser.add_argument("--batch", type=int, default=2, help="clips B per step")
     parser.add_argument("--k", type=int, default=3, help="subject frames K per clip")
     parser.add_argument("--targets", type=int, default=1, help="target frames T per clip")
@@ -102,6 +180,15 @@ def main(argv=None):
     parser.add_argument("--write", metavar="MARKDOWN", help="append the table to this file (docs/benchmarks.md)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.compare:
+        body = compare(args)
+        print(body)
+        if args.write:
+            append_report(args.write, "Training speed: CPU recipe choices", body)
+        return
+    if len(args.precision) > 1:
+        parser.error("several --precision values need --compare")
+    args.precision = args.precision[0]
     rows = []
     for preset in args.preset:
         r = measure(preset, args.mode, args.batch, args.k, args.targets, args.device, args.precision, args.steps)

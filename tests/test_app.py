@@ -88,7 +88,7 @@ def server(media):
     env = {**os.environ, **OFFLINE, "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
     env.pop("TSNET_BODY_CHECKPOINT", None)
     command = [sys.executable, str(REPO / "app.py"), "--checkpoint", str(media["checkpoint"]), "--port", str(port),
-               "--cache-dir", str(media["folder"] / "cache")]
+               "--cache-dir", str(media["folder"] / "cache"), "--no-shipped"]  # a face model only
     with open(log, "w") as handle:
         process = subprocess.Popen(command, cwd=REPO, env=env, stdout=handle, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"

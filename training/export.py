@@ -97,7 +97,8 @@ def evaluation_section(reports: list[dict]) -> str:
     return "\n\n".join(parts + [PAPER_RESULTS])
 
 
-def export(run: Path, output: Path, evals: list[Path], manifest: Path | None, recipe: Path | None) -> Path:
+def export(run: Path, output: Path, evals: list[Path], manifest: Path | None, recipe: Path | None,
+           note: str = "") -> Path:
     checkpoint = find_checkpoint(run)
     model = TSNet.from_pretrained(checkpoint)
     state_file = checkpoint / STATE_DIR / "state.json"
@@ -118,7 +119,7 @@ def export(run: Path, output: Path, evals: list[Path], manifest: Path | None, re
     evaluation = evaluation_section(reports) if reports else "Not evaluated."
     title = f"TS-Net {config.mode} generator, {config.output} output, {config.image_size} px (tsnet-hf)"
     description = (f"Trained on a 2-core CPU from {len(names) - len(held_out)} videos; "
-                   f"{len(held_out)} videos of people never trained on are held out for evaluation.")
+                   f"{len(held_out)} videos of people never trained on are held out for evaluation. {note}").strip()
     model = model.half()
     model.save_pretrained(output, model_card_kwargs={"title": title, "description": description,
                                                       "training": training, "evaluation": evaluation})
@@ -132,9 +133,10 @@ def main(argv=None) -> int:
     parser.add_argument("--eval", nargs="*", type=Path, default=[], help="evaluate.py output folders (metrics.json)")
     parser.add_argument("--manifest", type=Path, help="MANIFEST.tsv naming each video's source and licence")
     parser.add_argument("--recipe", type=Path, help="the recipe the run was trained with (named in the card)")
+    parser.add_argument("--note", default="", help="a sentence for the card's description (how the run went)")
     args = parser.parse_args(argv)
     try:
-        folder = export(args.run, args.output, args.eval, args.manifest, args.recipe)
+        folder = export(args.run, args.output, args.eval, args.manifest, args.recipe, args.note)
     except TSNetError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -89,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint", default=os.environ.get("TSNET_CHECKPOINT"),
                         help="checkpoint folder or Hub id, face or body (default: $TSNET_CHECKPOINT, "
                              "else the face checkpoint shipped in checkpoints/)")
+    parser.add_argument("--no-shipped", action="store_true",
+                        help="load only the checkpoints named here, not the shipped ones for the other mode")
     parser.add_argument("--body-checkpoint", default=os.environ.get("TSNET_BODY_CHECKPOINT"),
                         help="a body checkpoint as well (default: $TSNET_BODY_CHECKPOINT, else the shipped one)")
     parser.add_argument("--random-weights", action="store_true",
@@ -128,7 +130,7 @@ def load_settings(args) -> DemoSettings:
                                       "give one face and one body checkpoint.")
             settings.models[mode], settings.sources[mode] = model, str(source)
     for mode in ("face", "body"):  # the shipped checkpoint for each mode not named (nor random)
-        shipped = default_checkpoint(mode)
+        shipped = None if getattr(args, "no_shipped", False) else default_checkpoint(mode)
         if shipped is not None and mode not in settings.models:
             settings.models[mode], settings.sources[mode] = TSNet.from_pretrained(str(shipped)).eval(), str(shipped)
     settings.device_label, settings.on_gpu = _where(args.device)
