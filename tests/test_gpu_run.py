@@ -20,6 +20,8 @@ for _path in (ROOT, ROOT / "benchmarks"):
         sys.path.insert(0, str(_path))
 
 import gpu_run  # noqa: E402
+from test_training import write_cache_index, write_cached_video  # noqa: E402
+
 from training import preprocess  # noqa: E402
 from tsnet_hf import TSNet, preset_config  # noqa: E402
 from tsnet_hf.errors import InputError  # noqa: E402
@@ -45,18 +47,8 @@ def write_cache(folder: Path, mode: str, videos: int = 3, frames: int = 24) -> P
         for t in range(frames):
             images[t] = (rng.uniform(60, 200, 3)).astype(np.uint8)
             images[t, int(points[t, 0, 1]):, :, 1] = 220 - 40 * v
-        video = folder / f"{mode}{v}-{v:08d}"
-        video.mkdir(parents=True)
-        np.save(video / "frames.npy", images)
-        np.save(video / "landmarks.npy", points)
-        np.save(video / "detected.npy", np.ones(frames, bool))
-        meta = {"format": preprocess.FORMAT_VERSION, "settings": settings.__dict__, "stored_size": stored,
-                "num_frames": frames, "fps": 25.0}
-        (video / preprocess.META_NAME).write_text(json.dumps(meta))
-        names.append(video.name)
-    (folder / preprocess.INDEX_NAME).write_text(json.dumps({"format": preprocess.FORMAT_VERSION,
-                                                            "settings": settings.__dict__, "videos": names}))
-    return folder
+        names.append(write_cached_video(folder, f"{mode}{v}-{v:08d}", settings, images, points))
+    return write_cache_index(folder, settings, names)
 
 
 def write_weights(folder: Path) -> Path:

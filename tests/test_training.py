@@ -54,6 +54,27 @@ def face_cache(face_videos, tmp_path_factory):
     return cache, report
 
 
+def write_cached_video(folder: Path, name: str, settings, images: np.ndarray, points: np.ndarray) -> str:
+    """One video's raw cache in preprocess.py's format under folder/name, every frame detected;
+    images (T, S', S', 3) uint8 RGB, points (T, P, 3) float32. Returns `name`."""
+    video = folder / name
+    video.mkdir(parents=True)
+    np.save(video / "frames.npy", images)
+    np.save(video / "landmarks.npy", points)
+    np.save(video / "detected.npy", np.ones(len(images), bool))
+    meta = {"format": preprocess.FORMAT_VERSION, "settings": settings.__dict__, "stored_size": settings.stored_size,
+            "num_frames": len(images), "fps": 25.0}
+    (video / preprocess.META_NAME).write_text(json.dumps(meta))
+    return name
+
+
+def write_cache_index(folder: Path, settings, names: list[str]) -> Path:
+    """The index.json that makes `folder` a cache of the videos `names`."""
+    (folder / preprocess.INDEX_NAME).write_text(json.dumps({"format": preprocess.FORMAT_VERSION,
+                                                            "settings": settings.__dict__, "videos": names}))
+    return folder
+
+
 def write_body_cache(folder: Path, frames: int = 12, size: int = SIZE) -> Path:
     """A cache in preprocess.py's format with a synthetic stick figure (no detector needed)."""
     settings = preprocess.CacheSettings("body", size)
@@ -70,17 +91,8 @@ def write_body_cache(folder: Path, frames: int = 12, size: int = SIZE) -> Path:
         points[t, :, 0] += 3 * np.sin(t / 2)
         images[t] = (rng.uniform(0, 255, 3) * 0.2 + 100).astype(np.uint8)
         images[t, int(points[t, 0, 1]):, :, 1] = 200  # something that moves with the figure
-    video = folder / "figure-00000000"
-    video.mkdir(parents=True)
-    np.save(video / "frames.npy", images)
-    np.save(video / "landmarks.npy", points)
-    np.save(video / "detected.npy", np.ones(frames, bool))
-    meta = {"format": preprocess.FORMAT_VERSION, "settings": settings.__dict__, "stored_size": stored,
-            "num_frames": frames, "fps": 25.0}
-    (video / preprocess.META_NAME).write_text(json.dumps(meta))
-    (folder / preprocess.INDEX_NAME).write_text(json.dumps({"format": preprocess.FORMAT_VERSION,
-                                                            "settings": settings.__dict__, "videos": [video.name]}))
-    return folder
+    name = write_cached_video(folder, "figure-00000000", settings, images, points)
+    return write_cache_index(folder, settings, [name])
 
 
 def train_args(cache, output, *extra) -> list[str]:

@@ -44,10 +44,10 @@ from tsnet_hf.errors import InputError, TSNetError  # noqa: E402
 PSNR_CAP = 100.0
 IMAGE_METRICS = ("l1", "l2", "psnr", "lpips")
 LANDMARK_METRICS = ("landmark_distance", "landmark_detected")
-DETECTION_SIZE = 256
+DETECTION_SIZE = 256  # crops are upscaled to at least this before landmark detection
 SELECTIONS = ("nearest", "random")
 # Inference-time ablations of a blend model (config.output = "blend"), from one checkpoint:
-ABLATIONS = ("none", "warp-only", "decoder-only", "mean-weights")  # crops are upscaled to at least this before landmark detection
+ABLATIONS = ("none", "warp-only", "decoder-only", "mean-weights")
 
 
 def image_metrics(output: torch.Tensor, target: torch.Tensor, lpips=None) -> dict[str, torch.Tensor]:
@@ -78,9 +78,7 @@ def ablated_image(output, memory, ablation: str) -> torch.Tensor:
         return output.sharp
     if ablation == "decoder-only":
         return output.decoded
-    frames = memory.frames.expand(output.grid.shape[0] // memory.num_subjects, -1, -1, -1, -1) \
-        if memory.num_subjects == 1 else memory.frames
-    sharp = pixel_warp(frames, output.grid).mean(dim=1)
+    sharp = pixel_warp(memory.frames, output.grid).mean(dim=1)  # pixel_warp broadcasts one subject set
     return output.blend_mask * sharp + (1 - output.blend_mask) * output.decoded
 
 

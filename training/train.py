@@ -738,10 +738,11 @@ class Trainer:
         folder.mkdir(exist_ok=True)
         cv2.imwrite(str(folder / f"{name}.png"), cv2.cvtColor(np.concatenate(rows), cv2.COLOR_RGB2BGR))
 
-    def _log_losses(self, sums: dict, count: int, seconds: float):
+    def _log_losses(self, sums: dict, counts: dict, count: int, seconds: float):
+        """Log the mean of each loss part over the `counts[part]` steps that had it (discriminator terms
+        are missing from warm-up steps), and the samples per second of `count` steps in `seconds`."""
         accelerator = self.accelerator
-        # A part may be missing from some steps (discriminator terms during the warm-up): mean over its own steps.
-        means = {k: float(accelerator.reduce(v / self._counts[k], reduction="mean")) for k, v in sums.items()}
+        means = {k: float(accelerator.reduce(v / counts[k], reduction="mean")) for k, v in sums.items()}
         samples = count * self.args.batch_size * self.args.targets * accelerator.num_processes / max(seconds, 1e-9)
         lr = self.opt_g.param_groups[0]["lr"]
         self._record("train", {**means, "lr_g": lr, "samples_per_s": samples})
@@ -779,7 +780,7 @@ class Trainer:
         return self.seconds + time.monotonic() - self.started
 
     def _out_of_time(self, deadline: float) -> bool:
-        """Whether the budget is spent; all processes agree (the main process's clock decides)."""
+        """Whether the budget is spent; all processes agree (any process past the deadline stops them all)."""
         late = torch.tensor(float(time.monotonic() >= deadline), device=self.accelerator.device)
         return bool(self.accelerator.reduce(late, reduction="sum") > 0) if self.accelerator.num_processes > 1 else bool(late)
 
@@ -796,8 +797,7 @@ class Trainer:
                   f"{len(self.train_sources)} video(s) ({len(self.val_sources)} for validation, held out by {self.split}), "
                   f"{self.accelerator.num_processes} process(es) on {self.accelerator.device}, steps {self.step} -> {args.steps}")
         bar = tqdm(total=args.steps, initial=self.step, disable=not self.main or args.quiet, dynamic_ncols=True)
-        sums, count, busy = {}, 0, 0.0  # busy: seconds spent in steps (not in saving or validation)
-        self._counts = {}  # steps that contributed to each sum
+        sums, counts, count, busy = {}, {}, 0, 0.0  # busy: seconds in steps (not saving or validation)
         # The budget covers the whole run: a resumed run gets what its earlier invocations left.
         deadline = None if args.time_budget is None else time.monotonic() + 60 * args.time_budget - self.elapsed()
         for items in self.loader():
@@ -811,15 +811,14 @@ class Trainer:
             self.step += 1
             for name, value in parts.items():
                 sums[name] = sums.get(name, 0.0) + value.detach().float()
-                self._counts[name] = self._counts.get(name, 0) + 1
+                counts[name] = counts.get(name, 0) + 1
             count += 1
             busy += time.perf_counter() - started
             bar.update(1)
             if self.step % args.log_every == 0 or self.step == args.steps:
-                means = self._log_losses(sums, count, busy)
+                means = self._log_losses(sums, counts, count, busy)
                 bar.set_postfix({k: f"{means[k]:.3f}" for k in ("d", "g", "l1") if k in means})
-                sums, count, busy = {}, 0, 0.0
-                self._counts = {}
+                sums, counts, count, busy = {}, {}, 0, 0.0
             if self.step % args.image_every == 0:
                 self.save_grid(batch, output, step_name(self.step))
             if args.val_every and self.step % args.val_every == 0 and self.step < args.steps:
@@ -828,7 +827,7 @@ class Trainer:
                 self.save()
         bar.close()
         if count:
-            self._log_losses(sums, count, busy)
+            self._log_losses(sums, counts, count, busy)
         if not self.history or self.history[-1]["step"] != self.step:
             self._log_validation()
         final = self.save(final=True)

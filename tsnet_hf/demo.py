@@ -130,7 +130,7 @@ def load_settings(args) -> DemoSettings:
                                       "give one face and one body checkpoint.")
             settings.models[mode], settings.sources[mode] = model, str(source)
     for mode in ("face", "body"):  # the shipped checkpoint for each mode not named (nor random)
-        shipped = None if getattr(args, "no_shipped", False) else default_checkpoint(mode)
+        shipped = None if args.no_shipped else default_checkpoint(mode)
         if shipped is not None and mode not in settings.models:
             settings.models[mode], settings.sources[mode] = TSNet.from_pretrained(str(shipped)).eval(), str(shipped)
     settings.device_label, settings.on_gpu = _where(args.device)

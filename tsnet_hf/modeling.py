@@ -11,7 +11,7 @@ Two-step inference encodes a subject once: `memory = model.encode_subject(frames
 `model.generate(memory, driving_masks)` for any number of driving masks. `forward` does both (training).
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
@@ -145,11 +145,15 @@ class SubjectMemory:
     fusion_part: torch.Tensor | None = None
     masks: torch.Tensor | None = None
 
+    def apply(self, function) -> "SubjectMemory":
+        """A memory of `function(tensor)` for every tensor field (a field that is None stays None)."""
+        return SubjectMemory(**{f.name: None if getattr(self, f.name) is None else function(getattr(self, f.name))
+                                for f in fields(self)})
+
     def select(self, choices: torch.Tensor) -> "SubjectMemory":
         """A pool memory (B = 1, K = S frames) and (N, K') pool rows -> N subject sets of K' frames."""
         choices = choices.to(self.features.device)
-        fields = (self.features, self.inside, self.frames, self.fusion_part, self.masks)
-        return SubjectMemory(*(None if t is None else t[0][choices] for t in fields))
+        return self.apply(lambda tensor: tensor[0][choices])
 
     @property
     def num_subjects(self) -> int:
@@ -486,8 +490,7 @@ def _repeat_memory(memory: SubjectMemory, num: int) -> SubjectMemory:
     if batch == 1 or batch == num:
         return memory
     repeats = num // batch
-    fields = (memory.features, memory.inside, memory.frames, memory.fusion_part, memory.masks)
-    return SubjectMemory(*(None if t is None else t.repeat_interleave(repeats, dim=0) for t in fields))
+    return memory.apply(lambda tensor: tensor.repeat_interleave(repeats, dim=0))
 
 
 def _check_tensor(name: str, x, ndim: int, shape_text: str):
