@@ -762,3 +762,21 @@ def test_compact_mp4v_storage_round_trips_and_checks_what_it_reads(face_cache, t
     for bad in ({"size": 100}, {"quality": 50}):  # 100 px x 1.25: an odd side; no quality setting
         with pytest.raises(InputError):
             preprocess.CacheSettings("face", **{"size": SIZE, **bad}, storage="mp4v")
+
+
+def test_bad_input_to_the_new_training_commands_is_one_sentence_and_writes_nothing(tmp_path, capsys):
+    from training import export, plot_curves, stills
+
+    with pytest.raises(ConfigError, match="--time-budget is in minutes and must be positive"):
+        train.parse_args(["--output", str(tmp_path), "--data", "x", "--mode", "face", "--time-budget", "0"])
+    with pytest.raises(ConfigError, match="--warmup-steps must be 0 or more"):
+        train.parse_args(["--output", str(tmp_path), "--data", "x", "--mode", "face", "--warmup-steps", "-1"])
+    (tmp_path / "empty").mkdir()
+    assert export.main([str(tmp_path / "empty"), str(tmp_path / "shipped")]) == 2
+    assert stills.main(["a.mp4", "b.mp4", "--checkpoint", str(tmp_path / "empty"), "-o", str(tmp_path / "s.png")]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(errors) == 2 and all(line.startswith("error: ") for line in errors)
+    assert "neither a checkpoint folder nor a run folder" in errors[0]
+    with pytest.raises(SystemExit, match="metrics.jsonl does not exist"):
+        plot_curves.main([str(tmp_path / "empty"), "-o", str(tmp_path / "plot.png")])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]  # nothing half-written
