@@ -1069,7 +1069,7 @@ def pipeline_defaults(**overrides) -> dict:
     from tsnet_hf.pipeline import RetargetPipeline
 
     params = inspect.signature(RetargetPipeline.__call__).parameters
-    options = {n: p.default for n, p in params.items() if p.kind is p.KEYWORD_ONLY and n not in ("progress", "workdir")}
+    options = {n: p.default for n, p in params.items() if p.kind is p.KEYWORD_ONLY and n not in ("progress", "preview", "workdir")}
     return {**options, **overrides}
 
 

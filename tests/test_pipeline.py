@@ -284,3 +284,42 @@ def test_a_workdir_the_caller_gives_is_kept(face_pipe, tmp_path):
     own = face_pipe(moving_face_frames(4, seed=1), moving_face_frames(3, seed=2), mode="face")
     own.cleanup()
     assert not own.workdir.exists()
+
+
+def test_preview_shows_each_chunk_as_it_is_written(face_pipe):
+    seen = []
+    result = face_pipe(moving_face_frames(6, seed=1), moving_face_frames(10, seed=2), mode="face", batch_size=4,
+                       preview=lambda done, total, picture: seen.append((done, total, picture.copy())))
+    assert [(done, total) for done, total, _ in seen] == [(4, 10), (8, 10), (10, 10)]
+    side_by_side = result.read("side_by_side")
+    assert seen[-1][2].shape == side_by_side.shape[1:] and seen[-1][2].dtype == np.uint8
+    # the last preview is the last side-by-side frame, up to the video codec
+    assert np.abs(seen[-1][2].astype(int) - side_by_side[-1].astype(int)).mean() < 4
+
+
+def test_a_cancelled_run_stops_and_leaves_no_files(face_pipe, tmp_path):
+    from tsnet_hf import Cancelled
+
+    calls = []
+
+    def cancel_after_first_chunk(done, total, picture):
+        calls.append(done)
+        raise Cancelled("stopped by the test")
+
+    import tempfile
+    before = set(os.listdir(tempfile.gettempdir()))
+    with pytest.raises(Cancelled):
+        face_pipe(moving_face_frames(6, seed=1), moving_face_frames(12, seed=2), mode="face", batch_size=4,
+                  preview=cancel_after_first_chunk)
+    assert calls == [4]  # no chunk after the cancel was written
+    assert not {name for name in set(os.listdir(tempfile.gettempdir())) - before if name.startswith("tsnet-")}
+
+
+def test_cpu_default_dtype_follows_native_bf16(media):
+    from tsnet_hf.pipeline import autocast_dtype, cpu_has_bf16
+
+    cpu = torch.device("cpu")
+    expected = torch.bfloat16 if cpu_has_bf16() else torch.float32
+    assert RetargetPipeline.from_pretrained(media["face"], device="cpu").dtype == expected
+    assert autocast_dtype(cpu, None, authors_compat=True) == torch.float32  # converted checkpoints: fp32
+    assert autocast_dtype(cpu, torch.float32) == torch.float32  # asked for: kept

@@ -48,6 +48,7 @@ DETECTION_SIZE = 256  # crops are upscaled to at least this before landmark dete
 SELECTIONS = ("nearest", "random")
 # Inference-time ablations of a blend model (config.output = "blend"), from one checkpoint:
 ABLATIONS = ("none", "warp-only", "decoder-only", "mean-weights")
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}  # the model's autocast dtype
 
 
 def image_metrics(output: torch.Tensor, target: torch.Tensor, lpips=None) -> dict[str, torch.Tensor]:
@@ -123,7 +124,8 @@ class Evaluator:
     """Runs a model and the nearest-frame baseline on cached videos and collects metrics."""
 
     def __init__(self, model, device, lpips=None, num_subject: int = 3, frames: int = 30, batch: int = 8,
-                 landmarks: bool = True, seed: int = 0, selection: str = "nearest", ablation: str = "none"):
+                 landmarks: bool = True, seed: int = 0, selection: str = "nearest", ablation: str = "none",
+                 precision: str = "fp32"):
         if selection not in SELECTIONS:
             raise InputError(f"selection must be one of {SELECTIONS}, got {selection!r}.")
         if ablation not in ABLATIONS:
@@ -131,7 +133,9 @@ class Evaluator:
         if ablation != "none" and model.config.output != "blend":
             raise InputError(f"--ablation {ablation} takes apart a blend model's output; this checkpoint's output "
                              f"is {model.config.output!r}.")
-        self.ablation = ablation
+        if precision not in PRECISIONS:
+            raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}.")
+        self.ablation, self.precision = ablation, precision
         self.model, self.device, self.lpips = model.to(device).eval(), device, lpips
         self.size, self.mode = model.config.image_size, model.config.mode
         self.channels = model.config.mask_channels
@@ -142,15 +146,22 @@ class Evaluator:
     def generate(self, pool_images, pool_points, driving_points):
         """Frames for driving landmarks from a subject pool of crops ((S, S', S', 3) uint8 and
         (S, P, 3) landmarks): each driving frame gets K pool frames (see `selection`). Returns
-        (N, S', S', 3) uint8 and (N, 3, S', S') tensors in [-1, 1] on the device."""
-        from tsnet_hf.masks import draw_masks, labels_to_onehot
-        from tsnet_hf.pipeline import to_model_frames
+        (N, S', S', 3) uint8 and (N, 3, S', S') float32 tensors in [-1, 1] on the device."""
         from tsnet_hf.runner import choose_subject_frames
 
-        size = (self.size, self.size)
         options = {"num_subject_frames": min(self.k, len(pool_images)), "selection": self.selection,
                    "seed": self.seed}
         choices = torch.from_numpy(choose_subject_frames(driving_points, pool_points, options, self.size))
+        dtype = PRECISIONS[self.precision]
+        with torch.autocast(self.device.type, dtype=dtype, enabled=dtype != torch.float32):
+            images = self._generate(pool_images, pool_points, driving_points, choices)
+        return ((images + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy(), images
+
+    def _generate(self, pool_images, pool_points, driving_points, choices) -> torch.Tensor:
+        from tsnet_hf.masks import draw_masks, labels_to_onehot
+        from tsnet_hf.pipeline import to_model_frames
+
+        size = (self.size, self.size)
         used = torch.unique(choices)  # encode only the pool frames some driving frame uses
         remap = torch.full((len(pool_images),), -1, dtype=torch.long)
         remap[used] = torch.arange(len(used))
@@ -164,8 +175,7 @@ class Evaluator:
             chosen = memory.select(remap[choices[start:start + self.batch]])
             output = self.model.generate(chosen, masks)
             outputs.append(ablated_image(output, chosen, self.ablation).float().clamp(-1, 1))
-        images = torch.cat(outputs)
-        return ((images + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy(), images
+        return torch.cat(outputs)
 
     def _split(self, video):
         rows = video.usable_rows
@@ -325,6 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-landmarks", action="store_true", help="skip the landmark metrics (no mediapipe)")
     parser.add_argument("--no-cross", action="store_true", help="skip cross-identity pairs")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: the best available)")
+    parser.add_argument("--precision", choices=list(PRECISIONS), default="fp32",
+                        help="the model's autocast dtype (default fp32; metrics are computed in fp32)")
     return parser
 
 
@@ -357,12 +369,13 @@ def run(args) -> dict:
             raise InputError(f"No cached video matches --videos {' '.join(args.videos)}: give parts of the names "
                              "listed in the cache's index.json.")
     evaluator = Evaluator(model, device, lpips, args.k, args.frames, args.batch, not args.no_landmarks, args.seed,
-                          args.selection, args.ablation)
+                          args.selection, args.ablation, args.precision)
     # Cross-identity pairs have no ground truth: without landmarks there is nothing to measure.
     report = evaluate(evaluator, videos, cross=not (args.no_cross or args.no_landmarks))
     report = {"checkpoint": str(args.checkpoint), "data": str(args.data),
               "settings": f"{model.config.mode}, {model.config.image_size} px, K = {args.k} ({args.selection}), "
-                          + ("" if args.ablation == "none" else f"ablation {args.ablation}, ") +
+                          + ("" if args.ablation == "none" else f"ablation {args.ablation}, ")
+                          + ("" if args.precision == "fp32" else f"{args.precision} autocast, ") +
                           f"up to {args.frames} driving frames per video, seed {args.seed}", **report}
     (output / "metrics.json").write_text(json.dumps(_json_safe(report), indent=1), encoding="utf-8")
     (output / "metrics.md").write_text(markdown_report(report), encoding="utf-8")

@@ -9,7 +9,7 @@ Importing the package loads no model and imports neither mediapipe nor gradio.
 """
 
 from .config import PRESETS, TSNetConfig, paper_config, preset_config, small_config, tiny_config
-from .errors import CheckpointError, ConfigError, DetectionError, InputError, TSNetError, VideoError
+from .errors import Cancelled, CheckpointError, ConfigError, DetectionError, InputError, TSNetError, VideoError
 from .modeling import SubjectMemory, TSNet, TSNetOutput
 from .pipeline import RetargetOutput, RetargetPipeline
 
@@ -19,4 +19,5 @@ __all__ = [
     "TSNet", "TSNetConfig", "TSNetOutput", "SubjectMemory", "RetargetPipeline", "RetargetOutput",
     "PRESETS", "paper_config", "small_config", "tiny_config", "preset_config",
     "TSNetError", "InputError", "ConfigError", "CheckpointError", "VideoError", "DetectionError",
+    "Cancelled",
 ]

@@ -27,3 +27,8 @@ class VideoError(TSNetError):
 
 class DetectionError(TSNetError):
     """Landmark detection found nothing usable (no face, no person)."""
+
+
+class Cancelled(TSNetError):
+    """A run was stopped on purpose: raise it from a `progress` or `preview` callback of
+    `RetargetPipeline` to stop the run; its working folder is then deleted."""

@@ -45,12 +45,24 @@ def best_device() -> torch.device:
     return torch.device("cpu")
 
 
-def autocast_dtype(device: torch.device, dtype: torch.dtype | None) -> torch.dtype:
-    """The compute dtype: bf16 on CUDA (fp16 where bf16 is missing), fp32 elsewhere, unless given."""
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX): there bf16 convolutions run
+    about twice as fast as fp32; elsewhere torch emulates them, slower than fp32."""
+    checks = (getattr(torch.cpu, "_is_avx512_bf16_supported", None), getattr(torch.cpu, "_is_amx_tile_supported", None))
+    return any(check is not None and check() for check in checks)
+
+
+def autocast_dtype(device: torch.device, dtype: torch.dtype | None, authors_compat: bool = False) -> torch.dtype:
+    """The compute dtype, unless given: bf16 on CUDA (fp16 where bf16 is missing); on a CPU with
+    native bf16 (`cpu_has_bf16`) bf16 too, since the shipped checkpoints' outputs stay within
+    LPIPS 0.005 of fp32 there (docs/benchmarks.md, "Reduced precision"); fp32 elsewhere, and
+    for converted authors' checkpoints (`authors_compat`), which reproduce the authors' fp32 outputs."""
     if dtype is not None:
         return dtype
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu" and not authors_compat and cpu_has_bf16():
+        return torch.bfloat16
     return torch.float32
 
 
@@ -188,10 +200,10 @@ class RetargetPipeline:
     def __init__(self, model: TSNet, device=None, dtype: torch.dtype | None = None,
                  channels_last: bool | None = None):
         """model: a TSNet; device: "cuda", "mps", "cpu" or None for the best there is; dtype: the
-        autocast dtype (None: bf16 on CUDA, fp16 where bf16 is missing, fp32 elsewhere);
+        autocast dtype (None: see `autocast_dtype`; torch.float32 turns reduced precision off);
         channels_last: NHWC convolutions (None: on CUDA only; see docs/benchmarks.md)."""
         self.device = torch.device(device) if device is not None else best_device()
-        self.dtype = autocast_dtype(self.device, dtype)
+        self.dtype = autocast_dtype(self.device, dtype, model.config.authors_compat)
         if channels_last is None:
             channels_last = self.device.type == "cuda"
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -217,7 +229,7 @@ class RetargetPipeline:
                  selection: str = "nearest", seed: int = 0, align: bool = True, smooth: bool = True,
                  missing: str = "interpolate", max_frames: int | None = None, batch_size: int = 8,
                  pool_size: int = 16, subject_max_frames: int = 300, paste_back: bool = True,
-                 color_match: bool = False, high_res_warp: bool = True, progress=None,
+                 color_match: bool = False, high_res_warp: bool = True, progress=None, preview=None,
                  workdir=None) -> RetargetOutput:
         """Retarget the driving video's motion onto the subject.
 
@@ -244,6 +256,10 @@ class RetargetPipeline:
                 max(2 x the model's size, 512 px), and no larger than the driving crop), so the copied pixels are
                 sharper than the model's resolution; the "crop" video stays at the model's size.
             progress: callable(stage: str, done: int, total: int | None), called as work goes.
+            preview: callable(done: int, total: int, picture), called after each chunk of output
+                frames is written, with the newest frame's side-by-side picture ((H, W, 3) uint8
+                RGB): a live view while the run goes on. Raising `tsnet_hf.errors.Cancelled` (or
+                any error) from `progress` or `preview` stops the run and deletes its files.
             workdir: folder for the output videos (default: a new temporary folder).
         Returns:
             RetargetOutput.
@@ -257,7 +273,7 @@ class RetargetPipeline:
                        batch_size=batch_size, pool_size=pool_size, subject_max_frames=subject_max_frames,
                        paste_back=paste_back, color_match=color_match, high_res_warp=high_res_warp)
         _check_options(options)
-        return Run(self, options, progress, workdir).execute(subject, driving)
+        return Run(self, options, progress, workdir, preview=preview).execute(subject, driving)
 
     def encode(self, crops: np.ndarray, masks: torch.Tensor) -> SubjectMemory:
         """(S, size, size, 3) uint8 RGB crops + (S, C, size, size) one-hot masks -> SubjectMemory (B=1, K=S)."""

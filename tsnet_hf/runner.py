@@ -59,8 +59,9 @@ class DrivingPlan:
 
 
 class Run:
-    def __init__(self, pipe, options: dict, progress, workdir):
+    def __init__(self, pipe, options: dict, progress, workdir, preview=None):
         self.pipe, self.options, self.progress = pipe, options, progress or (lambda *args: None)
+        self.preview = preview
         self.own_workdir = workdir is None
         self.workdir_arg = workdir
         self.timer = Timer()
@@ -191,8 +192,10 @@ class Run:
     # ----- generation ---------------------------------------------------------------------------
 
     def _generate(self, pool: SubjectPool, plan: DrivingPlan, workdir: Path):
-        """Generate chunk after chunk; a worker thread decodes, pastes back and encodes chunk i
-        while the generator runs chunk i + 1 (at most two chunks in memory)."""
+        """Generate chunk after chunk, keeping the generator busy: a helper thread draws the next
+        chunk's masks while the generator runs, and a writer thread finishes chunk i (high-res warp,
+        decoding the driving frames, paste-back, video encoding, preview) while the generator runs
+        chunk i + 1 (at most two chunks in memory)."""
         from concurrent.futures import ThreadPoolExecutor
 
         from .video import VideoWriter
@@ -203,23 +206,44 @@ class Run:
         audio = {"output": plan.audio, "side_by_side": plan.audio}
         frames = self._driving_frames(plan)
         total, batch = len(plan.points), self.options["batch_size"]
+        chunks = [np.arange(start, min(total, start + batch)) for start in range(0, total, batch)]
         reports = []
         with contextlib.ExitStack() as stack:
             writers = {name: stack.enter_context(VideoWriter(path, fps, audio_from=audio.get(name), preset="veryfast"))
                        for name, path in paths.items()}
             worker = stack.enter_context(ThreadPoolExecutor(max_workers=1, thread_name_prefix="tsnet-write"))
+            helper = stack.enter_context(ThreadPoolExecutor(max_workers=1, thread_name_prefix="tsnet-masks"))
+            masks = [helper.submit(self._chunk_masks, plan, rows) for rows in chunks[:1]]
             pending = None
-            for start in range(0, total, batch):
-                rows = np.arange(start, min(total, start + batch))
-                pictures = self._generate_chunk(pool, plan, rows)
+            for number, rows in enumerate(chunks):
+                if number + 1 < len(chunks):
+                    masks.append(helper.submit(self._chunk_masks, plan, chunks[number + 1]))
+                out = self._generate_chunk(pool, plan, rows, masks[number].result())
+                masks[number] = None
                 if pending is not None:
                     pending.result()  # re-raises a failure of the previous chunk's writing
-                pending = worker.submit(self._write_chunk, pool, plan, rows, pictures, frames, writers, reports)
+                pending = worker.submit(self._write_chunk, pool, plan, rows, out, frames, writers, reports)
             if pending is not None:
                 pending.result()
         return paths, reports
 
-    def _write_chunk(self, pool, plan, rows, pictures, frames, writers, reports):
+    def _chunk_masks(self, plan: DrivingPlan, rows: np.ndarray) -> torch.Tensor:
+        """(N, C, size, size) one-hot masks of the aligned driving landmarks of `rows`."""
+        from .masks import draw_masks, labels_to_onehot
+
+        with self.timer("masks"):
+            labels = draw_masks(plan.aligned[rows], (self.size, self.size))
+            return labels_to_onehot(torch.from_numpy(labels).long(), self.pipe.model.config.mask_channels)
+
+    def _generate_chunk(self, pool: SubjectPool, plan: DrivingPlan, rows: np.ndarray, masks: torch.Tensor):
+        """The model's TSNetOutput for `rows`."""
+        with self.timer("generator"):
+            memory = select_memory(pool.memory, torch.from_numpy(plan.choices[rows]))
+            return self.pipe.generate(memory, masks)
+
+    @torch.inference_mode()  # thread-local: the writer thread needs its own
+    def _write_chunk(self, pool, plan, rows, out, frames, writers, reports):
+        pictures = self._chunk_pictures(pool, plan, rows, out)
         with self.timer("decode, paste back, encode videos (overlapped)"):
             for i, row in enumerate(rows):
                 frame = next(frames) if frames is not None else None
@@ -227,21 +251,16 @@ class Run:
                 for name, picture in panels.items():
                     writers[name].write(picture)
                 reports.append(self._frame_report(pool, plan, row))
-        self.progress("generate", int(rows[-1]) + 1, len(plan.points))
+        done = int(rows[-1]) + 1
+        if self.preview is not None:
+            self.preview(done, len(plan.points), panels["side_by_side"])
+        self.progress("generate", done, len(plan.points))
 
-    def _generate_chunk(self, pool: SubjectPool, plan: DrivingPlan, rows: np.ndarray) -> dict:
+    def _chunk_pictures(self, pool: SubjectPool, plan: DrivingPlan, rows: np.ndarray, out) -> dict:
         """The model's pictures for `rows`, name -> (N, ..., 3) uint8 RGB: "image" and "warped"
         (size x size); for a blend model also "blend_mask" (grey) and, with the high-res warp,
         "large" (the output at the large crops' side, for the paste-back)."""
-        from .masks import draw_masks, labels_to_onehot
-
-        with self.timer("masks"):
-            labels = draw_masks(plan.aligned[rows], (self.size, self.size))
-            masks = labels_to_onehot(torch.from_numpy(labels).long(), self.pipe.model.config.mask_channels)
-        with self.timer("generator"):
-            memory = select_memory(pool.memory, torch.from_numpy(plan.choices[rows]))
-            out = self.pipe.generate(memory, masks)
-            pictures = {"image": to_uint8_images(out.image)}
+        pictures = {"image": to_uint8_images(out.image)}
         if pool.large_crops is not None:
             with self.timer("high-res warp"):
                 pictures["large"] = to_uint8_images(self._large_images(pool.large_crops, plan.choices[rows], out))
