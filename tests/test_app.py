@@ -209,6 +209,8 @@ def test_page_runs_and_shows_errors(server, media, tmp_path):
             for selector in ("#output-video", "#side-by-side", "#warped", "#driving-masks", "#aligned-masks"):
                 _wait_for_playable(page, selector)
             page.wait_for_selector("#subject-masks img", timeout=30_000)
+            page.wait_for_selector("#live-preview img", timeout=30_000)  # the live view keeps the newest frame
+            assert page.locator("#stop").is_visible()
             assert "30 frames" in page.locator("#summary").inner_text()
             page.evaluate("() => window.scrollTo(0, 0)")
             page.screenshot(path=str(tmp_path / "demo.png"), full_page=True)
@@ -386,6 +388,48 @@ def test_a_blend_model_adds_the_blend_mask_video(media, tmp_path):
     assert read_frames(out["side_by_side"])[0].shape[2] == 6 * 64  # the blend mask is one more panel
 
 
+def test_the_run_streams_previews_and_stops_when_closed(media, tmp_path, monkeypatch):
+    """No server: the Run handler yields the newest side-by-side frame while it runs; closing it
+    (what the Stop button does) stops the pipeline and leaves no files."""
+    pytest.importorskip("gradio")
+    import tempfile
+    import threading
+
+    from tsnet_hf import demo
+    from tsnet_hf.pipeline import RetargetPipeline
+
+    generate = RetargetPipeline.generate
+
+    def slow_generate(self, *args, **kwargs):  # a CPU-sized pace: the page looks in every 0.25 s
+        time.sleep(0.3)
+        return generate(self, *args, **kwargs)
+
+    monkeypatch.setattr(RetargetPipeline, "generate", slow_generate)
+
+    settings = demo.DemoSettings(models={"face": TSNet.from_pretrained(media["checkpoint"]).eval()},
+                                 sources={"face": "tiny"}, device="cpu", cache_dir=tmp_path)
+    inputs = (str(media["photo"]), None, str(media["driving"]), "", "face", 1, "nearest", True, True, 1.2,
+              "interpolate", False)
+    updates = list(demo.Retargeter(settings).stream(*inputs))
+    previews = [dict(zip(OUTPUT_ORDER, update))["preview"] for update in updates[:-1]]
+    assert previews and all(isinstance(p, np.ndarray) and p.shape == (64, 5 * 64, 3) for p in previews)
+    final = dict(zip(OUTPUT_ORDER, updates[-1]))
+    assert len(read_frames(final["output"])[0]) == 30 and final["preview"].shape == (64, 5 * 64, 3)
+
+    before = set(os.listdir(tempfile.gettempdir()))
+    stream = demo.Retargeter(settings).stream(*inputs[:-3], 1.2, "interpolate", False)
+    next(stream)  # the first preview: frames are being made
+    stream.close()
+    for _ in range(100):  # the run stops at its next chunk
+        if not any(t.name == "tsnet-run" for t in threading.enumerate()):
+            break
+        time.sleep(0.05)
+    assert not any(t.name == "tsnet-run" for t in threading.enumerate())
+    assert not {n for n in set(os.listdir(tempfile.gettempdir())) - before if n.startswith("tsnet-")}
+    runs = tmp_path / "runs"
+    assert not runs.exists() or len(list(runs.iterdir())) == 1  # only the finished run's folder
+
+
 def test_a_decoder_model_page_hides_the_blend_mask(media, tmp_path):
     pytest.importorskip("gradio")
     from tsnet_hf import demo
@@ -406,7 +450,7 @@ def test_body_template_drives_a_full_body_photo(monkeypatch, shared_dir, tmp_pat
     photo = shared_dir / "data" / "photos" / "fullbody_mimicmotion_demo1.jpg"
     outputs = demo.Retargeter(settings)(str(photo), None, None, "body_kpop", "auto", 3, "nearest", True, True, 1,
                                         "interpolate", False)
-    output, side, warped, driving_masks, aligned_masks, gallery, summary, report, blend_mask = outputs
+    output, side, warped, driving_masks, aligned_masks, gallery, summary, report, blend_mask, preview = outputs
     assert blend_mask is None
     for path in (output, side, warped, driving_masks, aligned_masks):
         assert len(read_frames(path)[0]) == int(1 * 29.847)

@@ -27,6 +27,7 @@ import logging
 import os
 import shutil
 import sys
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import CheckpointError, InputError, TSNetError
+from .errors import Cancelled, CheckpointError, InputError, TSNetError
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +57,10 @@ STAGES = {"subject landmarks": "Finding the subject's landmarks", "encode subjec
 REPORT_COLUMNS = ["frame", "detected", "filled", "subject frames"]
 # The handler's outputs, in the order of the page's components and of the /retarget API's answer.
 # "blend_mask" comes last so the older outputs keep their positions; it is None for a decoder model.
+# "preview" (the newest side-by-side frame, updated while the run goes on) comes after it.
 OUTPUT_VIDEOS = ("output", "side_by_side", "warped", "driving_masks", "aligned_masks", "blend_mask")
-OUTPUT_ORDER = (*OUTPUT_VIDEOS[:-1], "subject_frames", "summary", "report", "blend_mask")
+OUTPUT_ORDER = (*OUTPUT_VIDEOS[:-1], "subject_frames", "summary", "report", "blend_mask", "preview")
+PREVIEW_INTERVAL = 0.25  # seconds between looks at the running pipeline for a new preview frame
 
 
 # ----- settings and models --------------------------------------------------------------------
@@ -229,15 +232,21 @@ class Retargeter:
         self.settings = settings
         self.templates = list_templates()
 
-    def __call__(self, subject_photo, subject_video, driving_video, motion_template, mode, subject_frames,
-                 selection, align, smooth, max_seconds, missing, color_match, progress=None):
-        """Inputs as the page gives them (file paths, strings, numbers); returns the page's outputs.
-        Every failure becomes one `gr.Error` sentence that says what to do."""
+    def __call__(self, *inputs, progress=None):
+        """Inputs as the page gives them (INPUT_ORDER: file paths, strings, numbers); returns the
+        page's outputs (OUTPUT_ORDER) once the run is done. Every failure becomes one `gr.Error`."""
+        *_, final = self.stream(*inputs, progress=progress)
+        return final
+
+    def stream(self, *inputs, progress=None):
+        """The Run button's generator: a tuple of OUTPUT_ORDER values each time a new preview
+        frame is ready (the other outputs unchanged), then the finished run's outputs. Closing the
+        generator (the Stop button) stops the run and deletes its files. Every failure becomes one
+        `gr.Error` sentence that says what to do."""
         import gradio as gr
 
         try:
-            return self._run(subject_photo, subject_video, driving_video, motion_template, mode, subject_frames,
-                             selection, align, smooth, max_seconds, missing, color_match, progress)
+            yield from self._stream(*inputs, progress=progress)
         except TSNetError as error:
             raise gr.Error(str(error), duration=30, print_exception=False) from None
         except Exception as error:  # a bug, not bad input: still one sentence on the page
@@ -246,8 +255,10 @@ class Retargeter:
             raise gr.Error(f"Unexpected {type(error).__name__} ({detail}): try other inputs, and please report it.",
                            duration=30, print_exception=False) from None
 
-    def _run(self, subject_photo, subject_video, driving_video, motion_template, mode, subject_frames,
-             selection, align, smooth, max_seconds, missing, color_match, progress):
+    def _stream(self, subject_photo, subject_video, driving_video, motion_template, mode, subject_frames,
+                selection, align, smooth, max_seconds, missing, color_match, progress=None):
+        import gradio as gr
+
         from .video import probe_video
 
         subject = _one_of(subject_photo, subject_video, "Upload a subject photo or video (or click an example).",
@@ -260,15 +271,24 @@ class Retargeter:
             k = 1  # a photo is one subject frame, whatever K the slider shows
         pipe = self._pipeline(mode, subject, driving)
         started = time.perf_counter()
-        result = pipe(subject, driving, mode=mode, num_subject_frames=k,
-                      selection=selection, align=bool(align), smooth=bool(smooth), missing=missing,
-                      max_frames=max_frames, color_match=bool(color_match),
-                      progress=_progress_callback(progress, min(max_frames, length)))
+        live = LiveRun(_progress_callback(progress, min(max_frames, length)))
+        live.start(pipe, subject, driving, dict(mode=mode, num_subject_frames=k, selection=selection,
+                                               align=bool(align), smooth=bool(smooth), missing=missing,
+                                               max_frames=max_frames, color_match=bool(color_match)))
+        try:
+            while not live.wait(PREVIEW_INTERVAL):
+                picture = live.new_preview()
+                if picture is not None:
+                    yield tuple(picture if name == "preview" else gr.skip() for name in OUTPUT_ORDER)
+        finally:
+            live.stop()  # a closed generator (Stop, a closed page) stops the run; no-op once it is done
+        result = live.outcome()
         elapsed = time.perf_counter() - started
         try:
-            return self._outputs(result, pipe, elapsed, truncated=(length > max_frames, seconds, length / fps))
+            outputs = self._outputs(result, pipe, elapsed, truncated=(length > max_frames, seconds, length / fps))
         finally:
             result.cleanup()
+        yield tuple(live.picture if name == "preview" else value for name, value in zip(OUTPUT_ORDER, outputs))
 
     def _driving(self, driving_video, motion_template):
         """(driving: a path or a LandmarkTrack, fps, number of frames)."""
@@ -332,7 +352,7 @@ class Retargeter:
         import pandas as pd
 
         folder = _new_run_folder(self.settings.cache_dir)
-        values = {name: None for name in OUTPUT_ORDER}  # a decoder model makes no blend mask
+        values = {name: None for name in OUTPUT_ORDER}  # a decoder model makes no blend mask; preview: the caller
         for name in OUTPUT_VIDEOS:
             if name in result.videos:
                 values[name] = str(shutil.move(str(result.videos[name]), str(folder / f"{name}.mp4")))
@@ -345,6 +365,71 @@ class Retargeter:
         values["report"] = pd.DataFrame(rows, columns=REPORT_COLUMNS)
         values["summary"] = _summary(result, pipe, elapsed, truncated, self.settings)
         return tuple(values[name] for name in OUTPUT_ORDER)
+
+
+class LiveRun:
+    """A pipeline run in a thread of its own, watched by the page's handler: it keeps the newest
+    preview frame and the progress, and stops at the next chunk once `stop` is called (the
+    pipeline then deletes its files)."""
+
+    def __init__(self, progress=None):
+        self.report_progress = progress  # called from the handler's thread only (gradio's context)
+        self.picture, self.fresh = None, False
+        self.state = None  # the newest (stage, done, total)
+        self.result, self.error = None, None
+        self.stopped, self.finished = threading.Event(), threading.Event()
+        self.lock = threading.Lock()
+
+    def start(self, pipe, subject, driving, options: dict):
+        threading.Thread(target=self._run, args=(pipe, subject, driving, options), name="tsnet-run",
+                         daemon=True).start()
+
+    def _run(self, pipe, subject, driving, options):
+        try:
+            self.result = pipe(subject, driving, progress=self._progress, preview=self._preview, **options)
+        except BaseException as error:  # handed to the handler's thread by `outcome`
+            self.error = error
+        finally:
+            self.finished.set()
+
+    def _progress(self, stage, done, total):
+        self._check()
+        with self.lock:
+            self.state = (stage, done, total)
+
+    def _preview(self, done, total, picture):
+        self._check()
+        with self.lock:
+            self.picture, self.fresh = picture, True
+
+    def _check(self):
+        if self.stopped.is_set():
+            raise Cancelled("The run was stopped.")
+
+    def wait(self, seconds: float) -> bool:
+        """Wait up to `seconds`; True once the run has ended. Passes the progress on meanwhile."""
+        ended = self.finished.wait(seconds)
+        with self.lock:
+            state, self.state = self.state, None
+        if state is not None and self.report_progress is not None:
+            self.report_progress(*state)
+        return ended
+
+    def new_preview(self):
+        """The newest preview frame if it was not taken yet, else None."""
+        with self.lock:
+            fresh, self.fresh = self.fresh, False
+            return self.picture if fresh else None
+
+    def stop(self):
+        if not self.finished.is_set():
+            self.stopped.set()
+
+    def outcome(self):
+        """The RetargetOutput, or the run's error raised here."""
+        if self.error is not None:
+            raise self.error
+        return self.result
 
 
 def _one_of(first, second, missing: str, both: str):
@@ -463,16 +548,17 @@ def build_demo(settings: DemoSettings):
         gr.Markdown(header_markdown(settings))
         with gr.Row(equal_height=False):
             with gr.Column(scale=3, min_width=380):
-                inputs, run = _input_panel(gr, settings, templates)
+                inputs, run, stop = _input_panel(gr, settings, templates)
                 _examples(gr, inputs, templates, settings)
             with gr.Column(scale=7, min_width=560):
                 outputs = _output_panel(gr, blend=has_blend_model(settings))
         _wire_inputs(gr, inputs, templates, settings)
         handler = gpu_decorator()(_with_progress(gr, retargeter))
-        run.click(handler, inputs=[inputs[name] for name in INPUT_ORDER],
-                  outputs=[outputs[name] for name in OUTPUT_ORDER],
-                  api_name="retarget", concurrency_limit=1, show_progress="full",
-                  show_progress_on=[outputs[name] for name in ("output", "side_by_side", "summary")])
+        running = run.click(handler, inputs=[inputs[name] for name in INPUT_ORDER],
+                            outputs=[outputs[name] for name in OUTPUT_ORDER],
+                            api_name="retarget", concurrency_limit=1, show_progress="full",
+                            show_progress_on=[outputs[name] for name in ("output", "side_by_side", "summary")])
+        stop.click(None, cancels=[running], api_visibility="private", queue=False)
     return demo
 
 
@@ -485,8 +571,9 @@ def _with_progress(gr, retargeter: Retargeter):
     def retarget(subject_photo, subject_video, driving_video, motion_template, mode, subject_frames, selection,
                  align, smooth, max_seconds, missing, color_match,
                  progress=gr.Progress()):  # noqa: B008 (gradio fills a default gr.Progress in)
-        return retargeter(subject_photo, subject_video, driving_video, motion_template, mode, subject_frames,
-                          selection, align, smooth, max_seconds, missing, color_match, progress)
+        yield from retargeter.stream(subject_photo, subject_video, driving_video, motion_template, mode,
+                                     subject_frames, selection, align, smooth, max_seconds, missing, color_match,
+                                     progress=progress)
     return retarget
 
 
@@ -526,8 +613,10 @@ def _input_panel(gr, settings: DemoSettings, templates: dict):
         inputs["missing"] = gr.Radio(["interpolate", "hold", "drop"], value="interpolate",
                                      label="Frames where nothing is detected")
         inputs["color_match"] = gr.Checkbox(value=False, label="Match output colours to the subject")
-    run = gr.Button("Run", variant="primary", elem_id="run", elem_classes="tsnet-run")
-    return inputs, run
+    with gr.Row():
+        run = gr.Button("Run", variant="primary", elem_id="run", elem_classes="tsnet-run", scale=3)
+        stop = gr.Button("Stop", variant="stop", elem_id="stop", elem_classes="tsnet-run", scale=1)
+    return inputs, run, stop
 
 
 def has_blend_model(settings: DemoSettings) -> bool:
@@ -538,6 +627,9 @@ def has_blend_model(settings: DemoSettings) -> bool:
 def _output_panel(gr, blend: bool) -> dict:
     """name (OUTPUT_ORDER) -> output component; the blend-mask video is shown only when `blend`."""
     out = {}
+    panels = "subject | driving | aligned mask | warped | " + ("blend mask | " if blend else "")
+    out["preview"] = gr.Image(label=f"Live view, newest frame while the run goes on: {panels}output", type="numpy",
+                              interactive=False, height=170, format="jpeg", elem_id="live-preview")
     with gr.Row(equal_height=True):
         out["output"] = gr.Video(label="Output", height=250, interactive=False, elem_id="output-video")
         warped = "Warped (transformation branch" + ("; blend models: the pixel warp)" if blend else ")")
@@ -548,7 +640,6 @@ def _output_panel(gr, blend: bool) -> dict:
                                         elem_id="driving-masks")
         out["aligned_masks"] = gr.Video(label="Aligned driving masks (model input)", height=250, interactive=False,
                                         elem_id="aligned-masks")
-    panels = "subject | driving | aligned mask | warped | " + ("blend mask (blend models) | " if blend else "")
     out["side_by_side"] = gr.Video(label=f"Side by side: {panels}output", height=210, interactive=False,
                                    elem_id="side-by-side")
     with gr.Row(equal_height=True):
