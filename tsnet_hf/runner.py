@@ -211,6 +211,8 @@ class Run:
         with contextlib.ExitStack() as stack:
             writers = {name: stack.enter_context(VideoWriter(path, fps, audio_from=audio.get(name), preset="veryfast"))
                        for name, path in paths.items()}
+            if frames is not None:  # closed after the threads below are done with it
+                stack.callback(frames.close)  # a stopped run ends its ffmpeg decoder now
             worker = stack.enter_context(ThreadPoolExecutor(max_workers=1, thread_name_prefix="tsnet-write"))
             helper = stack.enter_context(ThreadPoolExecutor(max_workers=1, thread_name_prefix="tsnet-masks"))
             masks = [helper.submit(self._chunk_masks, plan, rows) for rows in chunks[:1]]

@@ -266,9 +266,11 @@ def _decode(path: Path, info: VideoInfo, max_frames: int | None) -> Iterator[np.
         if process.poll() is None:
             process.kill()
         process.wait()
-        log.seek(0)
-        message = _last_log_line(log.read().decode("utf-8", errors="replace"))
-        log.close()
+        message = ""
+        if not log.closed:  # a generator collected with its file in one garbage cycle finds it closed
+            log.seek(0)
+            message = _last_log_line(log.read().decode("utf-8", errors="replace"))
+            log.close()
     if decoded == 0:
         raise VideoError(f"{path.name} contains no frame that can be decoded ({message}); "
                          "it is probably truncated or damaged: export or download it again.")
