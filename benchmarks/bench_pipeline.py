@@ -1,11 +1,17 @@
 """End-to-end retargeting time by stage: a 10-second 25 fps 512x512 face driving clip and a
-5-second subject clip, small preset (random weights: speed does not depend on them), this CPU.
+5-second subject clip, with the shipped face checkpoint (or a random preset), this CPU.
 
-    python benchmarks/bench_pipeline.py [--shared ../shared] [--preset small] [--write docs/benchmarks.md]
+    python benchmarks/bench_pipeline.py [--checkpoint checkpoints/face-blend-128] \
+        [--variants default fp32 channels_last compile threads1] [--write docs/benchmarks.md]
 
 Uses ../shared/data/face/moore_talkinghead_1.mp4 (driving, first 250 frames) and
 liveportrait_d12.mp4 (subject, first 125 frames) when ../shared is there; generated clips of the
-astronaut otherwise. Also reports the process's peak memory (VmHWM).
+astronaut otherwise. Each variant is one whole run in this process, in the order given (the
+first is the table of stages); "first frame" is the time from the call to the first output frame
+handed to the `preview` callback (what the app shows first). Variants: "default" (the pipeline's
+own choices on this machine), "fp32" (reduced precision off), "bf16", "channels_last" (the default
+dtype, NHWC), "compile" (torch.compile, compile time included), "threadsN" (N torch threads).
+Also reports the process's peak memory (VmHWM).
 """
 
 import argparse
@@ -23,7 +29,11 @@ sys.path.insert(0, str(ROOT / "tests"))
 from common import append_report, machine_line, markdown_table  # noqa: E402
 
 from tsnet_hf import TSNet, preset_config  # noqa: E402
-from tsnet_hf.pipeline import RetargetPipeline  # noqa: E402
+from tsnet_hf.cli import default_checkpoint  # noqa: E402
+from tsnet_hf.pipeline import RetargetPipeline, cpu_threads  # noqa: E402
+
+TARGET_SECONDS = 120.0
+STRETCH_SECONDS = 60.0
 
 
 def clips(shared: Path | None, folder: Path):
@@ -41,40 +51,83 @@ def peak_memory_mib() -> float:
     return int(re.search(r"VmHWM:\s+(\d+)", status).group(1)) / 1024
 
 
+def pipeline_for(variant: str, checkpoint, threads: int) -> RetargetPipeline:
+    """The pipeline of one variant (see the module docstring); sets torch's thread count."""
+    match = re.fullmatch(r"threads(\d+)", variant)
+    torch.set_num_threads(int(match.group(1)) if match else threads)
+    if variant not in ("default", "fp32", "bf16", "channels_last", "compile") and not match:
+        raise SystemExit(f"error: unknown variant {variant!r}: see --help.")
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}.get(variant)
+    return RetargetPipeline.from_pretrained(checkpoint, device="cpu", dtype=dtype,
+                                            channels_last=True if variant == "channels_last" else None,
+                                            compile=variant == "compile")
+
+
+def timed_run(pipe, subject, driving, frames: int, batch: int, folder: Path) -> dict:
+    start = time.perf_counter()
+    first = []
+    result = pipe(subject, driving, mode="face", max_frames=frames, subject_max_frames=125, batch_size=batch,
+                  preview=lambda *_: first or first.append(time.perf_counter() - start))
+    result.save(folder / "out.mp4")
+    total = time.perf_counter() - start
+    run = {"total": total, "first": first[0], "frames": result.num_frames, "timings": dict(result.timings)}
+    result.cleanup()
+    return run
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
-    parser.add_argument("--preset", default="small", choices=["paper", "small", "tiny"])
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--checkpoint", default=None,
+                        help="checkpoint folder (default: the shipped face checkpoint, else a random --preset)")
+    parser.add_argument("--preset", default="small", choices=["paper", "small", "tiny"],
+                        help="random weights of this preset when no checkpoint is given or shipped")
+    parser.add_argument("--variants", nargs="+", default=["default"], help="see the module docstring")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: the usable cores)")
     parser.add_argument("--frames", type=int, default=250, help="driving frames (10 s at 25 fps)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--write", metavar="MARKDOWN")
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    threads = args.threads or cpu_threads()
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        torch.manual_seed(0)
-        TSNet(preset_config(args.preset, "face")).save_pretrained(tmp / "model")
+        checkpoint = args.checkpoint or default_checkpoint("face")
+        if checkpoint is None:
+            torch.manual_seed(0)
+            checkpoint = tmp / "model"
+            TSNet(preset_config(args.preset, "face")).save_pretrained(checkpoint)
+            label = f"random {args.preset} preset"
+        else:
+            label = f"`{Path(checkpoint).name}`"
         subject, driving, source = clips(args.shared if args.shared.is_dir() else None, tmp)
-        pipe = RetargetPipeline.from_pretrained(tmp / "model", device="cpu")
-        start = time.perf_counter()
-        result = pipe(subject, driving, mode="face", max_frames=args.frames, subject_max_frames=125,
-                      batch_size=args.batch_size)
-        result.save(tmp / "out.mp4")
-        total = time.perf_counter() - start
-        frames = result.num_frames
-        rows = [[stage, f"{seconds:.1f}", f"{1000 * seconds / frames:.0f}", f"{100 * seconds / total:.0f}%"]
-                for stage, seconds in result.timings.items()]
-        rows.append(["total (incl. model-free overheads and save)", f"{total:.1f}", f"{1000 * total / frames:.0f}", "100%"])
-        result.cleanup()
-    table = markdown_table(["stage", "seconds", "ms per output frame", "share"], rows)
-    body = (f"Machine: {machine_line()}.\n\nEnd to end, {args.preset} preset, {frames} driving frames at 512x512 "
+        runs = {}
+        for variant in args.variants:
+            pipe = pipeline_for(variant, checkpoint, threads)
+            runs[variant] = {**timed_run(pipe, subject, driving, args.frames, args.batch_size, tmp),
+                             "dtype": str(pipe.dtype).replace("torch.", ""), "threads": torch.get_num_threads()}
+            print(f"{variant}: {runs[variant]['total']:.1f} s", flush=True)
+    first = runs[args.variants[0]]
+    frames = first["frames"]
+    rows = [[stage, f"{seconds:.1f}", f"{1000 * seconds / frames:.0f}", f"{100 * seconds / first['total']:.0f}%"]
+            for stage, seconds in first["timings"].items()]
+    rows.append(["total (incl. model-free overheads and save)", f"{first['total']:.1f}",
+                 f"{1000 * first['total'] / frames:.0f}", "100%"])
+    compare = [[variant, run["dtype"], run["threads"], f"{run['total']:.1f}",
+                f"{run['timings'].get('generator', 0):.1f}", f"{run['first']:.1f}",
+                f"{first['total'] / run['total']:.2f}x"] for variant, run in runs.items()]
+    command = " ".join(argv if argv is not None else sys.argv[1:])
+    total = first["total"]
+    verdict = ("met, and the stretch target of 60 s too" if total < STRETCH_SECONDS else "met" if total < TARGET_SECONDS
+               else f"missed by {total - TARGET_SECONDS:.0f} s")
+    body = (f"Machine: {machine_line()}.\n\nEnd to end, {label}, {frames} driving frames at 512x512 "
             f"(10 s at 25 fps) and a 125-frame subject ({source}); batch {args.batch_size}; "
-            f"peak memory {peak_memory_mib():.0f} MiB. Command: `python benchmarks/bench_pipeline.py "
-            f"{' '.join(argv if argv is not None else sys.argv[1:])}`\n\n{table}\n\n"
-            f"Target: under 120 s for the whole clip; measured {total:.0f} s "
-            f"({'met' if total < 120 else f'missed by {total - 120:.0f} s'}).")
+            f"peak memory {peak_memory_mib():.0f} MiB. Command: `python benchmarks/bench_pipeline.py {command}`\n\n"
+            f"Stages of the first variant ({args.variants[0]}):\n\n"
+            f"{markdown_table(['stage', 'seconds', 'ms per output frame', 'share'], rows)}\n\n"
+            f"Variants, one whole run each in this process, in this order:\n\n"
+            f"{markdown_table(['variant', 'dtype', 'threads', 'total s', 'generator s', 'first frame s', 'speed vs first'], compare)}\n\n"
+            f"Target: under {TARGET_SECONDS:.0f} s for the whole clip; measured {total:.0f} s ({verdict}).")
     print(body)
     if args.write:
         append_report(args.write, "Pipeline end to end (CPU)", body)

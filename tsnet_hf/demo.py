@@ -99,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--random-weights", action="store_true",
                         help="untrained tiny face and body models: to try the page, outputs are noise")
     parser.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best there is)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for torch (default: the cores this process may use)")
     parser.add_argument("--cpu-max-seconds", type=float, default=CPU_MAX_SECONDS,
                         help="driving seconds used at most on CPU (default: %(default)s)")
     parser.add_argument("--host", default=None, help="address to serve on (default: 127.0.0.1 or $GRADIO_SERVER_NAME)")
@@ -697,6 +699,14 @@ def main(argv=None) -> int:
     """`python app.py`: parse the flags, load the checkpoints, serve the page."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
+    if args.threads is not None and args.threads < 1:
+        print(f"error: --threads must be at least 1, got {args.threads}.", file=sys.stderr)
+        return 1
+    import torch
+
+    from .pipeline import cpu_threads
+
+    torch.set_num_threads(args.threads or cpu_threads())
     try:
         settings = load_settings(args)
     except TSNetError as error:

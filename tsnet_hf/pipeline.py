@@ -18,10 +18,12 @@ then generation) and every output goes straight into an mp4 in a working folder;
 object reads them back on demand.
 """
 
+import os
 import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
+from dataclasses import fields as dataclass_fields
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +45,20 @@ def best_device() -> torch.device:
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def cpu_threads() -> int:
+    """The CPU cores this process may run on (its affinity mask, and a container's CPU quota
+    where one is set): torch's thread count for the CLI and the app. More threads than cores
+    only adds contention (measured in docs/benchmarks.md)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, int(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, cores)
 
 
 def cpu_has_bf16() -> bool:
@@ -198,23 +214,29 @@ class RetargetPipeline:
     """
 
     def __init__(self, model: TSNet, device=None, dtype: torch.dtype | None = None,
-                 channels_last: bool | None = None):
+                 channels_last: bool | None = None, compile: bool = False):
         """model: a TSNet; device: "cuda", "mps", "cpu" or None for the best there is; dtype: the
         autocast dtype (None: see `autocast_dtype`; torch.float32 turns reduced precision off);
-        channels_last: NHWC convolutions (None: on CUDA only; see docs/benchmarks.md)."""
+        channels_last: NHWC convolutions (None: on CUDA only; see docs/benchmarks.md);
+        compile: run the generator through `torch.compile` (about 2x faster per frame on the CPU,
+        after a compile of about two minutes there: it pays from about a minute of video on; see
+        docs/benchmarks.md). Chunks smaller than the first are padded to its size, so the model
+        compiles once."""
         self.device = torch.device(device) if device is not None else best_device()
         self.dtype = autocast_dtype(self.device, dtype, model.config.authors_compat)
         if channels_last is None:
             channels_last = self.device.type == "cuda"
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.model = model.to(self.device, memory_format=self.memory_format).eval()
+        self._compiled = torch.compile(self.model.generate, dynamic=False) if compile else None
+        self._compiled_batch = None  # the driving batch the compiled generator was made for
 
     @classmethod
     def from_pretrained(cls, path_or_repo_id, device=None, dtype: torch.dtype | None = None,
-                        channels_last: bool | None = None, **hub_kwargs) -> "RetargetPipeline":
+                        channels_last: bool | None = None, compile: bool = False, **hub_kwargs) -> "RetargetPipeline":
         """Load a checkpoint folder or Hub id (see `TSNet.from_pretrained`)."""
         return cls(TSNet.from_pretrained(path_or_repo_id, **hub_kwargs), device=device, dtype=dtype,
-                   channels_last=channels_last)
+                   channels_last=channels_last, compile=compile)
 
     @property
     def mode(self) -> str:
@@ -283,8 +305,27 @@ class RetargetPipeline:
 
     def generate(self, memory: SubjectMemory, masks: torch.Tensor):
         """(N, C, size, size) one-hot masks -> TSNetOutput, on the pipeline's device and dtype."""
+        masks = masks.to(self.device, memory_format=self.memory_format)
         with self._autocast():
-            return self.model.generate(memory, masks.to(self.device, memory_format=self.memory_format))
+            if self._compiled is None:
+                return self.model.generate(memory, masks)
+            return self._generate_compiled(memory, masks)
+
+    def _generate_compiled(self, memory: SubjectMemory, masks: torch.Tensor):
+        count = masks.shape[0]
+        self._compiled_batch = self._compiled_batch or count
+        padding = self._compiled_batch - count
+        if padding < 0 or memory.num_subjects not in (1, count):
+            return self.model.generate(memory, masks)  # a shape it was not compiled for: eager
+        if padding:
+            masks = torch.cat([masks, masks[-1:].expand(padding, *masks.shape[1:])])
+            if memory.num_subjects > 1:
+                memory = memory.apply(lambda t: torch.cat([t, t[-1:].expand(padding, *t.shape[1:])]))
+        out = self._compiled(memory, masks)
+        if not padding:
+            return out
+        return type(out)(**{f.name: None if getattr(out, f.name) is None else getattr(out, f.name)[:count]
+                            for f in dataclass_fields(out)})
 
     def _autocast(self):
         enabled = self.dtype != torch.float32
