@@ -1,5 +1,5 @@
 """Reduced precision on trained weights: a checkpoint's outputs under bf16 (or fp16) autocast
-against fp32, on real held-out frames, and the speed of each, in one process.
+against fp32, on real held-out frames (speed: benchmarks/bench_pipeline.py --variants default fp32).
 
     python benchmarks/bench_precision.py --checkpoint checkpoints/face-blend-128 \\
         --data cache/heldout-face-128 [--precision bf16] [--write docs/benchmarks.md]
@@ -14,7 +14,6 @@ between the two outputs stays within it (RetargetPipeline's CPU default follows 
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -33,15 +32,14 @@ TOLERANCE = 0.005  # LPIPS
 
 
 def compare(model, videos, lpips, precision: str, k: int, frames: int, batch: int) -> dict:
-    """Per-frame LPIPS (fp32 vs truth, reduced vs truth, reduced vs fp32), grey-level gaps and
-    generation seconds of each precision, over the self-reconstruction split of `videos`."""
+    """Per-frame LPIPS (fp32 vs truth, reduced vs truth, reduced vs fp32) and grey-level gaps,
+    over the self-reconstruction split of `videos`."""
     from training.data import central_view
     from tsnet_hf.pipeline import to_model_frames
 
     runs = {name: Evaluator(model, torch.device("cpu"), None, k, frames, batch, landmarks=False, precision=name)
             for name in ("fp32", precision)}
     scores = {"fp32": [], precision: [], "between": [], "max_grey": [], "mean_grey": []}
-    seconds = {name: 0.0 for name in runs}
     count = 0
     for video in videos:
         subject_rows, driving_rows = runs["fp32"]._split(video)
@@ -50,13 +48,7 @@ def compare(model, videos, lpips, precision: str, k: int, frames: int, batch: in
         pool_images, pool_points = central_view(video, subject_rows, model.config.image_size)
         truth_images, truth_points = central_view(video, driving_rows, model.config.image_size)
         truth = to_model_frames(truth_images, "cpu")
-        outputs = {}
-        for name in (precision, "fp32", precision, "fp32"):  # interleaved, the second round timed
-            start = time.perf_counter()
-            images, tensor = runs[name].generate(pool_images, pool_points, truth_points)
-            if name in outputs:
-                seconds[name] += time.perf_counter() - start
-            outputs[name] = (images, tensor)
+        outputs = {name: run.generate(pool_images, pool_points, truth_points) for name, run in runs.items()}
         with torch.no_grad():
             for name in runs:
                 scores[name].append(lpips(outputs[name][1], truth).float().numpy())
@@ -66,7 +58,7 @@ def compare(model, videos, lpips, precision: str, k: int, frames: int, batch: in
         scores["mean_grey"].append(gap.reshape(len(gap), -1).mean(axis=1))
         count += len(truth_images)
     means = {name: float(np.concatenate(values).mean()) for name, values in scores.items()}
-    return {"means": means, "frames": count, "seconds": seconds}
+    return {"means": means, "frames": count}
 
 
 def main(argv=None) -> int:
@@ -98,15 +90,15 @@ def main(argv=None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     result = compare(model, videos, lpips, args.precision, args.k, args.frames, args.batch)
-    means, seconds, reduced = result["means"], result["seconds"], args.precision
+    means, reduced = result["means"], args.precision
     shift = means[reduced] - means["fp32"]
     passed = abs(shift) <= TOLERANCE and means["between"] <= TOLERANCE
     rows = [[f"`{args.checkpoint}`", len(videos), result["frames"], f"{means['fp32']:.4f}", f"{means[reduced]:.4f}",
-             f"{shift:+.4f}", f"{means['between']:.4f}", f"{means['mean_grey']:.2f}", f"{means['max_grey']:.1f}",
-             f"{seconds['fp32'] / seconds[reduced]:.2f}x", "yes" if passed else "no"]]
+             f"{shift:+.5f}", f"{means['between']:.5f}", f"{means['mean_grey']:.2f}", f"{means['max_grey']:.1f}",
+             "yes" if passed else "no"]]
     header = ["checkpoint", "videos", "frames", "LPIPS fp32 vs truth", f"LPIPS {reduced} vs truth", "change",
               f"LPIPS {reduced} vs fp32", "mean grey-level gap", "max grey-level gap (mean over frames)",
-              f"{reduced} speed-up", f"within {TOLERANCE}"]
+              f"within {TOLERANCE}"]
     command = " ".join(argv if argv is not None else sys.argv[1:])
     body = (f"Machine: {machine_line()}.\n\nModel outputs at its own resolution, K = {args.k}, nearest-pose "
             f"subject frames, self-reconstruction split of `{args.data}`. Command: "

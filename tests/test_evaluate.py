@@ -193,3 +193,34 @@ def test_inference_ablations_take_a_blend_output_apart():
     assert not torch.allclose(mean, out.image, atol=1e-4)  # learned weights differ from the mean
     with pytest.raises(Exception, match="takes apart a blend model"):
         evaluate.Evaluator(TSNet(tiny_config("face")), torch.device("cpu"), ablation="warp-only")
+
+
+def test_precision_option_runs_the_model_in_bf16_and_bench_precision_compares_it(cache, tmp_path, capsys):
+    """--precision bf16 changes the model's arithmetic only (metrics stay fp32); bench_precision
+    reports both precisions and the LPIPS between them on the same frames."""
+    torch.manual_seed(0)
+    checkpoint = tmp_path / "tiny-blend"
+    TSNet(tiny_config("face", output="blend")).save_pretrained(checkpoint)
+    alexnet, linear = random_lpips_files(tmp_path)
+    reports = {}
+    for precision in ("fp32", "bf16"):
+        output = tmp_path / precision
+        assert evaluate.main(["--checkpoint", str(checkpoint), "--data", str(cache), "--output", str(output),
+                              "--lpips-alexnet", str(alexnet), "--lpips-lin", str(linear), "--frames", "4",
+                              "--no-cross", "--no-landmarks", "--device", "cpu", "--precision", precision]) == 0
+        reports[precision] = json.loads((output / "metrics.json").read_text())["self_reconstruction"]["model"]
+    assert reports["fp32"]["l1"] != reports["bf16"]["l1"]  # bf16 really ran
+    assert abs(reports["fp32"]["l1"] - reports["bf16"]["l1"]) < 0.05  # and stays close on the same frames
+    assert "bf16 autocast" in (tmp_path / "bf16" / "metrics.md").read_text()
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import bench_precision
+
+    capsys.readouterr()
+    assert bench_precision.main(["--checkpoint", str(checkpoint), "--data", str(cache), "--frames", "4",
+                                 "--lpips-alexnet", str(alexnet), "--lpips-lin", str(linear)]) == 0
+    row = [line for line in capsys.readouterr().out.splitlines() if line.startswith(f"| `{checkpoint}`")]
+    cells = [cell.strip() for cell in row[0].strip("|").split("|")]
+    assert cells[1:3] == ["2", "8"]  # 2 videos, 4 driving frames each
+    fp32, bf16, between = float(cells[3]), float(cells[4]), float(cells[6])
+    assert 0 < fp32 and 0 < bf16 and 0 <= between < 0.5 and cells[-1] in ("yes", "no")
