@@ -52,7 +52,7 @@ def test_finetune_writes_a_checkpoint_the_app_loads(subject_video, base, tmp_pat
     from huggingface_hub import ModelCard
 
     card = ModelCard.load(output / "README.md")
-    assert card.data.base_model == str(base)
+    assert card.data.base_model == str(base.resolve())  # a local folder: its full path (tsnet-push refuses it)
     assert card.data.datasets == ["me.mp4"] and card.data.library_name == "tsnet-hf"
     assert {r.metric_type for r in card.data.eval_results} >= {"l1", "l2", "psnr"}
     assert "fine-tuned on one subject" in card.text and "0.2 minutes" in card.text
@@ -62,6 +62,19 @@ def test_finetune_writes_a_checkpoint_the_app_loads(subject_video, base, tmp_pat
     settings = demo.load_settings(demo.build_parser().parse_args(["--checkpoint", str(output), "--no-shipped",
                                                                   "--device", "cpu"]))
     assert settings.sources == {"face": str(output)}
+
+
+def test_a_hub_id_for_the_base_model_goes_into_the_card(subject_video, base, tmp_path):
+    from huggingface_hub import ModelCard
+
+    from tsnet_hf import upload
+
+    output = tmp_path / "me-face"
+    argv = finetune_args(subject_video, base, output, "--base-model-id", "someone/tsnet-face")
+    argv[argv.index("--minutes") + 1] = "0.01"  # no step needed: the card is written all the same
+    assert finetune.main(argv) == 0
+    assert ModelCard.load(output / "README.md").data.base_model == "someone/tsnet-face"
+    assert [p.name for p in upload.upload_plan(output)] == ["config.json", "model.safetensors", "README.md"]
 
 
 def test_the_progress_bar_counts_minutes():

@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("video", metavar="SUBJECT_VIDEO", help="a video of the person (one face or body in view)")
     parser.add_argument("--from", dest="base", metavar="CHECKPOINT",
                         help="checkpoint folder or Hub id to start from (default: the shipped face model)")
+    parser.add_argument("--base-model-id", metavar="USER/NAME",
+                        help="the Hub id of the --from model, for the card's base_model (default: --from as given, "
+                             "a local folder as its full path)")
     parser.add_argument("--minutes", type=float, required=True, help="wall-clock minutes of training")
     parser.add_argument("-o", "--output", required=True, metavar="DIR", help="folder for the fine-tuned checkpoint")
     parser.add_argument("--hold-out", type=float, default=0.1,
@@ -123,7 +126,8 @@ def finetune(args) -> Path:
     output = Path(args.output)
     run = output / RUN_DIR
     _cache_subject(args, base, run / "cache")
-    trainer = FinetuneTrainer(parse_args(trainer_options(args, base, run / "cache", run)), base)
+    card_base = args.base_model_id or (str(Path(base).resolve()) if Path(base).exists() else base)
+    trainer = FinetuneTrainer(parse_args(trainer_options(args, base, run / "cache", run)), card_base)
     final = trainer.run()
     for name in CHECKPOINT_FILES:
         shutil.copy2(final / name, output / name)
@@ -131,10 +135,10 @@ def finetune(args) -> Path:
 
 
 class FinetuneTrainer(Trainer):
-    """The Trainer with a bar in minutes and a model card that says so (its base_model: --init-from)."""
+    """The Trainer with a bar in minutes and a model card that names the base model."""
 
     def __init__(self, args, base: str):
-        self.base = base
+        self.base = base  # as the card names it: a Hub id, or a local folder's full path
         super().__init__(args)
 
     def progress_bar(self):
@@ -145,6 +149,7 @@ class FinetuneTrainer(Trainer):
         card["title"] = f"TS-Net {self.config.mode} generator fine-tuned on one subject (tsnet-hf)"
         card["description"] = (f"Fine-tuned from `{self.base}` with `tsnet-finetune` for "
                                f"{self.args.time_budget:g} minutes of wall time.")
+        card["base_model"] = self.base
         return card
 
 
@@ -156,7 +161,7 @@ class MinutesBar:
 
         self.started = time.monotonic()
         self.bar = tqdm(total=round(minutes * 60), unit="s", disable=disable, dynamic_ncols=True,
-                        bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} s {postfix}")
+                        bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} s{postfix}")
         self.steps = 0
 
     def update(self, steps: int = 1):

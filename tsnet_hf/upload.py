@@ -5,8 +5,8 @@
 
 Only the checkpoint goes up: config.json, model.safetensors and README.md (the model card); a
 fine-tuning run's training/ folder and a training checkpoint's training_state/ stay local. The
-card's `base_model` must be a Hub id for the Hub to accept it, so a local path there is refused
-with a sentence that says what to change. Needs a token (`hf auth login` or HF_TOKEN) and the network.
+card's `base_model` must be a Hub id for the Hub to accept it, so a local path there (what
+tsnet-finetune writes when --from is a folder) is refused with a sentence that says what to change. Needs a token (`hf auth login` or HF_TOKEN) and the network.
 """
 
 import argparse
