@@ -161,7 +161,7 @@ class MinutesBar:
 
         self.started = time.monotonic()
         self.bar = tqdm(total=round(minutes * 60), unit="s", disable=disable, dynamic_ncols=True,
-                        bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} s{postfix}")
+                        bar_format="{desc}{percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} s{postfix}")
         self.steps = 0
 
     def update(self, steps: int = 1):
