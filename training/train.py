@@ -650,7 +650,7 @@ class Trainer:
             evaluation = (f"Self-reconstruction on held-out clips at step {latest['step']} "
                           f"(images in [0, 1]; L2 = mean squared error):\n\n{_markdown_table(metrics)}")
             results = evaluation_results(latest, f"Self-reconstruction, held out by {self.split}", self.data_name,
-                                         "videos", split="validation")
+                                         self.data_name, split="validation")
         return {"title": f"TS-Net {config.mode} generator trained with tsnet-hf",
                 "description": f"Trained with `python training/train.py` of tsnet-hf ({config.mode} mode).",
                 "training": _markdown_table(settings), "evaluation": evaluation, "datasets": [self.data_name],
