@@ -105,6 +105,19 @@ def test_bad_input_gives_one_sentence_and_writes_nothing(subject_video, base, tm
     assert not output.exists()
 
 
+def test_a_video_without_a_face_leaves_nothing_behind(base, tmp_path, capsys):
+    import numpy as np
+
+    from synthetic import write_video
+
+    video = write_video(tmp_path / "wall.mp4", np.full((8, 64, 64, 3), 90, np.uint8))
+    output = tmp_path / "new" / "me-face"
+    assert finetune.main(finetune_args(video, base, output)) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("error: No usable video") and len(error.splitlines()) == 1
+    assert not (tmp_path / "new").exists()
+
+
 def test_an_existing_checkpoint_is_not_overwritten(subject_video, base, tmp_path, capsys):
     assert finetune.main(finetune_args(subject_video, base, base)) == 2
     assert "already holds a checkpoint" in capsys.readouterr().err

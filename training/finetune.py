@@ -120,15 +120,21 @@ def _cache_subject(args, base: str, cache: Path) -> None:
 
 
 def finetune(args) -> Path:
-    """Preprocess, train for --minutes, write DIR; returns DIR."""
+    """Preprocess, train for --minutes, write DIR; returns DIR. On a TSNetError (a video with no
+    face, unusable weights...) what this call created is removed again."""
     _check(args)
     base = _base_checkpoint(args)
     output = Path(args.output)
+    created = [folder for folder in (output, *output.parents) if not folder.exists()]
     run = output / RUN_DIR
-    _cache_subject(args, base, run / "cache")
-    card_base = args.base_model_id or (str(Path(base).resolve()) if Path(base).exists() else base)
-    trainer = FinetuneTrainer(parse_args(trainer_options(args, base, run / "cache", run)), card_base)
-    final = trainer.run()
+    try:
+        _cache_subject(args, base, run / "cache")
+        card_base = args.base_model_id or (str(Path(base).resolve()) if Path(base).exists() else base)
+        trainer = FinetuneTrainer(parse_args(trainer_options(args, base, run / "cache", run)), card_base)
+        final = trainer.run()
+    except TSNetError:
+        shutil.rmtree(created[-1] if created else run, ignore_errors=True)
+        raise
     for name in CHECKPOINT_FILES:
         shutil.copy2(final / name, output / name)
     return output
