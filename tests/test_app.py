@@ -328,6 +328,43 @@ def test_gpu_decorator_changes_nothing_without_spaces():
     assert gpu_decorator()(function) is function
 
 
+def test_the_spaces_gpu_path_wraps_the_handler(monkeypatch, media):
+    """On a Space the `spaces` package is there: its GPU decorator wraps the /retarget handler, and
+    ZeroGPU (SPACES_ZERO_GPU) gives the GPU's length limit. A stand-in module records what happens."""
+    import types
+
+    from tsnet_hf import demo
+
+    applied, called = [], []
+
+    def GPU(duration=None):  # noqa: N802 (the spaces package's name)
+        def decorate(function):
+            applied.append((duration, function.__name__))
+
+            def on_gpu(*args, **kwargs):
+                called.append(function.__name__)
+                return function(*args, **kwargs)
+            on_gpu.__wrapped__ = function
+            return on_gpu
+        return decorate
+
+    spaces = types.ModuleType("spaces")
+    spaces.GPU = GPU
+    monkeypatch.setitem(sys.modules, "spaces", spaces)
+    monkeypatch.setenv("SPACES_ZERO_GPU", "true")
+    settings = demo.load_settings(demo.build_parser().parse_args(["--checkpoint", str(media["checkpoint"]),
+                                                                  "--no-shipped"]))
+    assert (settings.device_label, settings.on_gpu, settings.max_seconds) == ("ZeroGPU", True, demo.GPU_MAX_SECONDS)
+    page = demo.build_demo(settings)
+    assert applied == [(demo.GPU_DURATION, "retarget")]
+    handler = next(f.fn for f in page.fns.values() if f.api_name == "retarget")
+    assert handler.__name__ == "on_gpu"
+    outputs = handler(str(media["photo"]), None, None, "face_talking", "face", 1, "nearest", True, True, 1,
+                      "interpolate", False)
+    assert called == ["retarget"]
+    assert probe_video(outputs[OUTPUT_ORDER.index("output")]).frame_count > 0
+
+
 def test_importing_the_package_or_the_demo_does_not_import_gradio():
     code = "import sys, tsnet_hf, tsnet_hf.demo; sys.exit('gradio' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0
@@ -356,17 +393,100 @@ def test_build_space_dry_run_writes_a_runnable_folder(tmp_path, monkeypatch, cap
     assert build_space.main([str(tmp_path / "other")]) == 1  # neither --repo-id nor --dry-run
 
 
-def test_space_pins_match_pyproject():
+def test_build_space_lists_the_upload_and_checks_the_folder(tmp_path, capsys):
+    """--dry-run lists every file it would upload; --check passes where the pins are installed (here:
+    the folder's pins rewritten to this environment's versions) and names the mismatches elsewhere."""
+    import re
+    from importlib import metadata
+
+    sys.path.insert(0, str(REPO / "space"))
+    try:
+        import build_space
+    finally:
+        sys.path.pop(0)
+    out = tmp_path / "space"
+    assert build_space.main([str(out), "--dry-run", "--repo-id", "me/tsnet-demo"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    listed = lines[lines.index("would upload to https://huggingface.co/spaces/me/tsnet-demo:") + 1:]
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert sorted(line.split()[0] for line in listed) == files
+    assert "checkpoints/face-blend-128/model.safetensors" in files
+
+    pins = build_space.read_pins(out)
+    mismatched = [name for name, version in pins.items() if metadata.version(name).split("+")[0] != version]
+    if mismatched:
+        with pytest.raises(build_space.BuildError, match="does not match the Space's pins: " + mismatched[0]):
+            build_space.check(out, sys.executable)
+    (out / "requirements.txt").write_text("".join(f"{name}=={metadata.version(name).split('+')[0]}\n"
+                                                  for name in pins if name != "gradio"))
+    card = (out / "README.md").read_text()
+    (out / "README.md").write_text(re.sub(r"sdk_version: .*", f"sdk_version: {metadata.version('gradio')}", card))
+    report = build_space.check(out, sys.executable)
+    assert f"page built with face: {out / 'checkpoints'}" in report
+
+
+def project_requirements():
+    """pyproject.toml's requirements: the dependencies and every extra (packaging Requirement objects)."""
     tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    from packaging.requirements import Requirement
+
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    wanted = [*project["dependencies"], *project["optional-dependencies"]["app"]]
-    lines = (REPO / "space" / "requirements.txt").read_text().splitlines()
-    space = {line.strip() for line in lines if line.strip() and not line.startswith("#")}
-    gradio = next(pin for pin in wanted if pin.startswith("gradio=="))
-    assert set(wanted) - {gradio} == space
+    extras = [r for name, group in project["optional-dependencies"].items() if name != "all" for r in group]
+    return [Requirement(r) for r in project["dependencies"]], [Requirement(r) for r in extras]
+
+
+def exact_pins(path: Path) -> dict:
+    """name (normalised) -> version of a file of `name==version` lines."""
+    from packaging.utils import canonicalize_name
+
+    pins = {}
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, sep, version = line.partition("==")
+            assert sep and version, f"{path.name}: {line!r} is not an exact pin"
+            pins[canonicalize_name(name)] = version
+    return pins
+
+
+def test_space_pins_match_pyproject():
+    """The Space's exact pins lie inside pyproject.toml's ranges, cover tsnet_hf's dependencies and
+    the app extra, and run on ZeroGPU: a torch it lists, Python 3.10."""
+    from packaging.utils import canonicalize_name
+
+    sys.path.insert(0, str(REPO / "space"))
+    try:
+        import build_space
+    finally:
+        sys.path.pop(0)
+    dependencies, extras = project_requirements()
+    app = [r for r in extras if canonicalize_name(r.name) in ("gradio", "scikit-image")]
+    space = exact_pins(REPO / "space" / "requirements.txt")
     card = (REPO / "space" / "README.md").read_text()
     assert card.startswith("---\n") and "sdk: gradio\n" in card and "app_file: app.py\n" in card
-    assert f"sdk_version: {gradio.split('==')[1]}\n" in card
+    space["gradio"] = build_space.read_pins(REPO / "space")["gradio"]
+    for requirement in [*dependencies, *app]:
+        name = canonicalize_name(requirement.name)
+        assert name in space, f"space/requirements.txt lacks {name}"
+        assert requirement.specifier.contains(space[name]), f"the Space's {name}=={space[name]} is outside {requirement}"
+    assert space["torch"] in build_space.ZEROGPU_TORCH
+    assert build_space.card_python(REPO / "space") == build_space.ZEROGPU_PYTHON == "3.10"
+
+
+def test_constraints_pin_every_requirement_inside_its_range():
+    """constraints.txt (pip freeze of a working environment) pins each requirement of every extra, within
+    pyproject.toml's ranges, not the project itself; the README's install and CI use it."""
+    from packaging.utils import canonicalize_name
+
+    dependencies, extras = project_requirements()
+    pins = exact_pins(REPO / "constraints.txt")
+    assert "tsnet-hf" not in pins
+    for requirement in [*dependencies, *extras]:
+        name = canonicalize_name(requirement.name)
+        assert name in pins, f"constraints.txt lacks {name}"
+        assert requirement.specifier.contains(pins[name]), f"constraints.txt's {name}=={pins[name]} is outside {requirement}"
+    assert 'pip install -e ".[all]" -c constraints.txt' in (REPO / "README.md").read_text()
+    assert '-e ".[all]" -c constraints.txt' in (REPO / ".ci" / "run").read_text()
 
 
 def test_a_blend_model_adds_the_blend_mask_video(media, tmp_path):

@@ -170,6 +170,15 @@ def test_a_blend_checkpoint_is_evaluated_and_exported_with_its_card(cache, tmp_p
                    "K = 1 (nearest)", "K = 3 (nearest)", "baseline (nearest subject frame)", "TS-Net K = 3 | 0.0271",
                    "## Misuse", "blend output, 64 px"):
         assert needle in card, needle
+    from huggingface_hub import ModelCard
+
+    data = ModelCard.load(shipped / "README.md").data  # the Hub's metadata: model-index of the held-out table
+    assert data.datasets == [cache.name] and data.library_name == "tsnet-hf" and data.base_model is None
+    reports = {k: json.loads((tmp_path / f"eval-k{k}" / "metrics.json").read_text()) for k in (1, 3)}
+    for k, report in reports.items():
+        found = {r.metric_type: r.metric_value for r in data.eval_results if r.dataset_config == f"K = {k} (nearest)"}
+        assert found == {name: round(value, 4) for name, value in report["self_reconstruction"]["model"].items()
+                         if name in ("l1", "l2", "psnr", "lpips")}
 
 
 def test_inference_ablations_take_a_blend_output_apart():

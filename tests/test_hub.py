@@ -154,3 +154,79 @@ def test_config_json_round_trip_keeps_types():
     config = TSNetConfig(authors_mean_bgr=(1, 2, 3))
     again = TSNetConfig.from_dict(json.loads(json.dumps(config.to_dict())))
     assert again == config and isinstance(again.authors_mean_bgr, tuple)
+
+
+def test_card_metadata_is_the_hubs_form(tmp_path):
+    """save_pretrained's card: library name, licence, tags; with results, datasets and a base model,
+    the Hub's model-index (task, dataset, metrics), grouped per evaluation setting."""
+    from huggingface_hub import ModelCard
+
+    from tsnet_hf.hub import evaluation_results
+
+    model = seeded_model(tiny_config("face"))
+    model.save_pretrained(tmp_path / "plain")
+    plain = ModelCard.load(tmp_path / "plain" / "README.md").data
+    assert (plain.library_name, plain.license, plain.pipeline_tag) == ("tsnet-hf", "mit", "image-to-video")
+    assert {"motion-retargeting", "face-reenactment", "tsnet"} <= set(plain.tags)
+    assert plain.eval_results is None and plain.base_model is None
+
+    results = [*evaluation_results({"l1": 0.05, "lpips": 0.2, "psnr": None, "other": 1.0}, "Self-reconstruction",
+                                   "face", "face", config="K = 1 (nearest)"),
+               *evaluation_results({"l1": 0.04}, "Self-reconstruction", "face", "face", config="K = 3 (nearest)")]
+    model.save_pretrained(tmp_path / "tuned", model_card_kwargs={
+        "title": "Tuned", "datasets": ["face"], "eval_results": results, "base_model": "someone/tsnet-face"})
+    text = (tmp_path / "tuned" / "README.md").read_text()
+    assert "model-index:" in text and "base_model: someone/tsnet-face" in text
+    card = ModelCard.load(tmp_path / "tuned" / "README.md").data
+    assert card.datasets == ["face"] and card.base_model == "someone/tsnet-face" and card.model_name == "Tuned"
+    found = {(r.dataset_config, r.metric_type): r.metric_value for r in card.eval_results}
+    assert found == {("K = 1 (nearest)", "l1"): 0.05, ("K = 1 (nearest)", "lpips"): 0.2, ("K = 3 (nearest)", "l1"): 0.04}
+    assert all(r.task_type == "image-to-video" and r.dataset_split == "held-out" for r in card.eval_results)
+
+
+@pytest.mark.parametrize("name", ["face-blend-128", "body-blend-128"])
+def test_shipped_cards_carry_their_held_out_results(name):
+    from pathlib import Path
+
+    from huggingface_hub import ModelCard
+
+    folder = Path(__file__).resolve().parents[1] / "checkpoints" / name
+    card = ModelCard.load(folder / "README.md")
+    data = card.data
+    assert data.library_name == "tsnet-hf" and data.license == "mit" and data.datasets and "tsnet" in data.tags
+    by_k = {}
+    for result in data.eval_results:
+        by_k.setdefault(result.dataset_config, {})[result.metric_type] = result.metric_value
+    assert sorted(by_k) == ["K = 1 (nearest)", "K = 3 (nearest)"]
+    for k, metrics in by_k.items():  # the same numbers as the card's held-out table
+        block = card.text.split(k, 1)[1].split("**Self-reconstruction**", 1)[1]
+        assert f"| lpips | {metrics['lpips']:.4f} |" in block and f"| l1 | {metrics['l1']:.4f} |" in block
+
+
+def test_push_dry_run_lists_the_checkpoint_and_nothing_else(tmp_path, capsys, monkeypatch):
+    from huggingface_hub import constants
+
+    from tsnet_hf import upload
+
+    folder = tmp_path / "me-face"
+    seeded_model(tiny_config("face")).save_pretrained(folder, model_card_kwargs={"base_model": "someone/tsnet-face"})
+    (folder / "training").mkdir()
+    (folder / "training" / "log.txt").write_text("a run's log stays local")
+    assert upload.main([str(folder), "--repo-id", "me/tsnet-me", "--dry-run"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "would upload to https://huggingface.co/me/tsnet-me:"
+    assert [line.split()[0] for line in out[1:]] == ["config.json", "model.safetensors", "README.md"]
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    assert upload.main([str(folder), "--repo-id", "me/tsnet-me"]) == 1
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("error: HF_HUB_OFFLINE is set") and "\n" not in error
+
+    seeded_model(tiny_config("face")).save_pretrained(tmp_path / "local-base",
+                                                      model_card_kwargs={"base_model": str(tmp_path / "face-blend-128")})
+    for argv, expected in (([str(tmp_path / "local-base"), "--repo-id", "me/x", "--dry-run"], "is not a Hub id"),
+                           ([str(tmp_path / "none"), "--repo-id", "me/x", "--dry-run"], "does not exist"),
+                           ([str(folder), "--repo-id", "not an id"], "is not a Hub repository id")):
+        assert upload.main(argv) == 1
+        error = capsys.readouterr().err.strip()
+        assert expected in error and "\n" not in error

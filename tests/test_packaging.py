@@ -45,6 +45,7 @@ def test_a_wheel_carries_the_shipped_checkpoints_and_finds_them(tmp_path):
     for name in shipped:
         for file in ("config.json", "model.safetensors", "README.md"):
             assert f"tsnet_hf/checkpoints/{name}/{file}" in names
+    assert "training/finetune.py" in names and "training/train.py" in names  # for the tsnet-finetune script
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
                    check=True, capture_output=True)

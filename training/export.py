@@ -97,8 +97,21 @@ def evaluation_section(reports: list[dict]) -> str:
     return "\n\n".join(parts + [PAPER_RESULTS])
 
 
+def card_results(reports: list[dict], dataset: str) -> list:
+    """The held-out self-reconstruction of each evaluate.py report, as the Hub's model-index entries."""
+    from tsnet_hf.hub import evaluation_results
+
+    results = []
+    for report in reports:
+        part, settings = report.get("self_reconstruction") or {}, report.get("settings", "")
+        found = re.search(r"K = \d+ \(\w+\)", settings)
+        results += evaluation_results(part.get("model") or {}, f"Self-reconstruction of held-out people ({settings})",
+                                      dataset, dataset, config=found.group(0) if found else settings or None)
+    return results
+
+
 def export(run: Path, output: Path, evals: list[Path], manifest: Path | None, recipe: Path | None,
-           note: str = "") -> Path:
+           note: str = "", dataset: str | None = None) -> Path:
     checkpoint = find_checkpoint(run)
     model = TSNet.from_pretrained(checkpoint)
     state_file = checkpoint / STATE_DIR / "state.json"
@@ -120,9 +133,11 @@ def export(run: Path, output: Path, evals: list[Path], manifest: Path | None, re
     title = f"TS-Net {config.mode} generator, {config.output} output, {config.image_size} px (tsnet-hf)"
     description = (f"Trained on a 2-core CPU from {len(names) - len(held_out)} videos; "
                    f"{len(held_out)} videos of people never trained on are held out for evaluation. {note}").strip()
+    dataset = dataset or Path(args.get("data") or "videos").name
     model = model.half()
-    model.save_pretrained(output, model_card_kwargs={"title": title, "description": description,
-                                                      "training": training, "evaluation": evaluation})
+    model.save_pretrained(output, model_card_kwargs={
+        "title": title, "description": description, "training": training, "evaluation": evaluation,
+        "datasets": [dataset], "eval_results": card_results(reports, dataset), "base_model": args.get("init_from")})
     return output
 
 
@@ -133,10 +148,12 @@ def main(argv=None) -> int:
     parser.add_argument("--eval", nargs="*", type=Path, default=[], help="evaluate.py output folders (metrics.json)")
     parser.add_argument("--manifest", type=Path, help="MANIFEST.tsv naming each video's source and licence")
     parser.add_argument("--recipe", type=Path, help="the recipe the run was trained with (named in the card)")
+    parser.add_argument("--dataset", help="name of the training data in the card's metadata (default: the run's "
+                                          "--data folder name)")
     parser.add_argument("--note", default="", help="a sentence for the card's description (how the run went)")
     args = parser.parse_args(argv)
     try:
-        folder = export(args.run, args.output, args.eval, args.manifest, args.recipe, args.note)
+        folder = export(args.run, args.output, args.eval, args.manifest, args.recipe, args.note, args.dataset)
     except TSNetError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -349,12 +349,15 @@ class PreprocessReport:
 
 
 def find_videos(folder) -> list[Path]:
-    """Video files under `folder` (recursively, hidden folders skipped), sorted.
+    """Video files under `folder` (recursively, hidden folders skipped), sorted; a video file alone
+    is a list of itself.
 
     Raises:
         InputError: the folder does not exist or holds no video file.
     """
     folder = Path(folder)
+    if folder.is_file() and folder.suffix.lower() in VIDEO_SUFFIXES:
+        return [folder]
     if not folder.is_dir():
         raise InputError(f"Data folder {folder} does not exist: give a folder of videos (mp4, mov, webm, ...).")
     videos = sorted(p for p in folder.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file()
@@ -507,7 +510,7 @@ def preprocess_folder(data_dir, cache_dir, settings: CacheSettings, force: bool 
     """Make (or reuse) the cache of every video under `data_dir` in `cache_dir`.
 
     Args:
-        data_dir: folder of videos (searched recursively).
+        data_dir: folder of videos (searched recursively), or one video file.
         cache_dir: output folder; one sub-folder per video plus index.json.
         settings: CacheSettings.
         force: remake caches even when they are current.
@@ -519,6 +522,7 @@ def preprocess_folder(data_dir, cache_dir, settings: CacheSettings, force: bool 
     """
     data_dir, cache_dir = Path(data_dir), Path(cache_dir)
     videos = find_videos(data_dir)
+    root = data_dir.parent if data_dir.is_file() else data_dir  # cache names are relative to it
     check_encoder(settings)
     _start_cache_dir(cache_dir)
     report = PreprocessReport(cache_dir)
@@ -526,9 +530,9 @@ def preprocess_folder(data_dir, cache_dir, settings: CacheSettings, force: bool 
     say = progress or (lambda line: None)
     stamps = {}
     for number, video in enumerate(videos, 1):
-        name, start = cache_name(video, data_dir), time.perf_counter()
+        name, start = cache_name(video, root), time.perf_counter()
         folder = cache_dir / name
-        relative = video.relative_to(data_dir).as_posix()
+        relative = video.relative_to(root).as_posix()
         stamps[relative] = _source_stamp(video)
         previous = failed_before.get(relative)
         if previous is not None and previous["source"] == stamps[relative]:

@@ -306,6 +306,15 @@ def _cache_resolution(data) -> int | None:
     return json.loads(index.read_text(encoding="utf-8")).get("settings", {}).get("size")
 
 
+def _data_name(cache: Path) -> str:
+    """The name of the videos a cache was made from (its folder, or the one video), for model cards."""
+    try:
+        source = json.loads((Path(cache) / "index.json").read_text(encoding="utf-8")).get("data_dir")
+    except (OSError, ValueError):
+        source = None
+    return Path(source or cache).name
+
+
 def _machine() -> str:
     """'N CPU threads (model name)' or the GPU's name: where a run's wall time was spent."""
     if torch.cuda.is_available():
@@ -464,6 +473,7 @@ class Trainer:
         self.split = ("none" if not self.val_sources else "name (--holdout)" if args.holdout else
                       "time" if args.val_split == "time" or len(videos) < 2 else "video")
         self.video_names = sorted(v.name for v in videos)
+        self.data_name = _data_name(cache)
         augment = data.Augment.none() if args.no_augment else data.Augment(scale=args.jitter_scale,
                                                                             offset=args.jitter_offset)
         self.dataset = data.ClipDataset(self.train_sources, args.resolution, args.k, args.targets, args.span,
@@ -631,15 +641,20 @@ class Trainer:
             "warm-up without discriminators": f"{args.warmup_steps} steps",
             "wall time": f"{self.elapsed() / 60:.1f} min on {_machine()}",
         }
-        evaluation = "No validation yet."
+        evaluation, results = "No validation yet.", []
         if self.history:
+            from tsnet_hf.hub import evaluation_results
+
             latest = self.history[-1]
             metrics = {k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in latest.items()}
             evaluation = (f"Self-reconstruction on held-out clips at step {latest['step']} "
                           f"(images in [0, 1]; L2 = mean squared error):\n\n{_markdown_table(metrics)}")
+            results = evaluation_results(latest, f"Self-reconstruction, held out by {self.split}", self.data_name,
+                                         self.data_name, split="validation")
         return {"title": f"TS-Net {config.mode} generator trained with tsnet-hf",
                 "description": f"Trained with `python training/train.py` of tsnet-hf ({config.mode} mode).",
-                "training": _markdown_table(settings), "evaluation": evaluation}
+                "training": _markdown_table(settings), "evaluation": evaluation, "datasets": [self.data_name],
+                "eval_results": results, "base_model": args.init_from}
 
     # ----- one step ---------------------------------------------------------------------------------------
 
@@ -784,11 +799,16 @@ class Trainer:
         late = torch.tensor(float(time.monotonic() >= deadline), device=self.accelerator.device)
         return bool(self.accelerator.reduce(late, reduction="sum") > 0) if self.accelerator.num_processes > 1 else bool(late)
 
+    def progress_bar(self):
+        """The bar `run` advances by one per step: steps done of --steps."""
+        from tqdm.auto import tqdm
+
+        return tqdm(total=self.args.steps, initial=self.step, disable=not self.main or self.args.quiet,
+                    dynamic_ncols=True)
+
     def run(self) -> Path | None:
         """Train from the current step to --steps (or until --time-budget); returns the final
         checkpoint folder (main process)."""
-        from tqdm.auto import tqdm
-
         from training.data import to_model_inputs
 
         args = self.args
@@ -796,7 +816,7 @@ class Trainer:
         self._say(f"training a {self.config.mode} TS-Net ({params:.1f} M parameters, {self.config.image_size} px) on "
                   f"{len(self.train_sources)} video(s) ({len(self.val_sources)} for validation, held out by {self.split}), "
                   f"{self.accelerator.num_processes} process(es) on {self.accelerator.device}, steps {self.step} -> {args.steps}")
-        bar = tqdm(total=args.steps, initial=self.step, disable=not self.main or args.quiet, dynamic_ncols=True)
+        bar = self.progress_bar()
         sums, counts, count, busy = {}, {}, 0, 0.0  # busy: seconds in steps (not saving or validation)
         # The budget covers the whole run: a resumed run gets what its earlier invocations left.
         deadline = None if args.time_budget is None else time.monotonic() + 60 * args.time_budget - self.elapsed()

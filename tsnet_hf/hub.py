@@ -122,20 +122,54 @@ def load_checkpoint(cls, name_or_path, map_location="cpu", **download) -> torch.
     return model.to(map_location).eval()
 
 
-def render_model_card(model, **kwargs):
+# evaluate.py / validation metric -> the name the card's model-index gives it
+METRIC_NAMES = {"l1": "L1", "l2": "L2 (mean squared error)", "psnr": "PSNR (dB)", "lpips": "LPIPS (AlexNet)",
+                "landmark_distance": "landmark distance (fraction of the crop side)"}
+
+
+def evaluation_results(metrics: dict, task_name: str, dataset_name: str, dataset_type: str,
+                       split: str = "held-out", config: str | None = None) -> list:
+    """`huggingface_hub.EvalResult`s (the Hub's model-index form) for the metrics in `metrics`
+    ({"l1": 0.05, "lpips": 0.2, ...}, images in [0, 1]); unknown names and missing values are left out.
+
+    config: what tells this evaluation from others of the same data (e.g. "K = 3 (nearest)"); the
+    Hub groups results by task, dataset, config and split, so without it they would merge.
+    """
+    from huggingface_hub import EvalResult
+
+    return [EvalResult(task_type="image-to-video", task_name=task_name, dataset_type=dataset_type,
+                       dataset_name=dataset_name, dataset_split=split, dataset_config=config, metric_type=name,
+                       metric_name=METRIC_NAMES[name], metric_value=round(float(metrics[name]), 4))
+            for name in METRIC_NAMES if metrics.get(name) is not None]
+
+
+def render_model_card(model, base_model=None, datasets=None, eval_results=None, **kwargs):
     """A `huggingface_hub.ModelCard` from model_card.md, filled with the model's config.
 
+    base_model: the checkpoint this one was fine-tuned from (Hub id or folder), for the card's
+        `base_model` metadata. datasets: data set names or Hub ids, for `datasets`.
+    eval_results: `huggingface_hub.EvalResult`s, written as the Hub's `model-index` metadata.
     Extra keyword arguments reach the template: `title`, `description`, `checkpoint_id`,
     `training` and `evaluation` (markdown) are used by it.
     """
+    import copy
+
     from huggingface_hub import ModelCard
 
     template = resources.files("tsnet_hf").joinpath("model_card_template.md").read_text(encoding="utf-8")
     info = model._hub_mixin_info
+    card_data = copy.deepcopy(info.model_card_data)
+    if base_model:
+        card_data.base_model = str(base_model)
+    if datasets:
+        card_data.datasets = list(datasets)
+    if eval_results:
+        card_data.eval_results = list(eval_results)
+        card_data.model_name = card_data.model_name or kwargs.get("title") or "TS-Net generator (tsnet-hf)"
     values = {
         "config": model.config.to_dict(),
         "num_parameters": f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f} M",
         **kwargs,
     }
-    return ModelCard.from_template(card_data=info.model_card_data, template_str=template,
+    return ModelCard.from_template(card_data=card_data, template_str=template,
                                    repo_url=info.repo_url, paper_url=info.paper_url, **values)
