@@ -359,8 +359,9 @@ def test_the_spaces_gpu_path_wraps_the_handler(monkeypatch, media):
     assert applied == [(demo.GPU_DURATION, "retarget")]
     handler = next(f.fn for f in page.fns.values() if f.api_name == "retarget")
     assert handler.__name__ == "on_gpu"
-    outputs = handler(str(media["photo"]), None, None, "face_talking", "face", 1, "nearest", True, True, 1,
-                      "interpolate", False)
+    updates = handler(str(media["photo"]), None, None, "face_talking", "face", 1, "nearest", True, True, 1,
+                      "interpolate", False)  # a generator: live-view frames, then the outputs
+    *_, outputs = updates
     assert called == ["retarget"]
     assert probe_video(outputs[OUTPUT_ORDER.index("output")]).frame_count > 0
 
