@@ -182,6 +182,8 @@ class TSNetOutput:
         frame_weights: (N, K, H, W) output="blend" only: per-pixel weights of the K warped frames
             (sum 1 over K).
         decoded: (N, 3, H, W) output="blend" only: the decoder's frame before blending.
+        unclamped: (N, 3, H, W) authors_compat only: `image` before its clamp to [-1, 1] (RGB),
+            what the authors' demo renormalises in colour (see runner.authors_pictures).
     """
 
     image: torch.Tensor
@@ -192,6 +194,7 @@ class TSNetOutput:
     blend_mask: torch.Tensor | None = None
     frame_weights: torch.Tensor | None = None
     decoded: torch.Tensor | None = None
+    unclamped: torch.Tensor | None = None
 
 
 def coord_channels(x: torch.Tensor) -> torch.Tensor:
@@ -361,10 +364,11 @@ class TSNet(
         return (frames.flip(-3) + 1) / 2 - mean
 
     def _from_model_pixels(self, image: torch.Tensor) -> torch.Tensor:
+        """The decoder's output -> RGB, unclamped (authors: BGR minus mean / 255, which leaves [-1, 1])."""
         if not self.config.authors_compat:
             return image
         mean = image.new_tensor(self.config.authors_mean_bgr).view(3, 1, 1) / 255.0
-        return ((image + mean).clamp(0, 1) * 2 - 1).flip(-3)
+        return ((image + mean) * 2 - 1).flip(-3)
 
     def _inside(self, masks: torch.Tensor, boxes: torch.Tensor | None) -> torch.Tensor:
         if boxes is None:
@@ -428,6 +432,8 @@ class TSNet(
             synthesised = self.fusion(memory.features, driving_features, memory.fusion_part).mean(dim=1)
         fused, alpha = self._combine(transformed, synthesised)
         image = self._from_model_pixels(self.decoder(fused))
+        if self.config.authors_compat:
+            return TSNetOutput(image=image.clamp(-1, 1), grid=grid, warped=warped, alpha=alpha, unclamped=image)
         if self.blend is None:
             return TSNetOutput(image=image, grid=grid, warped=warped, alpha=alpha)
         blended = self.blend(image, memory.frames, memory.masks, grid, driving_masks)

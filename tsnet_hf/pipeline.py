@@ -238,7 +238,9 @@ class RetargetPipeline:
             subject_max_frames: subject frames read at most.
             paste_back: put the output crop back into the driving frame (else output the crop).
             color_match: match each output's per-channel mean/std to the first chosen subject
-                frame, as the authors' demo does.
+                frame, as the authors' demo does. A model with `authors_compat` always does it
+                their way instead: on the unclamped output, then truncated to 8 bits (and its
+                boxes come from the landmarks as theirs do), so it reproduces their demo.
             high_res_warp: blend models only (decoder models ignore it): before pasting back,
                 redo the blend at the subject crop's own side in the source video (at most
                 max(2 x the model's size, 512 px), and no larger than the driving crop), so the copied pixels are
@@ -259,16 +261,20 @@ class RetargetPipeline:
         _check_options(options)
         return Run(self, options, progress, workdir).execute(subject, driving)
 
-    def encode(self, crops: np.ndarray, masks: torch.Tensor) -> SubjectMemory:
-        """(S, size, size, 3) uint8 RGB crops + (S, C, size, size) one-hot masks -> SubjectMemory (B=1, K=S)."""
+    def encode(self, crops: np.ndarray, masks: torch.Tensor, boxes: torch.Tensor | None = None) -> SubjectMemory:
+        """(S, size, size, 3) uint8 RGB crops + (S, C, size, size) one-hot masks -> SubjectMemory (B=1, K=S);
+        boxes (S, 4) in pixels, or None for the model to derive them from the masks."""
         frames = to_model_frames(crops, self.device)[None]
+        boxes = None if boxes is None else boxes.to(self.device)[None]
         with self._autocast():
-            return self.model.encode_subject(frames, masks.to(self.device)[None])
+            return self.model.encode_subject(frames, masks.to(self.device)[None], boxes)
 
-    def generate(self, memory: SubjectMemory, masks: torch.Tensor):
-        """(N, C, size, size) one-hot masks -> TSNetOutput, on the pipeline's device and dtype."""
+    def generate(self, memory: SubjectMemory, masks: torch.Tensor, boxes: torch.Tensor | None = None):
+        """(N, C, size, size) one-hot masks (and (N, 4) boxes or None) -> TSNetOutput, on the
+        pipeline's device and dtype."""
+        boxes = None if boxes is None else boxes.to(self.device)
         with self._autocast():
-            return self.model.generate(memory, masks.to(self.device, memory_format=self.memory_format))
+            return self.model.generate(memory, masks.to(self.device, memory_format=self.memory_format), boxes)
 
     def _autocast(self):
         enabled = self.dtype != torch.float32

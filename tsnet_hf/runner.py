@@ -66,6 +66,7 @@ class Run:
         self.timer = Timer()
         self.size = pipe.size
         self.blend = pipe.model.config.output == "blend"
+        self.authors = pipe.model.config.authors_compat
 
     def execute(self, subject, driving) -> RetargetOutput:
         workdir = new_workdir(self.workdir_arg)
@@ -147,7 +148,7 @@ class Run:
         onehot = labels_to_onehot(torch.from_numpy(labels).long(), self.pipe.model.config.mask_channels)
         self.progress("encode subject", 0, len(rows))
         with self.timer("encode subject"):
-            memory = self.pipe.encode(crops, onehot)
+            memory = self.pipe.encode(crops, onehot, self._authors_boxes(points))
         return SubjectPool(crops, points, labels, track.frame_indices[rows], all_points, memory,
                            track.report.summary(), large_crops)
 
@@ -158,6 +159,17 @@ class Run:
             return None
         side = large_side(self.size, min(t.box[2] - t.box[0] for t in transforms))
         return side if side > self.size else None
+
+    def _authors_boxes(self, points: np.ndarray) -> torch.Tensor | None:
+        """(N, 4) boxes from (N, P, 3) crop landmarks as the authors compute them (whole pixels),
+        for an authors_compat model; None otherwise (the model derives its boxes from the masks)."""
+        if not self.authors:
+            return None
+        from .masks import mask_box
+
+        margin, size = self.pipe.model.config.box_margin, (self.size, self.size)
+        return torch.tensor([mask_box(p, size, margin, MIN_CONFIDENCE, authors=True) for p in points],
+                            dtype=torch.float32)
 
     # ----- driving ------------------------------------------------------------------------------
 
@@ -240,12 +252,15 @@ class Run:
             masks = labels_to_onehot(torch.from_numpy(labels).long(), self.pipe.model.config.mask_channels)
         with self.timer("generator"):
             memory = select_memory(pool.memory, torch.from_numpy(plan.choices[rows]))
-            out = self.pipe.generate(memory, masks)
-            pictures = {"image": to_uint8_images(out.image)}
+            out = self.pipe.generate(memory, masks, self._authors_boxes(plan.aligned[rows]))
+            if self.authors:
+                pictures = {"image": authors_pictures(out.unclamped, pool.crops[plan.choices[rows][:, 0]])}
+            else:
+                pictures = {"image": to_uint8_images(out.image)}
         if pool.large_crops is not None:
             with self.timer("high-res warp"):
                 pictures["large"] = to_uint8_images(self._large_images(pool.large_crops, plan.choices[rows], out))
-        if self.options["color_match"]:
+        if self.options["color_match"] and not self.authors:
             references = pool.crops[plan.choices[rows][:, 0]]
             for name in ("image", "large"):
                 if name in pictures:
@@ -457,6 +472,27 @@ def mask_pictures(mask: torch.Tensor) -> np.ndarray:
 def select_memory(memory: SubjectMemory, choices: torch.Tensor) -> SubjectMemory:
     """A pool memory (B=1, K=S) and (N, K) pool rows -> a memory with N subject sets of K frames."""
     return memory.select(choices)
+
+
+def authors_pictures(unclamped: torch.Tensor, references: np.ndarray) -> np.ndarray:
+    """The authors' demo output: (N, 3, H, W) unclamped RGB (TSNetOutput.unclamped) and
+    (N, H, W, 3) uint8 RGB reference subject frames -> (N, H, W, 3) uint8 RGB.
+
+    As their demo_face.py: each channel's mean and (unbiased) standard deviation matched to the
+    reference's before any clamping, then clamped and truncated (not rounded) to 8 bits. Per-channel
+    statistics are unchanged by their BGR-minus-mean scaling, so this works on RGB in [-1, 1].
+    """
+    images = unclamped.float()
+    targets = to_model_frames(references, images.device)
+
+    def stats(x):
+        flat = x.flatten(2)  # (N, 3, H*W)
+        return flat.mean(dim=2)[..., None, None], flat.std(dim=2)[..., None, None]
+
+    (mean, std), (target_mean, target_std) = stats(images), stats(targets)
+    matched = (images - mean) / std * target_std + target_mean
+    pixels = ((matched + 1) / 2).clamp(0, 1) * 255
+    return pixels.to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()  # to(uint8) truncates, as astype
 
 
 def match_colors(image: np.ndarray, reference: np.ndarray) -> np.ndarray:
