@@ -22,7 +22,7 @@ from tsnet_hf.config import AUTHORS_FACE_MEAN_BGR
 from tsnet_hf.convert import main as convert_main
 from tsnet_hf.masks import labels_to_onehot, mask_box
 from tsnet_hf.pipeline import RetargetPipeline, to_model_frames
-from tsnet_hf.runner import DrivingPlan, Run, SubjectPool
+from tsnet_hf.runner import DrivingPlan, Run, SubjectPool, authors_pictures
 from tsnet_hf.similarity import box_membership
 
 SIZE = (256, 256)
@@ -106,3 +106,56 @@ def test_pipeline_reproduces_their_demo_frames(reference, model, inputs, monkeyp
     theirs = reference["demo_every_2nd"].numpy()
     gap = np.abs(ours.astype(int) - theirs.astype(int))
     assert gap.max() <= 1 and (gap == 0).mean() > 0.99, (gap.max(), (gap == 0).mean())
+
+
+@pytest.mark.parametrize("authors_compat", [True, False])
+def test_cli_gives_whole_pixel_boxes_only_to_authors_models(tmp_path, monkeypatch, authors_compat):
+    from synthetic import moving_face_frames, write_video
+    from tsnet_hf import tiny_config
+    from tsnet_hf.cli import main as cli_main
+
+    torch.manual_seed(0)
+    TSNet(tiny_config("face", authors_compat=authors_compat)).save_pretrained(tmp_path / "model")
+    subject = write_video(tmp_path / "subject.mp4", moving_face_frames(6, seed=1))
+    driving = write_video(tmp_path / "driving.mp4", moving_face_frames(5, seed=2))
+    seen = []
+    encode, generate = TSNet.encode_subject, TSNet.generate
+
+    def spy_encode(self, frames, masks, boxes=None, **kwargs):
+        seen.append(boxes)
+        return encode(self, frames, masks, boxes, **kwargs)
+
+    def spy_generate(self, memory, masks, boxes=None):
+        seen.append(boxes)
+        return generate(self, memory, masks, boxes)
+
+    monkeypatch.setattr(TSNet, "encode_subject", spy_encode)
+    monkeypatch.setattr(TSNet, "generate", spy_generate)
+    out = tmp_path / "out.mp4"
+    assert cli_main([str(subject), str(driving), "-o", str(out), "--checkpoint", str(tmp_path / "model"),
+                     "--device", "cpu", "-q"]) == 0
+    assert out.is_file() and len(seen) >= 2
+    for boxes in seen:
+        if authors_compat:
+            assert boxes is not None and torch.equal(boxes, boxes.floor()) and bool((boxes[..., 2:] > 0).all())
+        else:
+            assert boxes is None  # the model derives them from the masks, as before
+
+
+def test_bf16_needs_fp32_encoders_to_stay_near_their_frames(reference, model, inputs):
+    """bf16 autocast on the converted weights: with the encoders in fp32 (sampling grids as in
+    fp32) the frames stay within a few grey levels of theirs; bf16 everywhere does not (tau = 100
+    turns the features' bf16 rounding into different grids)."""
+    frames = to_model_frames(inputs["crops"], "cpu")[None]
+    references = np.repeat(inputs["crops"][:1], len(inputs["driving_labels"]), axis=0)
+    theirs = reference["demo_every_2nd"].numpy().astype(int)
+    gaps = {}
+    for fp32_encoders in (True, False):
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+            memory = model.encode_subject(frames, onehot(inputs["subject_labels"])[None],
+                                          authors_boxes(inputs["subject_points"])[None], fp32_encoders=fp32_encoders)
+            out = model.generate(memory, onehot(inputs["driving_labels"]), authors_boxes(inputs["driving_points"]),
+                                 fp32_encoders=fp32_encoders)
+        gaps[fp32_encoders] = np.abs(authors_pictures(out.unclamped, references)[:, ::2, ::2] - theirs)
+    assert gaps[True].mean() < 2 and gaps[True].max() <= 12, (gaps[True].mean(), gaps[True].max())
+    assert gaps[False].mean() > 5 * gaps[True].mean()
