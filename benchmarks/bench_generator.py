@@ -183,8 +183,8 @@ def measure(preset, frames_per, batch, rounds, extras, authors_repo) -> tuple[li
     repo = authors_repo if preset == "paper" else None
     rows, (ours, subject, subject_masks, frames) = variants(config, frames_per, batch, extras, repo)
     with torch.inference_mode():
-        flops = {"their way in tsnet-hf, batch 1": counted_flops(rows["their way in tsnet-hf, batch 1"]) / batch,
-                 "+ mask-aware similarity (tsnet-hf)": counted_flops(rows["+ mask-aware similarity (tsnet-hf)"]) / batch}
+        counted = ("their way in tsnet-hf, batch 1", "+ mask-aware similarity (tsnet-hf)")
+        flops = {name: counted_flops(rows[name]) / batch for name in counted}
         load_before = os.getloadavg()
         seconds = interleaved(rows, batch, rounds)
         load_after = os.getloadavg()
@@ -232,8 +232,9 @@ def main(argv=None):
             loads.append(f"{preset} K={frames_per}: {load}")
             print(f"done {preset} K={frames_per}", file=sys.stderr)
     table = markdown_table(["preset", "K", "generator", "s/frame", "speed-up vs first row", "GMAC/frame"], rows)
-    body = (f"Machine: {machine_line()}.\n\nFace frames at the preset's size (paper: 256x256); rows timed in {args.rounds} interleaved rounds, "
-            f"best round. Command: `python benchmarks/bench_generator.py {' '.join(argv or sys.argv[1:])}`\n\n"
+    body = (f"Machine: {machine_line()}.\n\nFace frames at the preset's size (paper: 256x256); rows timed in "
+            f"{args.rounds} interleaved rounds, best round. "
+            f"Command: `python benchmarks/bench_generator.py {' '.join(argv or sys.argv[1:])}`\n\n"
             f"{table}\n\n" + "\n".join(f"- {line}" for line in loads))
     print(body)
     if args.write:

@@ -197,6 +197,8 @@ def main(argv=None):
     from tsnet_hf.config import AUTHORS_FACE_MEAN_BGR
 
     repo = args.authors_repo.resolve()
+    if not (repo / "demo" / "demo_face.py").is_file():
+        raise SystemExit(f"{repo} has no demo/demo_face.py: give a checkout of nihaomiao/WACV23_TSNet.")
     load_authors_code(repo)
     from dataset.dataset_video_face import FaceDatasetTest
 

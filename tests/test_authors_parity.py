@@ -11,6 +11,10 @@ their checkpoint layout; see that file). Here the same weights are rebuilt, conv
 frames their demo wrote.
 """
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -94,7 +98,8 @@ def test_pipeline_reproduces_their_demo_frames(reference, model, inputs, monkeyp
     clamp, truncation to 8 bits) on their masks gives the frames their demo saved."""
     pipe = RetargetPipeline(model, device="cpu", dtype=torch.float32)
     run = Run(pipe, {"color_match": False}, None, None)
-    memory = pipe.encode(inputs["crops"], onehot(inputs["subject_labels"]), run._authors_boxes(inputs["subject_points"]))
+    subject_boxes = run._authors_boxes(inputs["subject_points"])
+    memory = pipe.encode(inputs["crops"], onehot(inputs["subject_labels"]), subject_boxes)
     pool = SubjectPool(inputs["crops"], inputs["subject_points"], inputs["subject_labels"], np.arange(3),
                        inputs["subject_points"], memory, "")
     driving = inputs["driving_points"]
@@ -159,3 +164,16 @@ def test_bf16_needs_fp32_encoders_to_stay_near_their_frames(reference, model, in
         gaps[fp32_encoders] = np.abs(authors_pictures(out.unclamped, references)[:, ::2, ::2] - theirs)
     assert gaps[True].mean() < 2 and gaps[True].max() <= 12, (gaps[True].mean(), gaps[True].max())
     assert gaps[False].mean() > 5 * gaps[True].mean()
+
+
+def test_bad_checkouts_get_one_sentence(tmp_path, capsys):
+    import authors_reference
+
+    output = tmp_path / "reference.safetensors"
+    with pytest.raises(SystemExit) as raised:
+        authors_reference.main([str(tmp_path), "--output", str(output)])
+    assert "demo/demo_face.py" in str(raised.value) and not output.exists()
+    sys_path = Path(__file__).resolve().parents[1] / "benchmarks"
+    bench = subprocess.run([sys.executable, str(sys_path / "bench_generator.py"), "--authors-repo", str(tmp_path)],
+                           capture_output=True, text=True)
+    assert bench.returncode == 2 and "no model/TSNet.py" in bench.stderr and "Traceback" not in bench.stderr
