@@ -79,6 +79,7 @@ def test_boxes_from_keypoints_match_their_box_maps(reference, inputs):
                            reference["driving_box_cells"].flatten(1).bool())
 
 
+@pytest.mark.slow  # the paper-size model (86 M parameters)
 def test_converted_tsnet_reproduces_their_raw_output_and_grid(reference, model, inputs):
     frames = to_model_frames(inputs["crops"], "cpu")[None]
     with torch.inference_mode():
@@ -93,6 +94,7 @@ def test_converted_tsnet_reproduces_their_raw_output_and_grid(reference, model, 
     assert torch.allclose(out.grid, reference["grid"], atol=1e-4)
 
 
+@pytest.mark.slow  # the paper-size model (86 M parameters)
 def test_pipeline_reproduces_their_demo_frames(reference, model, inputs, monkeypatch):
     """Run's authors_compat path (boxes from landmarks, their colour renormalisation before the
     clamp, truncation to 8 bits) on their masks gives the frames their demo saved."""
@@ -130,9 +132,9 @@ def test_cli_gives_whole_pixel_boxes_only_to_authors_models(tmp_path, monkeypatc
         seen.append(boxes)
         return encode(self, frames, masks, boxes, **kwargs)
 
-    def spy_generate(self, memory, masks, boxes=None):
+    def spy_generate(self, memory, masks, boxes=None, **kwargs):
         seen.append(boxes)
-        return generate(self, memory, masks, boxes)
+        return generate(self, memory, masks, boxes, **kwargs)
 
     monkeypatch.setattr(TSNet, "encode_subject", spy_encode)
     monkeypatch.setattr(TSNet, "generate", spy_generate)
@@ -147,6 +149,7 @@ def test_cli_gives_whole_pixel_boxes_only_to_authors_models(tmp_path, monkeypatc
             assert boxes is None  # the model derives them from the masks, as before
 
 
+@pytest.mark.slow  # the paper-size model (86 M parameters)
 def test_bf16_needs_fp32_encoders_to_stay_near_their_frames(reference, model, inputs):
     """bf16 autocast on the converted weights: with the encoders in fp32 (sampling grids as in
     fp32) the frames stay within a few grey levels of theirs; bf16 everywhere does not (tau = 100
@@ -177,3 +180,22 @@ def test_bad_checkouts_get_one_sentence(tmp_path, capsys):
     bench = subprocess.run([sys.executable, str(sys_path / "bench_generator.py"), "--authors-repo", str(tmp_path)],
                            capture_output=True, text=True)
     assert bench.returncode == 2 and "no model/TSNet.py" in bench.stderr and "Traceback" not in bench.stderr
+
+
+def test_pipeline_keeps_fp32_grids_under_bf16_for_authors_models_only():
+    from tsnet_hf import tiny_config
+
+    crops = subject_images(3, 64)
+    labels = np.zeros((4, 64, 64), dtype=np.int64)
+    labels[:, 20:44:3, 16:48] = 1
+    grids = {}
+    for authors_compat in (True, False):
+        torch.manual_seed(0)
+        model = TSNet(tiny_config("face", authors_compat=authors_compat)).eval()
+        for dtype in (torch.float32, torch.bfloat16):
+            pipe = RetargetPipeline(model, device="cpu", dtype=dtype)
+            with torch.inference_mode():
+                out = pipe.generate(pipe.encode(crops, onehot(labels[:3])), onehot(labels[3:]))
+            grids[authors_compat, dtype] = out.grid
+    assert torch.equal(grids[True, torch.float32], grids[True, torch.bfloat16])
+    assert not torch.equal(grids[False, torch.float32], grids[False, torch.bfloat16])  # unchanged: bf16 features

@@ -267,14 +267,22 @@ class RetargetPipeline:
         frames = to_model_frames(crops, self.device)[None]
         boxes = None if boxes is None else boxes.to(self.device)[None]
         with self._autocast():
-            return self.model.encode_subject(frames, masks.to(self.device)[None], boxes)
+            return self.model.encode_subject(frames, masks.to(self.device)[None], boxes,
+                                             fp32_encoders=self._fp32_encoders)
 
     def generate(self, memory: SubjectMemory, masks: torch.Tensor, boxes: torch.Tensor | None = None):
         """(N, C, size, size) one-hot masks (and (N, 4) boxes or None) -> TSNetOutput, on the
         pipeline's device and dtype."""
         boxes = None if boxes is None else boxes.to(self.device)
         with self._autocast():
-            return self.model.generate(memory, masks.to(self.device, memory_format=self.memory_format), boxes)
+            return self.model.generate(memory, masks.to(self.device, memory_format=self.memory_format), boxes,
+                                       fp32_encoders=self._fp32_encoders)
+
+    @property
+    def _fp32_encoders(self) -> bool:
+        # A converted authors' model keeps its sampling grids as in fp32 under bf16/fp16: bf16
+        # features move their frames by ~23 grey levels, fp32 encoders by < 1 (docs/benchmarks.md).
+        return self.model.config.authors_compat
 
     def _autocast(self):
         enabled = self.dtype != torch.float32
