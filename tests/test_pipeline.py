@@ -273,7 +273,10 @@ def test_channels_last_gives_the_same_frames(media):
     subject, driving = moving_face_frames(6, seed=1), moving_face_frames(5, seed=2)
     frames = [RetargetPipeline(model, device="cpu", channels_last=cl)(subject, driving, mode="face", paste_back=False).frames
               for cl in (False, True)]
-    assert np.abs(frames[0].astype(int) - frames[1].astype(int)).max() <= 1
+    # Kernels of the two layouts round differently; a random model's tau = 100 softmax amplifies that in a
+    # few pixels (up to 16 grey levels on an AMX CPU), while a layout bug would move whole frames.
+    gaps = np.abs(frames[0].astype(int) - frames[1].astype(int)).reshape(len(frames[0]), -1)
+    assert gaps.mean(axis=1).max() < 0.5 and np.percentile(gaps, 99) <= 2
 
 
 def test_a_workdir_the_caller_gives_is_kept(face_pipe, tmp_path):
@@ -315,14 +318,16 @@ def test_a_cancelled_run_stops_and_leaves_no_files(face_pipe, tmp_path):
     assert not {name for name in set(os.listdir(tempfile.gettempdir())) - before if name.startswith("tsnet-")}
 
 
-def test_cpu_default_dtype_follows_native_bf16(media):
+def test_cpu_default_dtype_is_bf16_for_blend_models_where_the_cpu_has_it(media):
     from tsnet_hf.pipeline import autocast_dtype, cpu_has_bf16
 
     cpu = torch.device("cpu")
     expected = torch.bfloat16 if cpu_has_bf16() else torch.float32
-    assert RetargetPipeline.from_pretrained(media["face"], device="cpu").dtype == expected
-    assert autocast_dtype(cpu, None, authors_compat=True) == torch.float32  # converted checkpoints: fp32
-    assert autocast_dtype(cpu, torch.float32) == torch.float32  # asked for: kept
+    assert RetargetPipeline.from_pretrained(media["face_blend"], device="cpu").dtype == expected
+    assert RetargetPipeline.from_pretrained(media["face"], device="cpu").dtype == torch.float32  # decoder model
+    authors = tiny_config("face", authors_compat=True)
+    assert autocast_dtype(cpu, None, authors) == torch.float32  # converted checkpoints: fp32
+    assert autocast_dtype(cpu, torch.float32, tiny_config("face", output="blend")) == torch.float32  # asked: kept
 
 
 def test_cpu_threads_counts_the_usable_cores():

@@ -65,7 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-frames", type=int, default=None, help="use at most this many driving frames")
     parser.add_argument("--batch-size", type=int, default=8, help="driving frames per generator call")
     parser.add_argument("--crop-only", action="store_true", help="output the generated crop, not the full frame")
-    parser.add_argument("--color-match", action="store_true", help="match output colours to the subject frame")
+    parser.add_argument("--color-match", action="store_true",
+                        help="match output colours to the subject frame (a converted authors' checkpoint always "
+                             "does, their way)")
     parser.add_argument("--no-high-res-warp", action="store_true",
                         help="blend models: paste back the model-size output, not the one recomposed from the "
                              "larger subject crops")

@@ -22,6 +22,8 @@ Cost: well under 1 ms per 256x256 mask on 2 CPU cores (benchmarks/bench_masks_vi
 
 from __future__ import annotations
 
+import math
+
 import cv2
 import numpy as np
 import torch
@@ -294,7 +296,7 @@ def render_mask_rgb(labels: np.ndarray, mode: str) -> np.ndarray:
 
 
 def mask_box(landmarks: np.ndarray, size: tuple[int, int], margin: float = 1 / 16,
-             min_confidence: float = 0.5) -> tuple[float, float, float, float]:
+             min_confidence: float = 0.5, authors: bool = False) -> tuple[float, float, float, float]:
     """The mask-aware bounding box of the paper (section 3.1, Fig. 3).
 
     As the authors: min/max of the landmarks plus `margin` times the image width (x) or height
@@ -306,6 +308,9 @@ def mask_box(landmarks: np.ndarray, size: tuple[int, int], margin: float = 1 / 1
         size: (H, W) of the canvas in pixels.
         margin: fraction of the image side added on every side.
         min_confidence: points below it are ignored.
+        authors: their box exactly (get_bbox_image of their dataset code): the margin in whole
+            pixels (W // 16 for 1/16) and the clipped edges truncated to whole pixels, the box
+            covering pixels x0 <= x < x1 (box_membership(authors=True) reads it so).
     Returns:
         (x0, y0, x1, y1) floats in pixels, 0 <= x0 <= x1 <= W, 0 <= y0 <= y1 <= H; (0, 0, 0, 0)
         when no point is confident (as boxes_from_masks for an empty mask).
@@ -317,11 +322,11 @@ def mask_box(landmarks: np.ndarray, size: tuple[int, int], margin: float = 1 / 1
         return (0.0, 0.0, 0.0, 0.0)
     xs, ys = points[valid, 0], points[valid, 1]
     pad_x, pad_y = margin * width, margin * height
-    x0 = float(np.clip(xs.min() - pad_x, 0, width))
-    x1 = float(np.clip(xs.max() + pad_x, 0, width))
-    y0 = float(np.clip(ys.min() - pad_y, 0, height))
-    y1 = float(np.clip(ys.max() + pad_y, 0, height))
-    return (x0, y0, x1, y1)
+    if authors:
+        pad_x, pad_y = math.floor(pad_x), math.floor(pad_y)
+    box = (np.clip(xs.min() - pad_x, 0, width), np.clip(ys.min() - pad_y, 0, height),
+           np.clip(xs.max() + pad_x, 0, width), np.clip(ys.max() + pad_y, 0, height))
+    return tuple(float(math.floor(v)) if authors else float(v) for v in box)
 
 
 def segment_coverage(labels: np.ndarray, landmarks: np.ndarray,

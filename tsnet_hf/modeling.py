@@ -182,6 +182,8 @@ class TSNetOutput:
         frame_weights: (N, K, H, W) output="blend" only: per-pixel weights of the K warped frames
             (sum 1 over K).
         decoded: (N, 3, H, W) output="blend" only: the decoder's frame before blending.
+        unclamped: (N, 3, H, W) authors_compat only: `image` before its clamp to [-1, 1] (RGB),
+            what the authors' demo renormalises in colour (see runner.authors_pictures).
     """
 
     image: torch.Tensor
@@ -192,6 +194,7 @@ class TSNetOutput:
     blend_mask: torch.Tensor | None = None
     frame_weights: torch.Tensor | None = None
     decoded: torch.Tensor | None = None
+    unclamped: torch.Tensor | None = None
 
 
 def coord_channels(x: torch.Tensor) -> torch.Tensor:
@@ -361,10 +364,11 @@ class TSNet(
         return (frames.flip(-3) + 1) / 2 - mean
 
     def _from_model_pixels(self, image: torch.Tensor) -> torch.Tensor:
+        """The decoder's output -> RGB, unclamped (authors: BGR minus mean / 255, which leaves [-1, 1])."""
         if not self.config.authors_compat:
             return image
         mean = image.new_tensor(self.config.authors_mean_bgr).view(3, 1, 1) / 255.0
-        return ((image + mean).clamp(0, 1) * 2 - 1).flip(-3)
+        return ((image + mean) * 2 - 1).flip(-3)
 
     def _inside(self, masks: torch.Tensor, boxes: torch.Tensor | None) -> torch.Tensor:
         if boxes is None:
@@ -375,8 +379,17 @@ class TSNet(
 
     # ----- inference ------------------------------------------------------------------------
 
+    def _encode(self, encoder: nn.Module, x: torch.Tensor, fp32: bool) -> torch.Tensor:
+        """encoder(x), in float32 whatever the autocast when `fp32`: the similarity's tau = 100
+        turns bf16 rounding of the features into grid errors (docs/benchmarks.md, issue 17)."""
+        if not fp32:
+            return encoder(x)
+        with torch.autocast(x.device.type, enabled=False):
+            return encoder(x.float())
+
     def encode_subject(self, frames: torch.Tensor, masks: torch.Tensor,
-                       boxes: torch.Tensor | None = None, precompute_fusion: bool = True) -> SubjectMemory:
+                       boxes: torch.Tensor | None = None, precompute_fusion: bool = True,
+                       fp32_encoders: bool = False) -> SubjectMemory:
         """Encode K subject frames once.
 
         Args:
@@ -385,6 +398,9 @@ class TSNet(
             boxes: (B, K, 4) mask-aware boxes in pixels (x0, y0, x1, y1), or None to derive them.
             precompute_fusion: also compute the subject half of the fusion network's first conv
                 (see FusionNet); False leaves it to `generate`, which then runs the plain block.
+            fp32_encoders: run the image encoder in float32 under a bf16/fp16 autocast (pass the
+                same to `generate`), so the sampling grids match float32 while the fusion network
+                and decoder keep the faster dtype.
         Returns:
             SubjectMemory with features (B, K, D, H/8, W/8) (for the paper's 3 downsamplings).
         """
@@ -392,7 +408,7 @@ class TSNet(
         batch, frames_per = frames.shape[:2]
         pixels = self._to_model_pixels(frames).flatten(0, 1)
         encoder_in = self._encoder_input(torch.cat([pixels, masks.flatten(0, 1).to(pixels.dtype)], dim=1))
-        features = self.image_encoder(encoder_in)
+        features = self._encode(self.image_encoder, encoder_in, fp32_encoders)
         fusion_part = self.fusion.subject_part(features) if self.fusion is not None and precompute_fusion else None
         features = features.reshape(batch, frames_per, *features.shape[1:])
         if fusion_part is not None:
@@ -401,7 +417,7 @@ class TSNet(
                              fusion_part=fusion_part, masks=masks if self.blend is not None else None)
 
     def generate(self, memory: SubjectMemory, driving_masks: torch.Tensor,
-                 driving_boxes: torch.Tensor | None = None) -> TSNetOutput:
+                 driving_boxes: torch.Tensor | None = None, fp32_encoders: bool = False) -> TSNetOutput:
         """Generate one frame per driving mask from an encoded subject.
 
         Args:
@@ -409,13 +425,15 @@ class TSNet(
             driving_masks: (N, C, H, W) one-hot. N must be a multiple of B: driving masks
                 [b*N/B : (b+1)*N/B] use subject set b (B = 1: all use the one subject).
             driving_boxes: (N, 4) boxes in pixels, or None to derive them from the masks.
+            fp32_encoders: run the mask encoder in float32 under autocast (see `encode_subject`).
         Returns:
             TSNetOutput (image, grid, warped, alpha; sharp, blend_mask, frame_weights and decoded
             for output="blend").
         """
         _check_driving(self.config, memory, driving_masks, driving_boxes)
         memory = _repeat_memory(memory, driving_masks.shape[0])
-        driving_features = self.mask_encoder(self._encoder_input(driving_masks.to(memory.features.dtype)))
+        driving_in = self._encoder_input(driving_masks.to(memory.features.dtype))
+        driving_features = self._encode(self.mask_encoder, driving_in, fp32_encoders)
         transformed = grid = warped = alpha = None
         if "t" in self.config.branches:
             grid = sampling_grid(driving_features, memory.features, self._inside(driving_masks, driving_boxes),
@@ -428,6 +446,8 @@ class TSNet(
             synthesised = self.fusion(memory.features, driving_features, memory.fusion_part).mean(dim=1)
         fused, alpha = self._combine(transformed, synthesised)
         image = self._from_model_pixels(self.decoder(fused))
+        if self.config.authors_compat:
+            return TSNetOutput(image=image.clamp(-1, 1), grid=grid, warped=warped, alpha=alpha, unclamped=image)
         if self.blend is None:
             return TSNetOutput(image=image, grid=grid, warped=warped, alpha=alpha)
         blended = self.blend(image, memory.frames, memory.masks, grid, driving_masks)

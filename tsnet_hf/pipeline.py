@@ -68,16 +68,19 @@ def cpu_has_bf16() -> bool:
     return any(check is not None and check() for check in checks)
 
 
-def autocast_dtype(device: torch.device, dtype: torch.dtype | None, authors_compat: bool = False) -> torch.dtype:
-    """The compute dtype, unless given: bf16 on CUDA (fp16 where bf16 is missing); on a CPU with
-    native bf16 (`cpu_has_bf16`) bf16 too, since the shipped checkpoints' outputs stay within
-    LPIPS 0.005 of fp32 there (docs/benchmarks.md, "Reduced precision"); fp32 elsewhere, and
-    for converted authors' checkpoints (`authors_compat`), which reproduce the authors' fp32 outputs."""
+def autocast_dtype(device: torch.device, dtype: torch.dtype | None, config=None) -> torch.dtype:
+    """The compute dtype, unless given: bf16 on CUDA (fp16 where bf16 is missing). On a CPU with
+    native bf16 (`cpu_has_bf16`), bf16 for blend models (config output="blend", the shipped
+    design), whose outputs stay within LPIPS 0.0002 of fp32 on held-out people there
+    (benchmarks/bench_precision.py, docs/benchmarks.md); fp32 for decoder models (the paper's
+    design: bf16 features move its sampling grids, and converted authors' checkpoints must
+    reproduce their fp32 outputs) and on every other CPU."""
     if dtype is not None:
         return dtype
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type == "cpu" and not authors_compat and cpu_has_bf16():
+    blend = config is not None and config.output == "blend" and not config.authors_compat
+    if device.type == "cpu" and blend and cpu_has_bf16():
         return torch.bfloat16
     return torch.float32
 
@@ -223,7 +226,7 @@ class RetargetPipeline:
         docs/benchmarks.md). Chunks smaller than the first are padded to its size, so the model
         compiles once."""
         self.device = torch.device(device) if device is not None else best_device()
-        self.dtype = autocast_dtype(self.device, dtype, model.config.authors_compat)
+        self.dtype = autocast_dtype(self.device, dtype, model.config)
         if channels_last is None:
             channels_last = self.device.type == "cuda"
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -272,7 +275,9 @@ class RetargetPipeline:
             subject_max_frames: subject frames read at most.
             paste_back: put the output crop back into the driving frame (else output the crop).
             color_match: match each output's per-channel mean/std to the first chosen subject
-                frame, as the authors' demo does.
+                frame, as the authors' demo does. A model with `authors_compat` always does it
+                their way instead: on the unclamped output, then truncated to 8 bits (and its
+                boxes come from the landmarks as theirs do), so it reproduces their demo.
             high_res_warp: blend models only (decoder models ignore it): before pasting back,
                 redo the blend at the subject crop's own side in the source video (at most
                 max(2 x the model's size, 512 px), and no larger than the driving crop), so the copied pixels are
@@ -297,18 +302,23 @@ class RetargetPipeline:
         _check_options(options)
         return Run(self, options, progress, workdir, preview=preview).execute(subject, driving)
 
-    def encode(self, crops: np.ndarray, masks: torch.Tensor) -> SubjectMemory:
-        """(S, size, size, 3) uint8 RGB crops + (S, C, size, size) one-hot masks -> SubjectMemory (B=1, K=S)."""
+    def encode(self, crops: np.ndarray, masks: torch.Tensor, boxes: torch.Tensor | None = None) -> SubjectMemory:
+        """(S, size, size, 3) uint8 RGB crops + (S, C, size, size) one-hot masks -> SubjectMemory (B=1, K=S);
+        boxes (S, 4) in pixels, or None for the model to derive them from the masks."""
         frames = to_model_frames(crops, self.device)[None]
+        boxes = None if boxes is None else boxes.to(self.device)[None]
         with self._autocast():
-            return self.model.encode_subject(frames, masks.to(self.device)[None])
+            return self.model.encode_subject(frames, masks.to(self.device)[None], boxes,
+                                             fp32_encoders=self._fp32_encoders)
 
-    def generate(self, memory: SubjectMemory, masks: torch.Tensor):
-        """(N, C, size, size) one-hot masks -> TSNetOutput, on the pipeline's device and dtype."""
+    def generate(self, memory: SubjectMemory, masks: torch.Tensor, boxes: torch.Tensor | None = None):
+        """(N, C, size, size) one-hot masks (and (N, 4) boxes or None) -> TSNetOutput, on the
+        pipeline's device and dtype."""
         masks = masks.to(self.device, memory_format=self.memory_format)
+        boxes = None if boxes is None else boxes.to(self.device)
         with self._autocast():
-            if self._compiled is None:
-                return self.model.generate(memory, masks)
+            if self._compiled is None or boxes is not None:
+                return self.model.generate(memory, masks, boxes, fp32_encoders=self._fp32_encoders)
             return self._generate_compiled(memory, masks)
 
     def _generate_compiled(self, memory: SubjectMemory, masks: torch.Tensor):
@@ -326,6 +336,12 @@ class RetargetPipeline:
             return out
         return type(out)(**{f.name: None if getattr(out, f.name) is None else getattr(out, f.name)[:count]
                             for f in dataclass_fields(out)})
+
+    @property
+    def _fp32_encoders(self) -> bool:
+        # A converted authors' model keeps its sampling grids as in fp32 under bf16/fp16: bf16
+        # features move their frames by ~23 grey levels, fp32 encoders by < 1 (docs/benchmarks.md).
+        return self.model.config.authors_compat
 
     def _autocast(self):
         enabled = self.dtype != torch.float32

@@ -67,6 +67,7 @@ class Run:
         self.timer = Timer()
         self.size = pipe.size
         self.blend = pipe.model.config.output == "blend"
+        self.authors = pipe.model.config.authors_compat
 
     def execute(self, subject, driving) -> RetargetOutput:
         workdir = new_workdir(self.workdir_arg)
@@ -148,7 +149,7 @@ class Run:
         onehot = labels_to_onehot(torch.from_numpy(labels).long(), self.pipe.model.config.mask_channels)
         self.progress("encode subject", 0, len(rows))
         with self.timer("encode subject"):
-            memory = self.pipe.encode(crops, onehot)
+            memory = self.pipe.encode(crops, onehot, self._authors_boxes(points))
         return SubjectPool(crops, points, labels, track.frame_indices[rows], all_points, memory,
                            track.report.summary(), large_crops)
 
@@ -159,6 +160,17 @@ class Run:
             return None
         side = large_side(self.size, min(t.box[2] - t.box[0] for t in transforms))
         return side if side > self.size else None
+
+    def _authors_boxes(self, points: np.ndarray) -> torch.Tensor | None:
+        """(N, 4) boxes from (N, P, 3) crop landmarks as the authors compute them (whole pixels),
+        for an authors_compat model; None otherwise (the model derives its boxes from the masks)."""
+        if not self.authors:
+            return None
+        from .masks import mask_box
+
+        margin, size = self.pipe.model.config.box_margin, (self.size, self.size)
+        return torch.tensor([mask_box(p, size, margin, MIN_CONFIDENCE, authors=True) for p in points],
+                            dtype=torch.float32)
 
     # ----- driving ------------------------------------------------------------------------------
 
@@ -241,7 +253,7 @@ class Run:
         """The model's TSNetOutput for `rows`."""
         with self.timer("generator"):
             memory = select_memory(pool.memory, torch.from_numpy(plan.choices[rows]))
-            return self.pipe.generate(memory, masks)
+            return self.pipe.generate(memory, masks, self._authors_boxes(plan.aligned[rows]))
 
     @torch.inference_mode()  # thread-local: the writer thread needs its own
     def _write_chunk(self, pool, plan, rows, out, frames, writers, reports):
@@ -262,11 +274,14 @@ class Run:
         """The model's pictures for `rows`, name -> (N, ..., 3) uint8 RGB: "image" and "warped"
         (size x size); for a blend model also "blend_mask" (grey) and, with the high-res warp,
         "large" (the output at the large crops' side, for the paste-back)."""
-        pictures = {"image": to_uint8_images(out.image)}
+        if self.authors:
+            pictures = {"image": authors_pictures(out.unclamped, pool.crops[plan.choices[rows][:, 0]])}
+        else:
+            pictures = {"image": to_uint8_images(out.image)}
         if pool.large_crops is not None:
             with self.timer("high-res warp"):
                 pictures["large"] = to_uint8_images(self._large_images(pool.large_crops, plan.choices[rows], out))
-        if self.options["color_match"]:
+        if self.options["color_match"] and not self.authors:
             references = pool.crops[plan.choices[rows][:, 0]]
             for name in ("image", "large"):
                 if name in pictures:
@@ -478,6 +493,27 @@ def mask_pictures(mask: torch.Tensor) -> np.ndarray:
 def select_memory(memory: SubjectMemory, choices: torch.Tensor) -> SubjectMemory:
     """A pool memory (B=1, K=S) and (N, K) pool rows -> a memory with N subject sets of K frames."""
     return memory.select(choices)
+
+
+def authors_pictures(unclamped: torch.Tensor, references: np.ndarray) -> np.ndarray:
+    """The authors' demo output: (N, 3, H, W) unclamped RGB (TSNetOutput.unclamped) and
+    (N, H, W, 3) uint8 RGB reference subject frames -> (N, H, W, 3) uint8 RGB.
+
+    As their demo_face.py: each channel's mean and (unbiased) standard deviation matched to the
+    reference's before any clamping, then clamped and truncated (not rounded) to 8 bits. Per-channel
+    statistics are unchanged by their BGR-minus-mean scaling, so this works on RGB in [-1, 1].
+    """
+    images = unclamped.float()
+    targets = to_model_frames(references, images.device)
+
+    def stats(x):
+        flat = x.flatten(2)  # (N, 3, H*W)
+        return flat.mean(dim=2)[..., None, None], flat.std(dim=2)[..., None, None]
+
+    (mean, std), (target_mean, target_std) = stats(images), stats(targets)
+    matched = (images - mean) / std * target_std + target_mean
+    pixels = ((matched + 1) / 2).clamp(0, 1) * 255
+    return pixels.to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()  # to(uint8) truncates, as astype
 
 
 def match_colors(image: np.ndarray, reference: np.ndarray) -> np.ndarray:
