@@ -276,7 +276,7 @@ def test_channels_last_gives_the_same_frames(media):
     # Kernels of the two layouts round differently; a random model's tau = 100 softmax amplifies that in a
     # few pixels (up to 16 grey levels on an AMX CPU), while a layout bug would move whole frames.
     gaps = np.abs(frames[0].astype(int) - frames[1].astype(int)).reshape(len(frames[0]), -1)
-    assert gaps.mean(axis=1).max() < 0.5 and np.percentile(gaps, 99) <= 2
+    assert gaps.mean(axis=1).max() < 0.5 and np.percentile(gaps, 99) <= 4
 
 
 def test_a_workdir_the_caller_gives_is_kept(face_pipe, tmp_path):
