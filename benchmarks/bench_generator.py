@@ -16,6 +16,7 @@ multiply-adds per frame (torch's FlopCounterMode; 1 MAC = 2 FLOPs) and the load 
 
     python benchmarks/bench_generator.py --authors-repo PATH/TO/WACV23_TSNet   # paper preset, K=3
     python benchmarks/bench_generator.py --preset small --frames 1 3 5 --write docs/benchmarks.md
+    python benchmarks/bench_generator.py --preset paper --checkpoint checkpoints/face-blend-128 --batch 8
 """
 
 import argparse
@@ -178,7 +179,63 @@ def bf16_gap(ours, subject, subject_masks, frames, fp32_encoders) -> tuple[float
     return gap.max().item(), gap.mean().item()
 
 
+def checkpoint_variants(path, frames_per, batch):
+    """Rows for a trained checkpoint of any design (e.g. the shipped blend model, which has no
+    authors_compat form): their way of running it (the subject re-encoded for every driving frame,
+    batch 1, no fusion split) beside tsnet-hf's, in fp32 and in bf16 autocast (the CPU default for
+    blend models where the CPU has native bf16)."""
+    model = TSNet.from_pretrained(path).eval()
+    subject, subject_masks, driving = synthetic_inputs(model.config, frames_per, batch)
+
+    def their_way():
+        for i in range(batch):
+            memory = model.encode_subject(subject, subject_masks, precompute_fusion=False)
+            model.generate(memory, driving[i:i + 1])
+
+    memory = model.encode_subject(subject, subject_masks)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        half_memory = model.encode_subject(subject, subject_masks)
+
+    def bf16():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            model.generate(half_memory, driving)
+
+    return {"their way: subject re-encoded per frame, batch 1, fp32": their_way,
+            f"tsnet-hf, batch {batch}, fp32": lambda: model.generate(memory, driving),
+            f"tsnet-hf, batch {batch}, bf16": bf16}
+
+
+def profile_shares(function, top: int = 8) -> str:
+    """Markdown rows: the ops taking the most of `function`'s CPU time (torch.profiler, 3 calls)."""
+    function()
+    with torch.profiler.profile() as profiler:
+        for _ in range(3):
+            function()
+    events = sorted(profiler.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events)
+    return markdown_table(["op", "share of self CPU time"],
+                          [[e.key, f"{100 * e.self_cpu_time_total / total:.0f}%"] for e in events[:top]])
+
+
 def measure(preset, frames_per, batch, rounds, extras, authors_repo) -> tuple[list, str]:
+    if Path(preset).is_dir():  # a checkpoint folder (--checkpoint)
+        rows = checkpoint_variants(preset, frames_per, batch)
+        if extras.get("profile"):
+            with torch.inference_mode():
+                name = list(rows)[-1]
+                print(f"{Path(preset).name}, {name}:\n{profile_shares(rows[name])}\n", flush=True)
+        with torch.inference_mode():
+            names = list(rows)[:2]
+            flops = {name: counted_flops(rows[name]) / batch for name in names}
+            load_before = os.getloadavg()
+            seconds = interleaved(rows, batch, rounds)
+            load_after = os.getloadavg()
+        first = next(iter(seconds))
+        table = [[f"`{Path(preset).name}`", frames_per, name, f"{value:.3f}", f"{seconds[first] / value:.2f}x",
+                  "" if name not in flops else f"{flops[name] / 2e9:.1f}"] for name, value in seconds.items()]
+        return table, (f"load average (1, 5, 15 min) {', '.join(f'{v:.2f}' for v in load_before)} before, "
+                       f"{', '.join(f'{v:.2f}' for v in load_after)} after")
+
     config = preset_config(preset, "face")
     repo = authors_repo if preset == "paper" else None
     rows, (ours, subject, subject_masks, frames) = variants(config, frames_per, batch, extras, repo)
@@ -208,7 +265,8 @@ def measure(preset, frames_per, batch, rounds, extras, authors_repo) -> tuple[li
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--preset", nargs="+", default=["paper"], choices=["paper", "small", "tiny"])
+    parser.add_argument("--preset", nargs="*", default=["paper"], choices=["paper", "small", "tiny"],
+                        help="random-weight presets to time (none: only --checkpoint)")
     parser.add_argument("--frames", type=int, nargs="+", default=[3], help="K values")
     parser.add_argument("--batch", type=int, default=4, help="driving frames per generate call (ours)")
     parser.add_argument("--threads", type=int, default=2)
@@ -217,15 +275,23 @@ def main(argv=None):
                         help="a checkout of nihaomiao/WACV23_TSNet: also time their generator itself")
     parser.add_argument("--fast", action="store_true", help="also time channels_last and bf16 autocast")
     parser.add_argument("--batches", type=int, nargs="*", default=[], help="with --fast: larger bf16 batches")
+    parser.add_argument("--checkpoint", nargs="+", default=[], metavar="FOLDER",
+                        help="also trained checkpoints of any design (e.g. checkpoints/face-blend-128): their way "
+                             "of running it beside ours, fp32 and bf16")
+    parser.add_argument("--profile", action="store_true",
+                        help="with --checkpoint: print the ops that take the most of the bf16 row's time")
     parser.add_argument("--write", metavar="MARKDOWN", help="append the table to this file (docs/benchmarks.md)")
     args = parser.parse_args(argv)
+    for folder in args.checkpoint:
+        if not (Path(folder) / "config.json").is_file():
+            parser.error(f"{folder} is not a checkpoint folder (no config.json).")
     if args.authors_repo is not None and not (args.authors_repo / "model" / "TSNet.py").is_file():
         parser.error(f"{args.authors_repo} has no model/TSNet.py: give a checkout of nihaomiao/WACV23_TSNet.")
     torch.set_num_threads(args.threads)
-    extras = {"fast": args.fast, "batches": args.batches}
+    extras = {"fast": args.fast, "batches": args.batches, "profile": args.profile}
 
     rows, loads = [], []
-    for preset in args.preset:
+    for preset in [*args.preset, *args.checkpoint]:
         for frames_per in args.frames:
             table, load = measure(preset, frames_per, args.batch, args.rounds, extras, args.authors_repo)
             rows += table

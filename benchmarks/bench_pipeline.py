@@ -10,11 +10,12 @@ astronaut otherwise. Each variant is one whole run in this process, in the order
 first is the table of stages); "first frame" is the time from the call to the first output frame
 handed to the `preview` callback (what the app shows first). Variants: "default" (the pipeline's
 own choices on this machine), "fp32" (reduced precision off), "bf16", "channels_last" (the default
-dtype, NHWC), "compile" (torch.compile, compile time included), "threadsN" (N torch threads).
+dtype, NHWC), "compile" (torch.compile, a cold compile included), "threadsN" (N torch threads).
 Also reports the process's peak memory (VmHWM).
 """
 
 import argparse
+import os
 import re
 import sys
 import tempfile
@@ -58,6 +59,8 @@ def pipeline_for(variant: str, checkpoint, threads: int) -> RetargetPipeline:
     if variant not in ("default", "fp32", "bf16", "channels_last", "compile") and not match:
         raise SystemExit(f"error: unknown variant {variant!r}: see --help.")
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}.get(variant)
+    if variant == "compile":  # a cold compile, as a first run pays it (not torch's on-disk cache of earlier runs)
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="tsnet-inductor-")
     return RetargetPipeline.from_pretrained(checkpoint, device="cpu", dtype=dtype,
                                             channels_last=True if variant == "channels_last" else None,
                                             compile=variant == "compile")

@@ -78,8 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for torch (default: the cores this process may use)")
     parser.add_argument("--compile", action="store_true",
-                        help="torch.compile the generator: about 2x faster per frame on the CPU after a compile "
-                             "of a few minutes, so for videos of a minute or more")
+                        help="torch.compile the generator (a compile of one to two minutes first; on a 2-core CPU "
+                             "it did not pay even for a 10 s clip, see docs/benchmarks.md)")
     parser.add_argument("--side-by-side", metavar="MP4",
                         help="also write subject | driving | mask | warped | (blend mask |) output")
     parser.add_argument("--masks", metavar="MP4", help="also write the aligned driving masks")

@@ -221,10 +221,10 @@ class RetargetPipeline:
         """model: a TSNet; device: "cuda", "mps", "cpu" or None for the best there is; dtype: the
         autocast dtype (None: see `autocast_dtype`; torch.float32 turns reduced precision off);
         channels_last: NHWC convolutions (None: on CUDA only; see docs/benchmarks.md);
-        compile: run the generator through `torch.compile` (about 2x faster per frame on the CPU,
-        after a compile of about two minutes there: it pays from about a minute of video on; see
-        docs/benchmarks.md). Chunks smaller than the first are padded to its size, so the model
-        compiles once."""
+        compile: run the generator through `torch.compile` (off by default: on a 2-core CPU the
+        compile takes one to two minutes and the clip was not faster even with it cached, see
+        docs/benchmarks.md; for machines where the generator dominates). Chunks smaller than the
+        first are padded to its size, so the model compiles once."""
         self.device = torch.device(device) if device is not None else best_device()
         self.dtype = autocast_dtype(self.device, dtype, model.config)
         if channels_last is None:
