@@ -40,8 +40,8 @@ from .errors import Cancelled, CheckpointError, InputError, TSNetError
 log = logging.getLogger(__name__)
 
 TEMPLATES_DIR = Path(__file__).resolve().parent / "assets" / "templates"
-# Measured on 2 CPU cores, 256 px, K = 1: 0.7 s per frame (small config), 1.6 s (paper config); so 10 s
-# of 25 fps driving video take about 3 (small) to 7 (paper) minutes, and the page starts at 5 s.
+# Measured on 2 CPU cores (docs/benchmarks.md): 10 s of 25 fps driving video take about 20 s with the shipped
+# 128 px face model in bf16 (26 s in fp32), minutes with a 256 px paper model; the page starts at 5 s.
 CPU_MAX_SECONDS = 10.0
 CPU_DEFAULT_SECONDS = 5.0
 GPU_MAX_SECONDS = 60.0
