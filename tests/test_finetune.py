@@ -130,3 +130,14 @@ def test_the_console_script_is_declared():
     assert scripts["tsnet-finetune"] == "training.finetune:main"
     module, _, function = scripts["tsnet-push"].partition(":")
     assert callable(getattr(__import__(module, fromlist=[function]), function))
+
+
+def test_missing_perceptual_weights_fail_before_preprocessing(subject_video, base, tmp_path, capsys):
+    output = tmp_path / "out"
+    argv = [str(subject_video), "--from", str(base), "--minutes", "1", "-o", str(output),
+            "--vgg-weights", str(tmp_path / "none.safetensors")]
+    assert finetune.main(argv) == 2
+    error = capsys.readouterr()
+    assert "none.safetensors does not exist" in error.err and len(error.err.strip().splitlines()) == 1
+    assert "cached" not in error.out  # no preprocessing ran
+    assert not output.exists()

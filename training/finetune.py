@@ -76,6 +76,10 @@ def _check(args) -> None:
     output = Path(args.output)
     if output.is_file() or (output / RUN_DIR).is_dir() or (output / "model.safetensors").exists():
         raise InputError(f"{output} already holds a checkpoint or run (or is a file): give a new folder with -o.")
+    if not args.no_vgg:  # the perceptual loss's weights, before minutes of preprocessing (offline: one sentence)
+        from training.vision import load_vgg
+
+        load_vgg(args.vgg_weights)
 
 
 def _base_checkpoint(args) -> str:
