@@ -631,7 +631,7 @@ def _output_panel(gr, blend: bool) -> dict:
     out = {}
     panels = "subject | driving | aligned mask | warped | " + ("blend mask | " if blend else "")
     out["preview"] = gr.Image(label=f"Live view, newest frame while the run goes on: {panels}output", type="numpy",
-                              interactive=False, height=170, format="jpeg", elem_id="live-preview")
+                              interactive=False, height=220, format="jpeg", elem_id="live-preview")
     with gr.Row(equal_height=True):
         out["output"] = gr.Video(label="Output", height=250, interactive=False, elem_id="output-video")
         warped = "Warped (transformation branch" + ("; blend models: the pixel warp)" if blend else ")")
