@@ -233,3 +233,5 @@ def test_precision_option_runs_the_model_in_bf16_and_bench_precision_compares_it
     assert cells[1:3] == ["2", "8"]  # 2 videos, 4 driving frames each
     fp32, bf16, between = float(cells[3]), float(cells[4]), float(cells[6])
     assert 0 < fp32 and 0 < bf16 and 0 <= between < 0.5 and cells[-1] in ("yes", "no")
+    assert bench_precision.main(["--checkpoint", str(checkpoint), "--data", str(cache), "--videos", "nobody"]) == 2
+    assert capsys.readouterr().err.strip() == "error: No video to measure: check --data and --videos."

@@ -330,6 +330,20 @@ def test_cpu_default_dtype_is_bf16_for_blend_models_where_the_cpu_has_it(media):
     assert autocast_dtype(cpu, torch.float32, tiny_config("face", output="blend")) == torch.float32  # asked: kept
 
 
+def test_zero_threads_is_one_sentence_in_the_cli_and_the_app(media, tmp_path, capfd):
+    from tsnet_hf import demo
+
+    out = tmp_path / "cli.mp4"
+    threads = torch.get_num_threads()
+    code = cli_main([str(media["subject"]), str(media["driving"]), "-o", str(out), "--checkpoint",
+                     str(media["face"]), "--threads", "0", "-q"])
+    err = capfd.readouterr().err.strip().splitlines()
+    assert code == 1 and err == ["error: --threads must be at least 1, got 0."] and not out.exists()
+    assert demo.main(["--threads", "-2", "--no-shipped", "--cache-dir", str(tmp_path / "cache")]) == 1
+    assert capfd.readouterr().err.strip() == "error: --threads must be at least 1, got -2."
+    assert torch.get_num_threads() == threads  # nothing was changed
+
+
 def test_cpu_threads_counts_the_usable_cores():
     from tsnet_hf.pipeline import cpu_threads
 

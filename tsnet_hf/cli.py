@@ -132,7 +132,7 @@ def make_progress(stream, quiet: bool):
 def run(args, stream) -> int:
     import torch
 
-    from .pipeline import RetargetPipeline, cpu_threads
+    from .pipeline import RetargetPipeline, set_cpu_threads
 
     output = Path(args.output)
     if output.suffix.lower() != ".mp4":
@@ -143,9 +143,7 @@ def run(args, stream) -> int:
     if checkpoint is None:
         raise TSNetError("No checkpoint given and none is shipped in checkpoints/: pass --checkpoint FOLDER_OR_HUB_ID.")
     dtype = getattr(torch, args.dtype) if args.dtype else None
-    if args.threads is not None and args.threads < 1:
-        raise TSNetError(f"--threads must be at least 1, got {args.threads}.")
-    torch.set_num_threads(args.threads or cpu_threads())
+    set_cpu_threads(args.threads)
     pipe = RetargetPipeline.from_pretrained(checkpoint, device=args.device, dtype=dtype, compile=args.compile)
     if args.blend_mask and pipe.model.config.output != "blend":  # before the run, not after it
         raise TSNetError(f"--blend-mask needs a blend model (config output='blend') but {checkpoint} is a "

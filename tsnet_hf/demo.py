@@ -698,16 +698,11 @@ def launch_demo(settings: DemoSettings, host: str | None = None, port: int | Non
 def main(argv=None) -> int:
     """`python app.py`: parse the flags, load the checkpoints, serve the page."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from .pipeline import set_cpu_threads
+
     args = build_parser().parse_args(argv)
-    if args.threads is not None and args.threads < 1:
-        print(f"error: --threads must be at least 1, got {args.threads}.", file=sys.stderr)
-        return 1
-    import torch
-
-    from .pipeline import cpu_threads
-
-    torch.set_num_threads(args.threads or cpu_threads())
     try:
+        set_cpu_threads(args.threads)
         settings = load_settings(args)
     except TSNetError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -61,6 +61,18 @@ def cpu_threads() -> int:
     return max(1, cores)
 
 
+def set_cpu_threads(threads: int | None = None) -> int:
+    """Set torch's CPU thread count to `threads` (None: `cpu_threads()`); returns it.
+
+    Raises:
+        InputError: `threads` is below 1.
+    """
+    if threads is not None and threads < 1:
+        raise InputError(f"--threads must be at least 1, got {threads}.")
+    torch.set_num_threads(threads or cpu_threads())
+    return torch.get_num_threads()
+
+
 def cpu_has_bf16() -> bool:
     """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX): there bf16 convolutions run
     about twice as fast as fp32; elsewhere torch emulates them, slower than fp32."""
@@ -326,7 +338,7 @@ class RetargetPipeline:
         self._compiled_batch = self._compiled_batch or count
         padding = self._compiled_batch - count
         if padding < 0 or memory.num_subjects not in (1, count):
-            return self.model.generate(memory, masks)  # a shape it was not compiled for: eager
+            return self.model.generate(memory, masks, fp32_encoders=self._fp32_encoders)  # not compiled for it
         if padding:
             masks = torch.cat([masks, masks[-1:].expand(padding, *masks.shape[1:])])
             if memory.num_subjects > 1:

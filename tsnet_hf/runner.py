@@ -227,13 +227,13 @@ class Run:
                 stack.callback(frames.close)  # a stopped run ends its ffmpeg decoder now
             worker = stack.enter_context(ThreadPoolExecutor(max_workers=1, thread_name_prefix="tsnet-write"))
             helper = stack.enter_context(ThreadPoolExecutor(max_workers=1, thread_name_prefix="tsnet-masks"))
-            masks = [helper.submit(self._chunk_masks, plan, rows) for rows in chunks[:1]]
+            upcoming = helper.submit(self._chunk_masks, plan, chunks[0]) if chunks else None
             pending = None
             for number, rows in enumerate(chunks):
+                masks = upcoming.result()
                 if number + 1 < len(chunks):
-                    masks.append(helper.submit(self._chunk_masks, plan, chunks[number + 1]))
-                out = self._generate_chunk(pool, plan, rows, masks[number].result())
-                masks[number] = None
+                    upcoming = helper.submit(self._chunk_masks, plan, chunks[number + 1])
+                out = self._generate_chunk(pool, plan, rows, masks)
                 if pending is not None:
                     pending.result()  # re-raises a failure of the previous chunk's writing
                 pending = worker.submit(self._write_chunk, pool, plan, rows, out, frames, writers, reports)
