@@ -31,7 +31,8 @@ from common import append_report, machine_line, markdown_table  # noqa: E402
 
 from tsnet_hf import TSNet, preset_config  # noqa: E402
 from tsnet_hf.cli import default_checkpoint  # noqa: E402
-from tsnet_hf.pipeline import RetargetPipeline, cpu_threads  # noqa: E402
+from tsnet_hf.pipeline import RetargetPipeline  # noqa: E402
+from tsnet_hf.utils import cpu_threads  # noqa: E402
 
 TARGET_SECONDS = 120.0
 STRETCH_SECONDS = 60.0

@@ -35,7 +35,7 @@ def compare(model, videos, lpips, precision: str, k: int, frames: int, batch: in
     """Per-frame LPIPS (fp32 vs truth, reduced vs truth, reduced vs fp32) and grey-level gaps,
     over the self-reconstruction split of `videos`."""
     from training.data import central_view
-    from tsnet_hf.pipeline import to_model_frames
+    from tsnet_hf.utils import to_model_frames
 
     runs = {name: Evaluator(model, torch.device("cpu"), None, k, frames, batch, landmarks=False, precision=name)
             for name in ("fp32", precision)}

@@ -426,7 +426,7 @@ def prepare_subject(cache: Path, holdout: list[str], size: int, path: Path, pool
     import cv2
 
     from training.data import CachedVideo, central_view
-    from tsnet_hf.runner import diverse_rows
+    from tsnet_hf.selection import diverse_rows
 
     names = json.loads((cache / "index.json").read_text(encoding="utf-8"))["videos"]
     name = next(n for part in holdout for n in sorted(names) if part in n)
@@ -548,7 +548,7 @@ def build_bundle(args, partial: Path, work: Path, tree_total: int, limit: int, s
     raw = {"face": raw_cache(Path(args.face_data), "face", args.size, work, say),
            "body": raw_cache(Path(args.body_data), "body", args.size, work, say)}
     record["holdout"], record["holdout_source"], record["subject"] = {}, {}, {}
-    pool_size = pipeline_defaults()["pool_size"]
+    pool_size = pipeline_defaults().pool_size
     for mode in MODES:
         recipe = json.loads((ROOT / "training" / "recipes" / f"gpu-{mode}.json").read_text(encoding="utf-8"))
         record["holdout"][mode], record["holdout_source"][mode] = holdout_names(raw[mode], recipe.get("holdout", []))
@@ -1064,13 +1064,11 @@ def bench_markdown(rows: list[dict]) -> str:
 # ----- stage: pipeline from templates + bf16 check (a child process) ---------------------------------------
 
 
-def pipeline_defaults(**overrides) -> dict:
-    """RetargetPipeline.__call__'s keyword defaults (the options a Run takes), with overrides."""
-    from tsnet_hf.pipeline import RetargetPipeline
+def pipeline_defaults(**overrides):
+    """RetargetPipeline.__call__'s defaults (the RunOptions a Run takes), with overrides."""
+    from tsnet_hf.options import RunOptions
 
-    params = inspect.signature(RetargetPipeline.__call__).parameters
-    options = {n: p.default for n, p in params.items() if p.kind is p.KEYWORD_ONLY and n not in ("progress", "preview", "workdir")}
-    return {**options, **overrides}
+    return RunOptions(**overrides)
 
 
 def load_subject(path: Path, size: int) -> dict:
@@ -1126,7 +1124,7 @@ class Cv2VideoWriter:
             self.abort()
 
 
-def bundle_run(pipe, options: dict, subject: dict, workdir: Path):
+def bundle_run(pipe, options, subject: dict, workdir: Path):
     """A tsnet_hf.runner.Run whose subject stage takes the bundle's precomputed crops and landmarks
     instead of detecting them (no mediapipe there); every later stage is the pipeline's own."""
     from tsnet_hf.masks import draw_masks, labels_to_onehot
@@ -1176,7 +1174,7 @@ def bf16_check(model, subject: dict, lpips, device: torch.device, frames: int) -
     """LPIPS between the bf16 (autocast) and fp32 outputs on real frames: the subject's first K = 3
     pool crops drive-reconstruct its other pool crops (their masks); also each against the truth."""
     from tsnet_hf.masks import draw_masks, labels_to_onehot
-    from tsnet_hf.pipeline import to_model_frames
+    from tsnet_hf.utils import to_model_frames
 
     size, channels = model.config.image_size, model.config.mask_channels
     model = model.to(device, memory_format=torch.channels_last if device.type == "cuda" else torch.contiguous_format).eval()

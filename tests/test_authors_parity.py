@@ -25,7 +25,9 @@ from tsnet_hf import TSNet
 from tsnet_hf.config import AUTHORS_FACE_MEAN_BGR
 from tsnet_hf.convert import main as convert_main
 from tsnet_hf.masks import labels_to_onehot, mask_box
-from tsnet_hf.pipeline import RetargetPipeline, to_model_frames
+from tsnet_hf.options import RunOptions
+from tsnet_hf.pipeline import RetargetPipeline
+from tsnet_hf.utils import to_model_frames
 from tsnet_hf.runner import DrivingPlan, Run, SubjectPool, authors_pictures
 from tsnet_hf.similarity import box_membership
 
@@ -99,7 +101,7 @@ def test_pipeline_reproduces_their_demo_frames(reference, model, inputs, monkeyp
     """Run's authors_compat path (boxes from landmarks, their colour renormalisation before the
     clamp, truncation to 8 bits) on their masks gives the frames their demo saved."""
     pipe = RetargetPipeline(model, device="cpu", dtype=torch.float32)
-    run = Run(pipe, {"color_match": False}, None, None)
+    run = Run(pipe, RunOptions(), None, None)
     subject_boxes = run._authors_boxes(inputs["subject_points"])
     memory = pipe.encode(inputs["crops"], onehot(inputs["subject_labels"]), subject_boxes)
     pool = SubjectPool(inputs["crops"], inputs["subject_points"], inputs["subject_labels"], np.arange(3),
@@ -107,7 +109,7 @@ def test_pipeline_reproduces_their_demo_frames(reference, model, inputs, monkeyp
     driving = inputs["driving_points"]
     plan = DrivingPlan(None, None, driving, driving, np.tile(np.arange(3), (len(driving), 1)), None, None)
     # the masks drawn from the driving landmarks: theirs here (our drawing is ours, not under test)
-    monkeypatch.setattr("tsnet_hf.masks.draw_masks", lambda points, size: inputs["driving_labels"])
+    monkeypatch.setattr("tsnet_hf.runner.draw_masks", lambda points, size: inputs["driving_labels"])
     rows = np.arange(len(driving))
     with torch.inference_mode():
         out = run._generate_chunk(pool, plan, rows, run._chunk_masks(plan, rows))

@@ -12,12 +12,10 @@ import torch
 from tsnet_hf import CheckpointError, DetectionError, InputError, TSNet, TSNetError, VideoError, tiny_config
 from tsnet_hf.cli import main as cli_main
 from tsnet_hf.pipeline import RetargetPipeline
-from tsnet_hf.runner import choose_subject_frames, diverse_rows
+from tsnet_hf.selection import choose_subject_frames, diverse_rows
 from tsnet_hf.video import probe_video, read_frames
 
 from synthetic import astronaut, moving_face_frames, write_video
-
-OPTIONS = dict(num_subject_frames=None, selection="nearest", seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -89,10 +87,10 @@ def test_choose_subject_frames_unit():
     pool[..., 2] = 1
     driving = pool[[4, 1, 1]].copy()
     driving[2, :, :2] += 0.5  # close to pool frame 1, not equal
-    choices = choose_subject_frames(driving, pool, dict(OPTIONS, num_subject_frames=2), 64)
+    choices = choose_subject_frames(driving, pool, 64, k=2)
     assert choices[:, 0].tolist() == [4, 1, 1]
     with pytest.raises(InputError, match="K = 7"):
-        choose_subject_frames(driving, pool, dict(OPTIONS, num_subject_frames=7), 64)
+        choose_subject_frames(driving, pool, 64, k=7)
     assert diverse_rows(pool, 3).tolist() == sorted(diverse_rows(pool, 3).tolist())
     assert len(diverse_rows(pool, 3)) == 3 and 0 in diverse_rows(pool, 3)
 
@@ -217,7 +215,7 @@ def test_a_decoder_model_makes_no_blend_mask(face_pipe, tmp_path):
 
 def test_the_warped_video_of_a_blend_model_is_its_pixel_warp():
     from tsnet_hf.modeling import TSNetOutput
-    from tsnet_hf.pipeline import to_uint8_images
+    from tsnet_hf.utils import to_uint8_images
     from tsnet_hf.runner import _warped_pictures, mask_pictures
 
     image, sharp = torch.zeros(2, 3, 8, 8), torch.rand(2, 3, 8, 8) * 2 - 1
@@ -319,7 +317,7 @@ def test_a_cancelled_run_stops_and_leaves_no_files(face_pipe, tmp_path):
 
 
 def test_cpu_default_dtype_is_bf16_for_blend_models_where_the_cpu_has_it(media):
-    from tsnet_hf.pipeline import autocast_dtype, cpu_has_bf16
+    from tsnet_hf.utils import autocast_dtype, cpu_has_bf16
 
     cpu = torch.device("cpu")
     expected = torch.bfloat16 if cpu_has_bf16() else torch.float32
@@ -345,7 +343,7 @@ def test_zero_threads_is_one_sentence_in_the_cli_and_the_app(media, tmp_path, ca
 
 
 def test_cpu_threads_counts_the_usable_cores():
-    from tsnet_hf.pipeline import cpu_threads
+    from tsnet_hf.utils import cpu_threads
 
     assert 1 <= cpu_threads() <= (os.cpu_count() or 1)
     if hasattr(os, "sched_getaffinity"):

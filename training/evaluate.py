@@ -22,7 +22,7 @@ aligned to the subject as the pipeline does (tsnet_hf.alignment); there is no gr
 only the landmark metrics are reported.
 
 Baseline, always reported beside the model: for each driving frame, the subject frame whose
-landmarks are nearest (tsnet_hf.runner.pose_distances), copied. A model worth having beats it.
+landmarks are nearest (tsnet_hf.selection.pose_distances), copied. A model worth having beats it.
 
 Writes metrics.json (every number, per video too) and metrics.md (a table) into --output.
 """
@@ -40,12 +40,12 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from tsnet_hf.errors import InputError, TSNetError  # noqa: E402
+from tsnet_hf.options import SELECTIONS  # noqa: E402
 
 PSNR_CAP = 100.0
 IMAGE_METRICS = ("l1", "l2", "psnr", "lpips")
 LANDMARK_METRICS = ("landmark_distance", "landmark_detected")
 DETECTION_SIZE = 256  # crops are upscaled to at least this before landmark detection
-SELECTIONS = ("nearest", "random")
 # Inference-time ablations of a blend model (config.output = "blend"), from one checkpoint:
 ABLATIONS = ("none", "warp-only", "decoder-only", "mean-weights")
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}  # the model's autocast dtype
@@ -147,11 +147,10 @@ class Evaluator:
         """Frames for driving landmarks from a subject pool of crops ((S, S', S', 3) uint8 and
         (S, P, 3) landmarks): each driving frame gets K pool frames (see `selection`). Returns
         (N, S', S', 3) uint8 and (N, 3, S', S') float32 tensors in [-1, 1] on the device."""
-        from tsnet_hf.runner import choose_subject_frames
+        from tsnet_hf.selection import choose_subject_frames
 
-        options = {"num_subject_frames": min(self.k, len(pool_images)), "selection": self.selection,
-                   "seed": self.seed}
-        choices = torch.from_numpy(choose_subject_frames(driving_points, pool_points, options, self.size))
+        choices = torch.from_numpy(choose_subject_frames(driving_points, pool_points, self.size,
+                                                         min(self.k, len(pool_images)), self.selection, self.seed))
         dtype = PRECISIONS[self.precision]
         with torch.autocast(self.device.type, dtype=dtype, enabled=dtype != torch.float32):
             images = self._generate(pool_images, pool_points, driving_points, choices)
@@ -159,7 +158,7 @@ class Evaluator:
 
     def _generate(self, pool_images, pool_points, driving_points, choices) -> torch.Tensor:
         from tsnet_hf.masks import draw_masks, labels_to_onehot
-        from tsnet_hf.pipeline import to_model_frames
+        from tsnet_hf.utils import to_model_frames
 
         size = (self.size, self.size)
         used = torch.unique(choices)  # encode only the pool frames some driving frame uses
@@ -199,8 +198,8 @@ class Evaluator:
     def self_reconstruction(self, video) -> dict:
         """{"model": {metric: (N,)}, "baseline": {...}} for one video."""
         from training.data import central_view
-        from tsnet_hf.pipeline import to_model_frames
-        from tsnet_hf.runner import pose_distances
+        from tsnet_hf.utils import to_model_frames
+        from tsnet_hf.selection import pose_distances
 
         subject_rows, driving_rows = self._split(video)
         if len(subject_rows) < 1 or len(driving_rows) < 1:
@@ -218,8 +217,8 @@ class Evaluator:
         """Landmark metrics of driving `driving_video`'s motion with `subject_video`'s person."""
         from training.data import central_view
         from tsnet_hf.alignment import align_body, align_face
-        from tsnet_hf.pipeline import to_model_frames
-        from tsnet_hf.runner import pose_distances
+        from tsnet_hf.utils import to_model_frames
+        from tsnet_hf.selection import pose_distances
 
         subject_rows = subject_video.usable_rows
         driving_rows = driving_video.usable_rows[: self.frames]
@@ -356,7 +355,7 @@ def run(args) -> dict:
     from training.lpips import load_lpips
     from training.preprocess import make_writable_dir
     from tsnet_hf import TSNet
-    from tsnet_hf.pipeline import best_device
+    from tsnet_hf.utils import best_device
 
     output = make_writable_dir(args.output, "output folder", "--output")
     model = TSNet.from_pretrained(args.checkpoint)

@@ -11,7 +11,9 @@ Importing the package loads no model and imports neither mediapipe nor gradio.
 from .config import PRESETS, TSNetConfig, paper_config, preset_config, small_config, tiny_config
 from .errors import Cancelled, CheckpointError, ConfigError, DetectionError, InputError, TSNetError, VideoError
 from .modeling import SubjectMemory, TSNet, TSNetOutput
-from .pipeline import RetargetOutput, RetargetPipeline
+from .options import RunOptions
+from .outputs import FrameReport, RetargetOutput
+from .pipeline import RetargetPipeline
 
 __version__ = "0.1.0"
 

@@ -132,7 +132,8 @@ def make_progress(stream, quiet: bool):
 def run(args, stream) -> int:
     import torch
 
-    from .pipeline import RetargetPipeline, set_cpu_threads
+    from .pipeline import RetargetPipeline
+    from .utils import set_cpu_threads
 
     output = Path(args.output)
     if output.suffix.lower() != ".mp4":

@@ -149,7 +149,7 @@ def _where(device: str | None) -> tuple[str, bool]:
     """(device in words, whether it is a CUDA GPU) for the --device flag (None: the best there is)."""
     import torch
 
-    from .pipeline import best_device
+    from .utils import best_device
 
     if device is None and zero_gpu():
         return "ZeroGPU", True  # the GPU appears inside spaces.GPU functions only
@@ -698,7 +698,7 @@ def launch_demo(settings: DemoSettings, host: str | None = None, port: int | Non
 def main(argv=None) -> int:
     """`python app.py`: parse the flags, load the checkpoints, serve the page."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from .pipeline import set_cpu_threads
+    from .utils import set_cpu_threads
 
     args = build_parser().parse_args(argv)
     try:

@@ -6,20 +6,30 @@ Kept apart from pipeline.py so that the public class stays short; nothing here i
 import contextlib
 import itertools
 import math
-from dataclasses import dataclass
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
+from .alignment import align_body, align_face
+from .compose import compose_high_res
+from .crops import crop_frame, track_crop_boxes, transforms_from_boxes
 from .errors import InputError
+from .landmarks import DetectionReport, LandmarkTrack, choose_mode, detect, detect_image
+from .masks import draw_mask, draw_masks, labels_to_onehot, mask_box, render_mask_rgb
 from .modeling import SubjectMemory
-from .pipeline import (VIDEO_NAMES, FrameReport, RetargetOutput, Timer, new_workdir, to_model_frames,
-                       to_uint8_images)
+from .options import RunOptions
+from .outputs import VIDEO_NAMES, FrameReport, RetargetOutput
+from .selection import MIN_CONFIDENCE, choose_subject_frames, diverse_rows
+from .utils import Timer, new_workdir, to_model_frames, to_uint8_images
+from .video import VideoWriter, open_video
 
 DEFAULT_FPS = 25.0
 LARGE_SIDE_CAP = 512  # px: see large_side
-MIN_CONFIDENCE = 0.5
 
 
 @dataclass
@@ -59,7 +69,7 @@ class DrivingPlan:
 
 
 class Run:
-    def __init__(self, pipe, options: dict, progress, workdir, preview=None):
+    def __init__(self, pipe, options: RunOptions, progress, workdir, preview=None):
         self.pipe, self.options, self.progress = pipe, options, progress or (lambda *args: None)
         self.preview = preview
         self.own_workdir = workdir is None
@@ -79,10 +89,8 @@ class Run:
             videos, reports = self._generate(pool, plan, workdir)
         except BaseException:
             if self.own_workdir:
-                import shutil
                 shutil.rmtree(workdir, ignore_errors=True)
             raise
-        from .masks import render_mask_rgb
         return RetargetOutput(
             fps=float(plan.track.fps), num_frames=len(reports), mode=mode, size=self.size, workdir=workdir,
             videos=videos, subject_crops=pool.crops,
@@ -94,9 +102,7 @@ class Run:
     # ----- mode ---------------------------------------------------------------------------------
 
     def _resolve_mode(self, subject, driving) -> str:
-        from .landmarks import LandmarkTrack, choose_mode
-
-        model_mode, asked = self.pipe.mode, self.options["mode"]
+        model_mode, asked = self.pipe.mode, self.options.mode
         if asked != "auto":
             if asked != model_mode:
                 raise InputError(f"This checkpoint is a {model_mode} model but mode={asked!r} was asked: "
@@ -119,17 +125,14 @@ class Run:
     # ----- subject ------------------------------------------------------------------------------
 
     def _prepare_subject(self, subject, mode) -> SubjectPool:
-        from .crops import crop_frame
-        from .masks import draw_masks, labels_to_onehot
-
         options = self.options
         self.progress("subject landmarks", 0, None)
         with self.timer("subject decode + landmarks"):
             track, is_photo = _detect_subject(subject, mode, options)
         transforms = _crop_transforms(track, mode, self.size)
         all_points = _to_crop(track.points, transforms)
-        rows = diverse_rows(all_points, options["pool_size"])
-        frames, _ = _frame_source(subject, None if is_photo else options["subject_max_frames"])
+        rows = diverse_rows(all_points, options.pool_size)
+        frames, _ = _frame_source(subject, None if is_photo else options.subject_max_frames)
         wanted = {int(track.frame_indices[r]): r for r in rows}
         large = self._subject_large_side([transforms[r] for r in rows])
         crops, large_crops = {}, {}
@@ -156,7 +159,7 @@ class Run:
     def _subject_large_side(self, transforms) -> int | None:
         """The side L of the subject crops for the high-res warp, or None where it is off: for a
         blend model pasting back with `high_res_warp`, and only where L > the model's size."""
-        if not (self.blend and self.options["high_res_warp"] and self.options["paste_back"]):
+        if not (self.blend and self.options.high_res_warp and self.options.paste_back):
             return None
         side = large_side(self.size, min(t.box[2] - t.box[0] for t in transforms))
         return side if side > self.size else None
@@ -166,8 +169,6 @@ class Run:
         for an authors_compat model; None otherwise (the model derives its boxes from the masks)."""
         if not self.authors:
             return None
-        from .masks import mask_box
-
         margin, size = self.pipe.model.config.box_margin, (self.size, self.size)
         return torch.tensor([mask_box(p, size, margin, MIN_CONFIDENCE, authors=True) for p in points],
                             dtype=torch.float32)
@@ -175,19 +176,16 @@ class Run:
     # ----- driving ------------------------------------------------------------------------------
 
     def _prepare_driving(self, driving, mode, pool: SubjectPool) -> DrivingPlan:
-        from .alignment import align_body, align_face
-        from .landmarks import LandmarkTrack, detect
-
         options = self.options
         if isinstance(driving, LandmarkTrack):
             if driving.mode != mode:
                 raise InputError(f"The motion template is a {driving.mode} track but the subject is a {mode}.")
-            track, frames, audio = _limit_track(driving, options["max_frames"]), None, None
+            track, frames, audio = _limit_track(driving, options.max_frames), None, None
         else:
-            source, info = _frame_source(driving, options["max_frames"], require_video=True)
+            source, info = _frame_source(driving, options.max_frames, require_video=True)
             counted = _counting(source, lambda n: self.progress("driving landmarks", n, None))
             with self.timer("driving decode + landmarks"):
-                track = detect(counted, mode=mode, policy=options["missing"], smooth=options["smooth"],
+                track = detect(counted, mode=mode, policy=options.missing, smooth=options.smooth,
                                fps=(info.fps if info else None) or DEFAULT_FPS)
             frames = driving
             audio = Path(driving) if info is not None and info.has_audio else None
@@ -195,10 +193,11 @@ class Run:
             transforms = _crop_transforms(track, mode, self.size)
             points = _to_crop(track.points, transforms)
             aligned = points
-            if options["align"]:
+            if options.align:
                 aligner = align_face if mode == "face" else align_body
                 aligned = aligner(points, pool.all_points).astype(np.float32)
-            choices = choose_subject_frames(aligned, pool.points, options, self.size)
+            choices = choose_subject_frames(aligned, pool.points, self.size, options.num_subject_frames, options.selection,
+                                            options.seed)
         return DrivingPlan(track, transforms, points, aligned, choices, frames, audio)
 
     # ----- generation ---------------------------------------------------------------------------
@@ -208,16 +207,12 @@ class Run:
         chunk's masks while the generator runs, and a writer thread finishes chunk i (high-res warp,
         decoding the driving frames, paste-back, video encoding, preview) while the generator runs
         chunk i + 1 (at most two chunks in memory)."""
-        from concurrent.futures import ThreadPoolExecutor
-
-        from .video import VideoWriter
-
         fps = float(plan.track.fps)
         names = VIDEO_NAMES + (("blend_mask",) if self.blend else ())
         paths = {name: workdir / f"{name}.mp4" for name in names}
         audio = {"output": plan.audio, "side_by_side": plan.audio}
         frames = self._driving_frames(plan)
-        total, batch = len(plan.points), self.options["batch_size"]
+        total, batch = len(plan.points), self.options.batch_size
         chunks = [np.arange(start, min(total, start + batch)) for start in range(0, total, batch)]
         reports = []
         with contextlib.ExitStack() as stack:
@@ -243,8 +238,6 @@ class Run:
 
     def _chunk_masks(self, plan: DrivingPlan, rows: np.ndarray) -> torch.Tensor:
         """(N, C, size, size) one-hot masks of the aligned driving landmarks of `rows`."""
-        from .masks import draw_masks, labels_to_onehot
-
         with self.timer("masks"):
             labels = draw_masks(plan.aligned[rows], (self.size, self.size))
             return labels_to_onehot(torch.from_numpy(labels).long(), self.pipe.model.config.mask_channels)
@@ -281,7 +274,7 @@ class Run:
         if pool.large_crops is not None:
             with self.timer("high-res warp"):
                 pictures["large"] = to_uint8_images(self._large_images(pool.large_crops, plan.choices[rows], out))
-        if self.options["color_match"] and not self.authors:
+        if self.options.color_match and not self.authors:
             references = pool.crops[plan.choices[rows][:, 0]]
             for name in ("image", "large"):
                 if name in pictures:
@@ -294,8 +287,6 @@ class Run:
     def _large_images(self, large_crops: np.ndarray, choices: np.ndarray, out) -> torch.Tensor:
         """(N, 3, L, L) float32 RGB in [-1, 1]: the blend output recomposed from the (S, L, L, 3)
         uint8 large pool crops, choices (N, K) pool rows (see compose.compose_high_res)."""
-        from .compose import compose_high_res
-
         device = out.image.device
         frames = to_model_frames(large_crops[choices.reshape(-1)], device)
         frames = frames.reshape(*choices.shape, *frames.shape[1:])  # (N, K, 3, L, L)
@@ -305,15 +296,12 @@ class Run:
         """An iterator of the driving frames that have an output row (None for a template)."""
         if plan.frames is None:
             return None
-        source, _ = _frame_source(plan.frames, self.options["max_frames"], require_video=True)
+        source, _ = _frame_source(plan.frames, self.options.max_frames, require_video=True)
         keep = set(plan.track.frame_indices.tolist())
         return (frame for index, frame in enumerate(source) if index in keep)
 
     def _compose(self, pool, plan, row, frame, pictures: dict) -> dict:
         """One output row's picture for every video, from its `_generate_chunk` pictures."""
-        from .crops import crop_frame
-        from .masks import draw_mask, render_mask_rgb
-
         mode, size = self.pipe.mode, (self.size, self.size)
         image, warped = pictures["image"], pictures["warped"]
         driving_mask = render_mask_rgb(draw_mask(plan.points[row], size), mode)
@@ -323,7 +311,7 @@ class Run:
             driving_crop = crop_frame(frame, transform, self.size)
             # paste_back takes a crop of any side: the high-res output where there is one.
             pasted = pictures.get("large", image)
-            output = transform.paste_back(pasted, frame) if self.options["paste_back"] else image
+            output = transform.paste_back(pasted, frame) if self.options.paste_back else image
         else:
             driving_crop, output = driving_mask, image
         subject = pool.crops[plan.choices[row][0]]
@@ -347,8 +335,6 @@ class Run:
 def _frame_source(source, max_frames, require_video=False):
     """(iterator of (H, W, 3) uint8 RGB frames, VideoInfo or None for an array) from a path or an
     array; a file is probed once."""
-    from .video import open_video
-
     if isinstance(source, (str, Path)):
         info, frames = open_video(source, max_frames=max_frames, require_video=require_video)
         return frames, info
@@ -364,14 +350,12 @@ def _frame_source(source, max_frames, require_video=False):
 
 def _detect_subject(subject, mode, options):
     """(LandmarkTrack, is_photo): a photo (an image file or an (H, W, 3) array) in static mode."""
-    from .landmarks import detect, detect_image
-
-    frames, info = _frame_source(subject, options["subject_max_frames"])
+    frames, info = _frame_source(subject, options.subject_max_frames)
     is_photo = info.is_image if info is not None else subject.ndim == 3
     if is_photo:
         return detect_image(next(frames), mode), True
     fps = info.fps if info is not None else None
-    return detect(frames, mode=mode, policy=options["missing"], smooth=options["smooth"],
+    return detect(frames, mode=mode, policy=options.missing, smooth=options.smooth,
                   fps=fps or DEFAULT_FPS), False
 
 
@@ -385,9 +369,6 @@ def _counting(frames, callback, every: int = 10):
 def _limit_track(track, max_frames):
     if max_frames is None or len(track) <= max_frames:
         return track
-    from dataclasses import replace
-
-    from .landmarks import DetectionReport
     report = track.report
     kept = track.frame_indices[:max_frames]
     end = int(kept[-1]) + 1
@@ -396,8 +377,6 @@ def _limit_track(track, max_frames):
 
 
 def _crop_transforms(track, mode, size):
-    from .crops import track_crop_boxes, transforms_from_boxes
-
     return transforms_from_boxes(track_crop_boxes(track.points, track.frame_size, mode), track.frame_size, size)
 
 
@@ -407,46 +386,6 @@ def _to_crop(points: np.ndarray, transforms) -> np.ndarray:
     for t, transform in enumerate(transforms):
         out[t, :, :2] = transform.to_crop(points[t, :, :2])
     return out
-
-
-def pose_distances(driving: np.ndarray, subject: np.ndarray, size: int) -> np.ndarray:
-    """(T, P, 3) x (S, P, 3) crop landmarks -> (T, S) mean point distance / crop side, over the
-    points confident in both (infinite where none is)."""
-    valid = (driving[:, None, :, 2] >= MIN_CONFIDENCE) & (subject[None, :, :, 2] >= MIN_CONFIDENCE)  # (T, S, P)
-    gaps = np.linalg.norm(driving[:, None, :, :2] - subject[None, :, :, :2], axis=-1) / size
-    counts = valid.sum(-1)
-    return np.where(counts > 0, (gaps * valid).sum(-1) / np.maximum(counts, 1), np.inf)
-
-
-def diverse_rows(points: np.ndarray, count: int) -> np.ndarray:
-    """Up to `count` rows of a (T, P, 3) track that cover its poses: farthest-point sampling from
-    row 0, returned in time order."""
-    if len(points) <= count:
-        return np.arange(len(points))
-    chosen = [0]
-    distance = pose_distances(points, points[:1], 1)[:, 0]
-    for _ in range(count - 1):
-        row = int(np.argmax(np.where(np.isfinite(distance), distance, -1)))
-        chosen.append(row)
-        distance = np.minimum(distance, pose_distances(points, points[row:row + 1], 1)[:, 0])
-    return np.array(sorted(set(chosen)))
-
-
-def choose_subject_frames(driving: np.ndarray, pool: np.ndarray, options: dict, size: int) -> np.ndarray:
-    """(T, K) pool rows for each driving frame: nearest in pose, or K random ones for all."""
-    available = len(pool)
-    k = options["num_subject_frames"] or min(3, available)
-    if k > available:
-        raise InputError(f"K = {k} subject frames were asked but the subject gives only {available} usable "
-                         f"frame{'s' if available > 1 else ''}: lower K or use a longer subject video.")
-    if options["selection"] == "random":
-        rows = np.random.default_rng(options["seed"]).choice(available, size=k, replace=False)
-        return np.broadcast_to(np.sort(rows), (len(driving), k)).copy()
-    choices = np.empty((len(driving), k), dtype=np.int64)
-    for start in range(0, len(driving), 1024):  # bounded memory on long videos
-        distances = pose_distances(driving[start:start + 1024], pool, size)
-        choices[start:start + 1024] = np.argsort(distances, axis=1, kind="stable")[:, :k]
-    return choices
 
 
 def large_side(size: int, subject_side: float) -> int:
@@ -470,8 +409,6 @@ def _fit_large_crops(large_crops: np.ndarray | None, plan: DrivingPlan, size: in
         return None
     if side == large_crops.shape[1]:
         return large_crops
-    import cv2
-
     return np.stack([cv2.resize(crop, (side, side), interpolation=cv2.INTER_AREA) for crop in large_crops])
 
 
