@@ -180,20 +180,3 @@ def load_discriminators_from(source, d, face_d) -> None:
     path = Path(source) / STATE_DIR / "discriminators.safetensors"
     if path.is_file():
         load_discriminators(load_file(str(path)), d, face_d, str(path))
-
-
-def forget_logs_after(path: Path, step: int) -> None:
-    """Drop metrics.jsonl lines (`path`) of steps after `step`: logged by the run that was interrupted."""
-    if not path.is_file():
-        return
-
-    def kept(line):
-        try:
-            return json.loads(line)["step"] <= step
-        except (ValueError, KeyError, TypeError):
-            return False  # a line cut short by the kill
-
-    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if kept(line)]
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-    os.replace(partial, path)

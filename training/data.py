@@ -21,7 +21,6 @@ batch into the model's float tensors on the device.
 """
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +31,7 @@ import torch.nn.functional as F
 
 from tsnet_hf import layouts
 from tsnet_hf.errors import InputError
-from tsnet_hf.masks import draw_masks, line_width
+from tsnet_hf.masks import draw_masks, line_width, render_mask_rgb
 
 from .preprocess import INDEX_NAME, META_NAME, is_cache_dir, read_frames, read_points
 
@@ -418,12 +417,4 @@ def to_model_inputs(batch: dict, device, channels: int) -> Batch:
 
 def render_labels(labels: np.ndarray, mode: str) -> np.ndarray:
     """(H, W) label map -> (H, W, 3) uint8 RGB picture (tsnet_hf.masks.render_mask_rgb)."""
-    from tsnet_hf.masks import render_mask_rgb
-
     return render_mask_rgb(labels, mode)
-
-
-def num_steps_per_epoch(sources: list[Source], batch: int, num_targets: int) -> int:
-    """Steps that draw about as many target frames as the sources hold usable frames (for logs)."""
-    frames = sum(len(s.rows) for s in sources)
-    return max(1, math.ceil(frames / max(1, batch * num_targets)))

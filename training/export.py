@@ -23,9 +23,11 @@ if __package__ in (None, ""):  # `python training/export.py`: import as the `tra
 
 import torch  # noqa: E402
 
-from training.train import STATE_DIR, list_checkpoints  # noqa: E402
+from training.checkpoints import STATE_DIR, list_checkpoints  # noqa: E402
+from training.evaluate import markdown_report  # noqa: E402
 from tsnet_hf import TSNet  # noqa: E402
 from tsnet_hf.errors import InputError, TSNetError  # noqa: E402
+from tsnet_hf.hub import evaluation_results  # noqa: E402
 
 # Paper, Table 1 (self-reconstruction at 256 px on FaceForensics / their YouTube dance set): for
 # reference only; other data, other resolution, other metric implementation.
@@ -91,16 +93,12 @@ def curves_summary(run: Path) -> str:
 
 def evaluation_section(reports: list[dict]) -> str:
     """Held-out self-reconstruction and cross-identity tables of evaluate.py reports, side by side."""
-    from training.evaluate import markdown_report
-
     parts = [markdown_report(report) for report in reports]
     return "\n\n".join(parts + [PAPER_RESULTS])
 
 
 def card_results(reports: list[dict], dataset: str) -> list:
     """The held-out self-reconstruction of each evaluate.py report, as the Hub's model-index entries."""
-    from tsnet_hf.hub import evaluation_results
-
     results = []
     for report in reports:
         part, settings = report.get("self_reconstruction") or {}, report.get("settings", "")

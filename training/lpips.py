@@ -14,9 +14,11 @@ layers from the `lpips` package's own file when it is installed, or a safetensor
 (../shared/weights/lpips_v0.1_lin_alex.safetensors).
 """
 
+from importlib.util import find_spec
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
 from tsnet_hf.errors import CheckpointError
@@ -84,8 +86,6 @@ def read_linear_weights(path) -> list[torch.Tensor]:
         if path.suffix == ".pth":  # the lpips wheel's own file: a plain tensor dict
             state = torch.load(path, map_location="cpu", weights_only=True)
         else:
-            from safetensors.torch import load_file
-
             state = load_file(str(path))
     except Exception as error:
         raise CheckpointError(f"{path} is not a readable LPIPS weights file ({error}).") from None
@@ -99,8 +99,6 @@ def read_linear_weights(path) -> list[torch.Tensor]:
 
 def _packaged_linear_weights() -> Path | None:
     """The lpips wheel's weights/v0.1/alex.pth, found without importing lpips (it imports torchvision)."""
-    from importlib.util import find_spec
-
     spec = find_spec("lpips")
     if spec is None or not spec.submodule_search_locations:
         return None
