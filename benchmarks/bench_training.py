@@ -184,8 +184,9 @@ def main(argv=None):
     rows = []
     for preset in args.preset:
         r = measure(preset, args.mode, args.batch, args.k, args.targets, args.device, args.precision, args.steps)
-        rows.append([preset, f"{r['params']:.1f} M", f"{r['size']} px", args.device, args.precision, f"{args.batch} x {args.targets}",
-                     f"{r['seconds']:.2f}", f"{r['samples']:.2f}", "-" if r["memory"] is None else f"{r['memory']:.1f}"])
+        rows.append([preset, f"{r['params']:.1f} M", f"{r['size']} px", args.device, args.precision,
+                     f"{args.batch} x {args.targets}", f"{r['seconds']:.2f}", f"{r['samples']:.2f}",
+                     "-" if r["memory"] is None else f"{r['memory']:.1f}"])
         print(f"done {preset}", file=sys.stderr)
     table = markdown_table(["preset", "parameters", "frames", "device", "mixed precision", "clips x targets per step",
                             "s/step", "samples/s", "peak GPU GiB"], rows)

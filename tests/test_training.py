@@ -151,7 +151,8 @@ def test_preprocess_caches_each_video_and_lists_the_failures(face_cache):
 def test_preprocess_rerun_reuses_caches_and_does_not_retry_failures(face_cache, face_videos):
     cache, first = face_cache
     lines = []
-    again = preprocess.preprocess_folder(face_videos, cache, preprocess.CacheSettings("face", SIZE), progress=lines.append)
+    again = preprocess.preprocess_folder(face_videos, cache, preprocess.CacheSettings("face", SIZE),
+                                         progress=lines.append)
     assert sorted(again.reused) == sorted(first.made) and not again.made
     assert any("as in the last run" in line for line in lines)
     assert again.bytes == first.bytes
@@ -431,8 +432,8 @@ def test_fine_tuning_starts_from_a_checkpoint(face_cache, tmp_path):
 
 
 def test_a_missing_vgg_file_stops_the_run_before_preprocessing(face_videos, tmp_path, capsys):
-    code = train.main(["--data", str(face_videos), "--mode", "face", "--preset", "tiny", "--output", str(tmp_path / "run"),
-                       "--cache-dir", str(tmp_path / "cache"), "--vgg-weights", str(tmp_path / "vgg.safetensors")])
+    code = train.main(["--data", str(face_videos), "--mode", "face", "--preset", "tiny",
+                       "--output", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache"), "--vgg-weights", str(tmp_path / "vgg.safetensors")])
     assert code == 2 and not (tmp_path / "cache").exists()
     error = capsys.readouterr().err.strip()
     assert error.startswith("error: Weights file") and len(error.splitlines()) == 1

@@ -8,8 +8,8 @@ Self-reconstruction (paper section 4.1): each video is cut into two halves; the 
 subject video, the second the driving video and the ground truth. For each driving frame the model
 gets the K subject frames nearest in pose (`--selection nearest`, what RetargetPipeline does; the
 baseline below copies the nearest one of the same frames), or K frames drawn once with a fixed seed
-for all driving frames (`--selection random`, the paper's inference). Metrics per generated frame, averaged over all frames, on the
-crops at the model's resolution with pixel values in [0, 1]:
+for all driving frames (`--selection random`, the paper's inference). Metrics per generated frame,
+averaged over all frames, on the crops at the model's resolution with pixel values in [0, 1]:
     l1     mean absolute error
     l2     mean squared error (the paper's "normalised mean L2 distance")
     psnr   10 log10(1 / l2) in dB, capped at 100
@@ -283,11 +283,12 @@ def markdown_report(report: dict) -> str:
         if not part:
             continue
         count = f"{part.get('videos', part.get('pairs'))} {'videos' if 'videos' in part else 'pairs'}"
-        lines += [f"**{title}** ({count}, {part['frames']} frames)", "", "| metric | model | baseline (nearest subject frame) |",
-                  "|---|---|---|"]
+        lines += [f"**{title}** ({count}, {part['frames']} frames)", "",
+                  "| metric | model | baseline (nearest subject frame) |", "|---|---|---|"]
         for name in (*IMAGE_METRICS, *LANDMARK_METRICS):
             if name in part["model"] or name in part["baseline"]:
-                lines.append(f"| {name} | {cell(part['model'].get(name), name)} | {cell(part['baseline'].get(name), name)} |")
+                model, baseline = cell(part["model"].get(name), name), cell(part["baseline"].get(name), name)
+                lines.append(f"| {name} | {model} | {baseline} |")
         lines.append("")
     return "\n".join(lines)
 

@@ -3,7 +3,7 @@ recipe, the curves and the held-out evaluation.
 
     python training/export.py runs/face-blend-128 checkpoints/face-blend-128 \\
         --eval runs/face-blend-128/eval-k1 runs/face-blend-128/eval-k3 \\
-        --manifest ../shared/data/MANIFEST.tsv --recipe training/recipes/cpu-face.json
+        --manifest data/MANIFEST.tsv --recipe training/recipes/cpu-face.json
 
 RUN is a run folder (its final/ checkpoint, else its newest step checkpoint, is exported) or a
 checkpoint folder. Each --eval folder holds the metrics.json that training/evaluate.py wrote. The
@@ -84,10 +84,12 @@ def curves_summary(run: Path) -> str:
     if train:
         first, last = train[0], train[-1]
         lines.append(f"Training L1 (output vs target, [0, 1]): {first['l1']:.4f} at step {first['step']} -> "
-                     f"{last['l1']:.4f} at step {last['step']}; {last.get('samples_per_s', 0):.2f} samples/s at the end.")
+                     f"{last['l1']:.4f} at step {last['step']}; {last.get('samples_per_s', 0):.2f} samples/s "
+                     "at the end.")
     if val:
         lines += ["", "| step | val L1 | val LPIPS |", "|---|---|---|"]
-        lines += [f"| {r['step']} | {r.get('l1', float('nan')):.4f} | {r.get('lpips', float('nan')):.4f} |" for r in val]
+        lines += [f"| {r['step']} | {r.get('l1', float('nan')):.4f} | {r.get('lpips', float('nan')):.4f} |"
+                  for r in val]
     return "\n".join(lines)
 
 

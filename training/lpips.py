@@ -8,10 +8,10 @@ linear weights. Inputs are shifted and scaled per channel first (the `lpips` Sca
 tests/test_losses.py checks it against the `lpips` package with the same weights (to 1e-5).
 
 Weights: the AlexNet conv trunk from torchvision (download cache / network) or a safetensors file
-with torchvision key names (../shared/weights/alexnet_imagenet_features.safetensors); the linear
+with torchvision key names (alexnet_imagenet_features.safetensors); the linear
 layers from the `lpips` package's own file when it is installed, or a safetensors file with the
 `lpips` key names `lin0.model.1.weight` ... `lin4.model.1.weight`, each (1, C, 1, 1)
-(../shared/weights/lpips_v0.1_lin_alex.safetensors).
+(lpips_v0.1_lin_alex.safetensors).
 """
 
 from importlib.util import find_spec

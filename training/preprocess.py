@@ -112,7 +112,8 @@ class CacheSettings:
         if not isinstance(self.frame_stride, int) or self.frame_stride < 1:
             raise InputError(f"frame_stride must be a positive integer, got {self.frame_stride!r}.")
         if self.max_frames is not None and (not isinstance(self.max_frames, int) or self.max_frames < MIN_DETECTED):
-            raise InputError(f"max_frames must be an integer of at least {MIN_DETECTED}, or None, got {self.max_frames!r}.")
+            raise InputError(f"max_frames must be an integer of at least {MIN_DETECTED}, or None, "
+                             f"got {self.max_frames!r}.")
         self.context = float(self.context)
         self._check_storage()
 

@@ -13,7 +13,7 @@ Networks (all frozen, in eval mode, RGB input in [-1, 1]):
 - `alexnet_features`: the AlexNet conv trunk under LPIPS (training/lpips.py).
 Weights come from torchvision (its download cache, or the network when reachable) or from a local
 safetensors file with torchvision key names (`features.N.weight`, `features.N.bias`), such as
-../shared/weights/vgg16_imagenet_features.safetensors.
+vgg16_imagenet_features.safetensors.
 """
 
 import sys
