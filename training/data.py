@@ -145,6 +145,23 @@ class Source:
     rows: np.ndarray
 
 
+def cache_resolution(folder) -> int | None:
+    """The training resolution a cache folder was made for (None for a folder of videos)."""
+    index = Path(folder) / INDEX_NAME if folder else None
+    if index is None or not index.is_file():
+        return None
+    return json.loads(index.read_text(encoding="utf-8")).get("settings", {}).get("size")
+
+
+def cache_source_name(cache) -> str:
+    """The name of the videos a cache was made from (its folder, or the one video), for model cards."""
+    try:
+        source = json.loads((Path(cache) / INDEX_NAME).read_text(encoding="utf-8")).get("data_dir")
+    except (OSError, ValueError):
+        source = None
+    return Path(source or cache).name
+
+
 def split_sources(videos: list[CachedVideo], val_fraction: float, seed: int = 0,
                   by: str = "video") -> tuple[list[Source], list[Source]]:
     """Training and validation sources.

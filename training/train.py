@@ -15,7 +15,6 @@ draws the same clips an uninterrupted run would (training/data.py), so on a CPU 
 
 import argparse
 import dataclasses
-import json
 import sys
 import time
 from pathlib import Path
@@ -96,23 +95,6 @@ def train_step(accelerator, losses, model, d, face_d, opt_g, opt_d, batch,
     return {**d_parts, **g_parts, "l1": l1}, output
 
 
-def _cache_resolution(folder) -> int | None:
-    """The training resolution a cache folder was made for (None for a folder of videos)."""
-    index = Path(folder) / "index.json" if folder else None
-    if index is None or not index.is_file():
-        return None
-    return json.loads(index.read_text(encoding="utf-8")).get("settings", {}).get("size")
-
-
-def _data_name(cache: Path) -> str:
-    """The name of the videos a cache was made from (its folder, or the one video), for model cards."""
-    try:
-        source = json.loads((Path(cache) / "index.json").read_text(encoding="utf-8")).get("data_dir")
-    except (OSError, ValueError):
-        source = None
-    return Path(source or cache).name
-
-
 # ----- setup --------------------------------------------------------------------------------------
 
 
@@ -177,7 +159,7 @@ class Trainer:
         if self.resume_from is not None:  # the architecture of the checkpoint; its weights come later
             config = TSNetConfig.from_json_file(self.resume_from / "config.json")
             return TSNet(config).train(), config
-        size = args.resolution or _cache_resolution(args.data)
+        size = args.resolution or data.cache_resolution(args.data)
         if not args.init_from:
             overrides = {"image_size": size} if size else {}
             if args.output_path != "decoder":
@@ -217,7 +199,7 @@ class Trainer:
         self.split = ("none" if not self.val_sources else "name (--holdout)" if args.holdout else
                       "time" if args.val_split == "time" or len(videos) < 2 else "video")
         self.video_names = sorted(v.name for v in videos)
-        self.data_name = _data_name(cache)
+        self.data_name = data.cache_source_name(cache)
         augment = data.Augment.none() if args.no_augment else data.Augment(scale=args.jitter_scale,
                                                                             offset=args.jitter_offset)
         self.dataset = data.ClipDataset(self.train_sources, args.resolution, args.k, args.targets, args.span,
