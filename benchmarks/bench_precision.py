@@ -23,10 +23,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 from common import append_report, machine_line, markdown_table  # noqa: E402
 
-from training.evaluate import PRECISIONS, Evaluator, _open_videos  # noqa: E402
+from training.data import central_view  # noqa: E402
+from training.evaluate import PRECISIONS, Evaluator, open_videos  # noqa: E402
 from training.lpips import load_lpips  # noqa: E402
 from tsnet_hf import TSNet  # noqa: E402
 from tsnet_hf.errors import TSNetError  # noqa: E402
+from tsnet_hf.utils import to_model_frames  # noqa: E402
 
 TOLERANCE = 0.005  # LPIPS
 
@@ -34,15 +36,12 @@ TOLERANCE = 0.005  # LPIPS
 def compare(model, videos, lpips, precision: str, k: int, frames: int, batch: int) -> dict:
     """Per-frame LPIPS (fp32 vs truth, reduced vs truth, reduced vs fp32) and grey-level gaps,
     over the self-reconstruction split of `videos`."""
-    from training.data import central_view
-    from tsnet_hf.utils import to_model_frames
-
     runs = {name: Evaluator(model, torch.device("cpu"), None, k, frames, batch, landmarks=False, precision=name)
             for name in ("fp32", precision)}
     scores = {"fp32": [], precision: [], "between": [], "max_grey": [], "mean_grey": []}
     count = 0
     for video in videos:
-        subject_rows, driving_rows = runs["fp32"]._split(video)
+        subject_rows, driving_rows = runs["fp32"].split(video)
         if len(subject_rows) < 1 or len(driving_rows) < 1:
             continue
         pool_images, pool_points = central_view(video, subject_rows, model.config.image_size)
@@ -80,7 +79,7 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     try:
         model = TSNet.from_pretrained(args.checkpoint).eval()
-        videos = _open_videos(args, model.config.mode, model.config.image_size)
+        videos = open_videos(args, model.config.mode, model.config.image_size)
         if args.videos:
             videos = [v for v in videos if any(name in v.name for name in args.videos)]
         if not videos:

@@ -17,8 +17,10 @@ one's median with its ratio to the first: the measurement behind the CPU recipes
 """
 
 import argparse
+import itertools
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -27,13 +29,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
 from common import append_report, machine_line, markdown_table  # noqa: E402
 
+from training.data import Batch  # noqa: E402
+from training.discriminators import PatchDiscriminator, face_crop_size  # noqa: E402
+from training.losses import Losses, LossWeights  # noqa: E402
+from training.train import train_step  # noqa: E402
+from training.vision import random_vgg  # noqa: E402
 from tsnet_hf import TSNet, preset_config  # noqa: E402
 
 
 def synthetic_batch(config, clips: int, frames_per: int, targets: int, device):
     """A training.data.Batch of random frames and face-sized one-hot masks."""
-    from training.data import Batch
-
     generator = torch.Generator().manual_seed(0)
     size, channels = config.image_size, config.mask_channels
 
@@ -56,12 +61,7 @@ def synthetic_batch(config, clips: int, frames_per: int, targets: int, device):
 
 def measure(preset: str, mode: str, clips: int, frames_per: int, targets: int, device: str, precision: str,
             steps: int) -> dict:
-    from accelerate import Accelerator
-
-    from training.discriminators import PatchDiscriminator, face_crop_size
-    from training.losses import Losses, LossWeights
-    from training.train import optimisation_step
-    from training.vision import random_vgg
+    from accelerate import Accelerator  # heavy, and only this measurement needs it
 
     accelerator = Accelerator(mixed_precision=precision, cpu=device == "cpu")
     config = preset_config(preset, mode)
@@ -77,7 +77,7 @@ def measure(preset: str, mode: str, clips: int, frames_per: int, targets: int, d
     batch = synthetic_batch(config, clips, frames_per, targets, accelerator.device)
 
     def step():
-        optimisation_step(accelerator, losses, model, d, face_d, opt_g, opt_d, batch)
+        train_step(accelerator, losses, model, d, face_d, opt_g, opt_d, batch)
         if accelerator.device.type == "cuda":
             torch.cuda.synchronize()
 
@@ -95,7 +95,7 @@ def measure(preset: str, mode: str, clips: int, frames_per: int, targets: int, d
 
 
 class PlainAccelerator:
-    """What optimisation_step needs of an Accelerator (autocast, backward, unwrap_model), for one
+    """What train_step needs of an Accelerator (autocast, backward, unwrap_model), for one
     process and any precision: several can live in one process, unlike accelerate's singleton."""
 
     def __init__(self, device: str, precision: str):
@@ -114,14 +114,6 @@ class PlainAccelerator:
 
 def compare(args) -> str:
     """Interleaved steps of every (precision, layout) variant; a markdown table with ratios."""
-    import itertools
-    from dataclasses import replace
-
-    from training.discriminators import PatchDiscriminator, face_crop_size
-    from training.losses import Losses, LossWeights
-    from training.train import optimisation_step
-    from training.vision import random_vgg
-
     variants = []
     for precision, layout in itertools.product(args.precision, args.layout):
         accelerator = PlainAccelerator(args.device, precision)
@@ -140,7 +132,7 @@ def compare(args) -> str:
         opt_d = torch.optim.Adam(list(d.parameters()) + (list(face_d.parameters()) if face_d else []), lr=1e-4)
         batch = synthetic_batch(config, args.batch, args.k, args.targets, args.device)
         step = (lambda a=accelerator, l=losses, m=model, dd=d, f=face_d, g=opt_g, o=opt_d, b=batch:
-                optimisation_step(a, l, m, dd, f, g, o, b, adversarial=not args.no_adversarial))
+                train_step(a, l, m, dd, f, g, o, b, adversarial=not args.no_adversarial))
         variants.append((f"{precision}, {layout}", step, []))
     for _, step, _ in variants:
         step()  # warm-up
@@ -192,8 +184,9 @@ def main(argv=None):
     rows = []
     for preset in args.preset:
         r = measure(preset, args.mode, args.batch, args.k, args.targets, args.device, args.precision, args.steps)
-        rows.append([preset, f"{r['params']:.1f} M", f"{r['size']} px", args.device, args.precision, f"{args.batch} x {args.targets}",
-                     f"{r['seconds']:.2f}", f"{r['samples']:.2f}", "-" if r["memory"] is None else f"{r['memory']:.1f}"])
+        rows.append([preset, f"{r['params']:.1f} M", f"{r['size']} px", args.device, args.precision,
+                     f"{args.batch} x {args.targets}", f"{r['seconds']:.2f}", f"{r['samples']:.2f}",
+                     "-" if r["memory"] is None else f"{r['memory']:.1f}"])
         print(f"done {preset}", file=sys.stderr)
     table = markdown_table(["preset", "parameters", "frames", "device", "mixed precision", "clips x targets per step",
                             "s/step", "samples/s", "peak GPU GiB"], rows)

@@ -736,11 +736,11 @@ def _probe_step(trainer, peaks: dict):
             torch.cuda.reset_peak_memory_stats(device)
         items = torch.utils.data.default_collate([item] * batch_size)
         batch = to_model_inputs(items, device, trainer.config.mask_channels)
-        trainer.train_step(batch)  # the first step at a shape pays cuDNN's algorithm search
+        trainer.optimise(batch)  # the first step at a shape pays cuDNN's algorithm search
         synchronize(device)
         start = time.perf_counter()
         for _ in range(PROBE_TIMED_STEPS):
-            trainer.train_step(batch)
+            trainer.optimise(batch)
         synchronize(device)
         seconds = (time.perf_counter() - start) / PROBE_TIMED_STEPS
         if device.type == "cuda":
@@ -825,12 +825,14 @@ def export_checkpoint(run: Path, target: Path, recipe: Path, note: str = "") -> 
 
 
 def _set_run_length(trainer, batch: int, steps: int, seconds: float) -> None:
+    from training import checkpoints as train_checkpoints
+
     args = trainer.args
     args.batch_size, args.steps, args.warmup_steps = batch, steps, steps
     args.save_every = args.image_every = max(1, steps // 2)  # one checkpoint on the way: a kill keeps it
     args.log_every = max(1, min(args.log_every, steps // 20))
     args.time_budget = (trainer.elapsed() + max(seconds, 1.0)) / 60
-    trainer._write_json(trainer.output / "training_args.json", vars(args))
+    train_checkpoints.write_json(trainer.output / "training_args.json", vars(args))
 
 
 # ----- stage: generator benchmark (a child process) ---------------------------------------------------------

@@ -78,25 +78,25 @@ def assemble(out: Path) -> list[Path]:
 
 def upload(out: Path, repo_id: str, private: bool) -> str:
     """Create the Space if needed and upload the folder; returns its URL. Fails fast offline."""
-    from huggingface_hub import HfApi, constants, get_token
+    # Imported here, not at the top: `--check-here` must import tsnet_hf from the Space folder.
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    from tsnet_hf.upload import create_and_upload, upload_blocker
 
-    if constants.HF_HUB_OFFLINE:
-        raise BuildError("HF_HUB_OFFLINE is set, so nothing can be uploaded: unset it (and be online), "
-                         "or use --dry-run to write the folder only.")
-    if get_token() is None:
-        raise BuildError("No Hugging Face token found: run `hf auth login` or set HF_TOKEN, then try again.")
-    api = HfApi()
-    try:
-        api.create_repo(repo_id, repo_type="space", space_sdk="gradio", private=private or None, exist_ok=True)
-        # delete_patterns: files of an earlier upload that this build no longer has (a renamed
-        # module, a removed checkpoint) go; README.md and .gitattributes are always rewritten or kept.
-        api.upload_folder(folder_path=str(out), repo_id=repo_id, repo_type="space",
-                          delete_patterns=["tsnet_hf/**", "checkpoints/**"],
-                          commit_message="Update the TS-Net demo (space/build_space.py)")
-    except Exception as error:  # network, permission, bad id: one sentence, not a traceback
-        raise BuildError(f"Uploading to the Space {repo_id} failed ({type(error).__name__}: "
-                         f"{str(error).splitlines()[0] if str(error) else 'no message'}): check the id, "
-                         "your token's write access and the network.") from None
+    problem = upload_blocker("--dry-run to write the folder only")
+    if problem:
+        raise BuildError(problem)
+
+    def failure(error):
+        return BuildError(f"Uploading to the Space {repo_id} failed ({type(error).__name__}: "
+                          f"{str(error).splitlines()[0] if str(error) else 'no message'}): check the id, "
+                          "your token's write access and the network.")
+
+    # delete_patterns: files of an earlier upload that this build no longer has (a renamed
+    # module, a removed checkpoint) go; README.md and .gitattributes are always rewritten or kept.
+    create_and_upload(out, repo_id, "space", {"space_sdk": "gradio", "private": private or None},
+                      {"delete_patterns": ["tsnet_hf/**", "checkpoints/**"]},
+                      "Update the TS-Net demo (space/build_space.py)", failure)
     return f"https://huggingface.co/spaces/{repo_id}"
 
 

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `training` is a folder of scripts beside the package, not installed
     sys.path.insert(0, str(ROOT))
 
-from training import data, preprocess, train  # noqa: E402
+from training import checkpoints, data, options, preprocess, train  # noqa: E402
 from tsnet_hf import TSNet  # noqa: E402
 from tsnet_hf.errors import CheckpointError, ConfigError, InputError  # noqa: E402
 from tsnet_hf.layouts import BODY_POINTS, FACE_POINTS  # noqa: E402
@@ -107,7 +107,7 @@ def read_metrics(output, kind="train") -> list[dict]:
 
 
 def run_training(argv) -> train.Trainer:
-    trainer = train.Trainer(train.parse_args(argv))
+    trainer = train.Trainer(options.parse_args(argv))
     trainer.run()
     return trainer
 
@@ -151,7 +151,8 @@ def test_preprocess_caches_each_video_and_lists_the_failures(face_cache):
 def test_preprocess_rerun_reuses_caches_and_does_not_retry_failures(face_cache, face_videos):
     cache, first = face_cache
     lines = []
-    again = preprocess.preprocess_folder(face_videos, cache, preprocess.CacheSettings("face", SIZE), progress=lines.append)
+    again = preprocess.preprocess_folder(face_videos, cache, preprocess.CacheSettings("face", SIZE),
+                                         progress=lines.append)
     assert sorted(again.reused) == sorted(first.made) and not again.made
     assert any("as in the last run" in line for line in lines)
     assert again.bytes == first.bytes
@@ -343,9 +344,9 @@ def test_resume_with_other_settings_is_one_clear_error(face_cache, tmp_path):
     cache, _ = face_cache
     run_training(train_args(cache, tmp_path / "run", "--steps", "1", "--val-fraction", "0"))
     with pytest.raises(ConfigError, match="it was trained with --batch-size 2 but this run asks for 3"):
-        train.Trainer(train.parse_args(["--output", str(tmp_path / "run"), "--resume", "--batch-size", "3"]))
+        train.Trainer(options.parse_args(["--output", str(tmp_path / "run"), "--resume", "--batch-size", "3"]))
     with pytest.raises(CheckpointError, match="holds no checkpoint"):
-        train.Trainer(train.parse_args(["--output", str(tmp_path / "new"), "--resume"]))
+        train.Trainer(options.parse_args(["--output", str(tmp_path / "new"), "--resume"]))
 
 
 def test_killed_run_leaves_a_loadable_checkpoint(face_cache, tmp_path):
@@ -357,29 +358,30 @@ def test_killed_run_leaves_a_loadable_checkpoint(face_cache, tmp_path):
                                start_new_session=True)
     try:
         deadline = time.time() + 120
-        while len(train.list_checkpoints(output)) < 2 or train.list_checkpoints(output)[-1].name < "step-0000004":
+        found = checkpoints.list_checkpoints
+        while len(found(output)) < 2 or found(output)[-1].name < "step-0000004":
             assert time.time() < deadline and process.poll() is None, "training did not write checkpoints"
             time.sleep(0.05)
     finally:
         os.killpg(process.pid, signal.SIGKILL)  # mid-step or mid-checkpoint: any moment
         process.wait()
-    latest = train.list_checkpoints(output)[-1]
+    latest = checkpoints.list_checkpoints(output)[-1]
     model = TSNet.from_pretrained(latest)
     assert model.config.image_size == SIZE
-    state = json.loads((latest / train.STATE_DIR / "state.json").read_text())
-    assert latest.name == train.step_name(state["step"])
+    state = json.loads((latest / checkpoints.STATE_DIR / "state.json").read_text())
+    assert latest.name == checkpoints.step_name(state["step"])
 
 
 def test_checkpoint_writes_are_atomic(tmp_path):
     target = tmp_path / "checkpoint"
-    train.write_atomically(target, lambda folder: (folder / "a.txt").write_text("good"))
+    checkpoints.write_atomically(target, lambda folder: (folder / "a.txt").write_text("good"))
 
     def broken(folder):
         (folder / "a.txt").write_text("half")
         raise KeyboardInterrupt  # killed while writing
 
     with pytest.raises(KeyboardInterrupt):
-        train.write_atomically(target, broken)
+        checkpoints.write_atomically(target, broken)
     assert (target / "a.txt").read_text() == "good"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint"]
 
@@ -390,11 +392,11 @@ def test_checkpoint_writes_are_atomic(tmp_path):
 def test_a_config_file_sets_options_and_the_command_line_wins(tmp_path):
     config = tmp_path / "run.json"
     config.write_text(json.dumps({"mode": "body", "steps": 12, "lr_g": 1e-4, "data": "videos"}))
-    args = train.parse_args(["--config", str(config), "--output", str(tmp_path), "--steps", "7"])
+    args = options.parse_args(["--config", str(config), "--output", str(tmp_path), "--steps", "7"])
     assert (args.mode, args.steps, args.lr_g, args.data) == ("body", 7, 1e-4, "videos")
     config.write_text(json.dumps({"stepz": 3}))
     with pytest.raises(ConfigError, match=r"unknown option\(s\) \['stepz'\]"):
-        train.parse_args(["--config", str(config), "--output", str(tmp_path)])
+        options.parse_args(["--config", str(config), "--output", str(tmp_path)])
 
 
 def test_an_output_folder_that_cannot_be_written_is_one_clear_error(face_cache, tmp_path):
@@ -402,16 +404,16 @@ def test_an_output_folder_that_cannot_be_written_is_one_clear_error(face_cache, 
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     with pytest.raises(InputError, match="Cannot write to the output folder"):
-        train.Trainer(train.parse_args(train_args(cache, blocker / "run", "--steps", "1")))
+        train.Trainer(options.parse_args(train_args(cache, blocker / "run", "--steps", "1")))
 
 
 def test_missing_options_are_reported(tmp_path):
     with pytest.raises(ConfigError, match="--output"):
-        train.parse_args(["--data", "x", "--mode", "face"])
+        options.parse_args(["--data", "x", "--mode", "face"])
     with pytest.raises(ConfigError, match="--data"):
-        train.parse_args(["--output", str(tmp_path)])
+        options.parse_args(["--output", str(tmp_path)])
     with pytest.raises(ConfigError, match="leave out --preset"):
-        train.parse_args(["--output", str(tmp_path), "--data", "x", "--mode", "face", "--init-from", "c",
+        options.parse_args(["--output", str(tmp_path), "--data", "x", "--mode", "face", "--init-from", "c",
                           "--preset", "tiny"])
 
 
@@ -426,12 +428,12 @@ def test_fine_tuning_starts_from_a_checkpoint(face_cache, tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(base.state_dict().values(), tuned.state_dict().values()))
     args[args.index("face")] = "body"
     with pytest.raises(ConfigError, match="is a face model but --mode is body"):
-        train.Trainer(train.parse_args(args))
+        train.Trainer(options.parse_args(args))
 
 
 def test_a_missing_vgg_file_stops_the_run_before_preprocessing(face_videos, tmp_path, capsys):
-    code = train.main(["--data", str(face_videos), "--mode", "face", "--preset", "tiny", "--output", str(tmp_path / "run"),
-                       "--cache-dir", str(tmp_path / "cache"), "--vgg-weights", str(tmp_path / "vgg.safetensors")])
+    code = train.main(["--data", str(face_videos), "--mode", "face", "--preset", "tiny",
+                       "--output", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache"), "--vgg-weights", str(tmp_path / "vgg.safetensors")])
     assert code == 2 and not (tmp_path / "cache").exists()
     error = capsys.readouterr().err.strip()
     assert error.startswith("error: Weights file") and len(error.splitlines()) == 1
@@ -469,7 +471,7 @@ def test_leftovers_of_an_interrupted_write_are_tidied(tmp_path):
     (tmp_path / ".old-final-123").mkdir()  # killed between renaming final away and the new one in
     (tmp_path / "step-0000001").mkdir()
     (tmp_path / ".old-step-0000001-77").mkdir()
-    train.clean_interrupted_writes(tmp_path)
+    checkpoints.clean_interrupted_writes(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["final", "step-0000001"]
 
 
@@ -487,7 +489,7 @@ def test_two_processes_train_together_and_save_once(face_cache, tmp_path):
     rows = read_metrics(output)
     assert [r["step"] for r in rows] == [1, 2]  # logged once, by the main process
     assert rows[0]["samples_per_s"] > 0 and len(read_metrics(output, "val")) == 2
-    assert [p.name for p in train.list_checkpoints(output)] == ["step-0000001", "step-0000002"]
+    assert [p.name for p in checkpoints.list_checkpoints(output)] == ["step-0000001", "step-0000002"]
     TSNet.from_pretrained(output / "final")
 
 
@@ -505,22 +507,22 @@ def test_blend_model_trains_after_a_warm_up_on_videos_held_out_by_name(face_cach
     assert all({"d", "gan", "fm"} <= set(r) for r in rows[warmup:])
     model = TSNet.from_pretrained(tmp_path / "run" / "final")
     assert model.config.output == "blend" and model.config.frame_weights == "learned"
-    state = json.loads((tmp_path / "run" / "final" / train.STATE_DIR / "state.json").read_text())
+    state = json.loads((tmp_path / "run" / "final" / checkpoints.STATE_DIR / "state.json").read_text())
     assert state["seconds"] > 0
-    trainer = train.Trainer(train.parse_args(train_args(cache, tmp_path / "other", "--steps", "1",
+    trainer = train.Trainer(options.parse_args(train_args(cache, tmp_path / "other", "--steps", "1",
                                                         "--holdout", "face1")))
     assert [s.video.name.startswith("face1") for s in trainer.val_sources] == [True]
     assert not any(s.video.name.startswith("face1") for s in trainer.train_sources)
     card = (tmp_path / "run" / "final" / "README.md").read_text()
     assert "blend (learned frame weights)" in card and "held out by name" in card
     with pytest.raises(InputError, match="No cached video matches --holdout nobody"):
-        train.Trainer(train.parse_args(train_args(cache, tmp_path / "bad", "--steps", "1", "--holdout", "nobody")))
+        train.Trainer(options.parse_args(train_args(cache, tmp_path / "bad", "--steps", "1", "--holdout", "nobody")))
 
 
 def test_time_budget_ends_with_a_complete_checkpoint_and_covers_resumed_runs(face_cache, tmp_path):
     cache, _ = face_cache
     output = tmp_path / "run"
-    trainer = train.Trainer(train.parse_args(train_args(cache, output, "--steps", "100000", "--val-fraction", "0",
+    trainer = train.Trainer(options.parse_args(train_args(cache, output, "--steps", "100000", "--val-fraction", "0",
                                                         "--time-budget", "1")))
     trainer.args.time_budget = trainer.elapsed() / 60 + 0.01  # setup counts too; leave 0.6 s for steps
     trainer.run()
@@ -528,8 +530,8 @@ def test_time_budget_ends_with_a_complete_checkpoint_and_covers_resumed_runs(fac
     assert "time budget" in (output / "log.txt").read_text()
     final = TSNet.from_pretrained(output / "final")
     assert final.config.image_size == SIZE
-    latest = train.list_checkpoints(output)[-1]
-    assert latest.name == train.step_name(trainer.step)
+    latest = checkpoints.list_checkpoints(output)[-1]
+    assert latest.name == checkpoints.step_name(trainer.step)
     # The budget is the whole run's: a resumed run that has used it up stops at once.
     again = run_training(["--output", str(output), "--resume", "--quiet", "--workers", "0"])
     assert again.step == trainer.step
@@ -573,7 +575,7 @@ def test_every_recipe_is_a_valid_config(tmp_path):
     recipes = sorted((ROOT / "training" / "recipes").glob("*.json"))
     assert {"cpu-face.json", "cpu-body.json"} <= {p.name for p in recipes}
     for recipe in recipes:
-        args = train.parse_args(["--config", str(recipe), "--output", str(tmp_path / recipe.stem)])
+        args = options.parse_args(["--config", str(recipe), "--output", str(tmp_path / recipe.stem)])
         assert args.mode in ("face", "body") and args.steps >= args.warmup_steps >= 0
 
 
@@ -768,9 +770,9 @@ def test_bad_input_to_the_new_training_commands_is_one_sentence_and_writes_nothi
     from training import export, plot_curves, stills
 
     with pytest.raises(ConfigError, match="--time-budget is in minutes and must be positive"):
-        train.parse_args(["--output", str(tmp_path), "--data", "x", "--mode", "face", "--time-budget", "0"])
+        options.parse_args(["--output", str(tmp_path), "--data", "x", "--mode", "face", "--time-budget", "0"])
     with pytest.raises(ConfigError, match="--warmup-steps must be 0 or more"):
-        train.parse_args(["--output", str(tmp_path), "--data", "x", "--mode", "face", "--warmup-steps", "-1"])
+        options.parse_args(["--output", str(tmp_path), "--data", "x", "--mode", "face", "--warmup-steps", "-1"])
     (tmp_path / "empty").mkdir()
     assert export.main([str(tmp_path / "empty"), str(tmp_path / "shipped")]) == 2
     assert stills.main(["a.mp4", "b.mp4", "--checkpoint", str(tmp_path / "empty"), "-o", str(tmp_path / "s.png")]) == 2

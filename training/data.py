@@ -21,7 +21,6 @@ batch into the model's float tensors on the device.
 """
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +31,7 @@ import torch.nn.functional as F
 
 from tsnet_hf import layouts
 from tsnet_hf.errors import InputError
-from tsnet_hf.masks import draw_masks, line_width
+from tsnet_hf.masks import draw_masks, line_width, render_mask_rgb
 
 from .preprocess import INDEX_NAME, META_NAME, is_cache_dir, read_frames, read_points
 
@@ -144,6 +143,23 @@ class Source:
 
     video: CachedVideo
     rows: np.ndarray
+
+
+def cache_resolution(folder) -> int | None:
+    """The training resolution a cache folder was made for (None for a folder of videos)."""
+    index = Path(folder) / INDEX_NAME if folder else None
+    if index is None or not index.is_file():
+        return None
+    return json.loads(index.read_text(encoding="utf-8")).get("settings", {}).get("size")
+
+
+def cache_source_name(cache) -> str:
+    """The name of the videos a cache was made from (its folder, or the one video), for model cards."""
+    try:
+        source = json.loads((Path(cache) / INDEX_NAME).read_text(encoding="utf-8")).get("data_dir")
+    except (OSError, ValueError):
+        source = None
+    return Path(source or cache).name
 
 
 def split_sources(videos: list[CachedVideo], val_fraction: float, seed: int = 0,
@@ -418,12 +434,4 @@ def to_model_inputs(batch: dict, device, channels: int) -> Batch:
 
 def render_labels(labels: np.ndarray, mode: str) -> np.ndarray:
     """(H, W) label map -> (H, W, 3) uint8 RGB picture (tsnet_hf.masks.render_mask_rgb)."""
-    from tsnet_hf.masks import render_mask_rgb
-
     return render_mask_rgb(labels, mode)
-
-
-def num_steps_per_epoch(sources: list[Source], batch: int, num_targets: int) -> int:
-    """Steps that draw about as many target frames as the sources hold usable frames (for logs)."""
-    frames = sum(len(s.rows) for s in sources)
-    return max(1, math.ceil(frames / max(1, batch * num_targets)))

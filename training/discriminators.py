@@ -1,4 +1,4 @@
-"""Discriminators of TS-Net training (paper section 3.2, ../shared/docs/reference.md).
+"""Discriminators of TS-Net training (paper section 3.2).
 
 - `PatchDiscriminator`: the 70x70 PatchGAN of pix2pix: conv4x4 s2 64, LReLU 0.2; conv4x4 s2 128,
   IN, LReLU; conv4x4 s2 256, IN, LReLU; conv4x4 s1 512, IN, LReLU; conv4x4 s1 1. It returns every

@@ -8,8 +8,8 @@ Self-reconstruction (paper section 4.1): each video is cut into two halves; the 
 subject video, the second the driving video and the ground truth. For each driving frame the model
 gets the K subject frames nearest in pose (`--selection nearest`, what RetargetPipeline does; the
 baseline below copies the nearest one of the same frames), or K frames drawn once with a fixed seed
-for all driving frames (`--selection random`, the paper's inference). Metrics per generated frame, averaged over all frames, on the
-crops at the model's resolution with pixel values in [0, 1]:
+for all driving frames (`--selection random`, the paper's inference). Metrics per generated frame,
+averaged over all frames, on the crops at the model's resolution with pixel values in [0, 1]:
     l1     mean absolute error
     l2     mean squared error (the paper's "normalised mean L2 distance")
     psnr   10 log10(1 / l2) in dB, capped at 100
@@ -36,11 +36,23 @@ from pathlib import Path
 if __package__ in (None, ""):  # `python training/evaluate.py`: import as the `training` package
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
+import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from tsnet_hf.errors import InputError, TSNetError  # noqa: E402
+from training.data import central_view, open_cache  # noqa: E402
+from training.lpips import load_lpips  # noqa: E402
+from training.preprocess import CacheSettings, is_cache_dir, make_writable_dir, preprocess_folder  # noqa: E402
+from tsnet_hf import TSNet  # noqa: E402
+from tsnet_hf.alignment import align_body, align_face  # noqa: E402
+from tsnet_hf.errors import DetectionError, InputError, TSNetError  # noqa: E402
+from tsnet_hf.landmarks import detect  # noqa: E402
+from tsnet_hf.layouts import BODY_POINTS, FACE_POINTS  # noqa: E402
+from tsnet_hf.masks import draw_masks, labels_to_onehot  # noqa: E402
+from tsnet_hf.modeling import pixel_warp  # noqa: E402
 from tsnet_hf.options import SELECTIONS  # noqa: E402
+from tsnet_hf.selection import choose_subject_frames, paired_pose_distances, pose_distances  # noqa: E402
+from tsnet_hf.utils import best_device, to_model_frames  # noqa: E402
 
 PSNR_CAP = 100.0
 IMAGE_METRICS = ("l1", "l2", "psnr", "lpips")
@@ -71,8 +83,6 @@ def ablated_image(output, memory, ablation: str) -> torch.Tensor:
     """The (N, 3, H, W) frame of a TSNetOutput, or a blend model's frame with one part turned off:
     "warp-only" (blend mask 1: the sharp warp alone), "decoder-only" (blend mask 0) or
     "mean-weights" (the K warped frames averaged instead of weighted; mask and decoder kept)."""
-    from tsnet_hf.modeling import pixel_warp
-
     if ablation == "none":
         return output.image
     if ablation == "warp-only":
@@ -83,25 +93,17 @@ def ablated_image(output, memory, ablation: str) -> torch.Tensor:
     return output.blend_mask * sharp + (1 - output.blend_mask) * output.decoded
 
 
-def landmark_distance(found: np.ndarray, reference: np.ndarray, size: int, min_confidence: float = 0.5) -> np.ndarray:
+def landmark_distance(found: np.ndarray, reference: np.ndarray, size: int) -> np.ndarray:
     """(N,) mean distance between (N, P, 3) detected and reference landmarks over the points
-    confident in both, divided by the crop side `size`; NaN where no point is shared."""
-    valid = (found[..., 2] >= min_confidence) & (reference[..., 2] >= min_confidence)  # (N, P)
-    gaps = np.linalg.norm(found[..., :2] - reference[..., :2], axis=-1) / size
-    counts = valid.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(counts > 0, (gaps * valid).sum(axis=1) / counts, np.nan)
+    confident in both (tsnet_hf.selection.MIN_CONFIDENCE), divided by the crop side `size`; NaN
+    where no point is shared: a frame the averages (`_mean`) leave out."""
+    distances = paired_pose_distances(found, reference, size)
+    return np.where(np.isfinite(distances), distances, np.nan)
 
 
 def detect_landmarks(images: np.ndarray, mode: str) -> np.ndarray:
     """Landmarks of (N, S, S, 3) uint8 RGB crops, frame by frame as a video (mediapipe, the
     detector of the pipeline); (N, P, 3) float32 in crop pixels, confidence 0 where not found."""
-    import cv2
-
-    from tsnet_hf.errors import DetectionError
-    from tsnet_hf.landmarks import detect
-    from tsnet_hf.layouts import BODY_POINTS, FACE_POINTS
-
     size = images.shape[1]
     factor = max(1.0, DETECTION_SIZE / size)
     big = images if factor == 1 else np.stack([cv2.resize(im, (round(size * factor),) * 2,
@@ -147,8 +149,6 @@ class Evaluator:
         """Frames for driving landmarks from a subject pool of crops ((S, S', S', 3) uint8 and
         (S, P, 3) landmarks): each driving frame gets K pool frames (see `selection`). Returns
         (N, S', S', 3) uint8 and (N, 3, S', S') float32 tensors in [-1, 1] on the device."""
-        from tsnet_hf.selection import choose_subject_frames
-
         choices = torch.from_numpy(choose_subject_frames(driving_points, pool_points, self.size,
                                                          min(self.k, len(pool_images)), self.selection, self.seed))
         dtype = PRECISIONS[self.precision]
@@ -157,9 +157,6 @@ class Evaluator:
         return ((images + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy(), images
 
     def _generate(self, pool_images, pool_points, driving_points, choices) -> torch.Tensor:
-        from tsnet_hf.masks import draw_masks, labels_to_onehot
-        from tsnet_hf.utils import to_model_frames
-
         size = (self.size, self.size)
         used = torch.unique(choices)  # encode only the pool frames some driving frame uses
         remap = torch.full((len(pool_images),), -1, dtype=torch.long)
@@ -176,7 +173,9 @@ class Evaluator:
             outputs.append(ablated_image(output, chosen, self.ablation).float().clamp(-1, 1))
         return torch.cat(outputs)
 
-    def _split(self, video):
+    def split(self, video) -> tuple[np.ndarray, np.ndarray]:
+        """The self-reconstruction split of a cached video's usable rows: (subject rows: the first
+        half, driving rows: up to `frames` of the second half, evenly spaced)."""
         rows = video.usable_rows
         half = len(rows) // 2
         subject, driving = rows[:half], rows[half:]
@@ -197,11 +196,7 @@ class Evaluator:
 
     def self_reconstruction(self, video) -> dict:
         """{"model": {metric: (N,)}, "baseline": {...}} for one video."""
-        from training.data import central_view
-        from tsnet_hf.utils import to_model_frames
-        from tsnet_hf.selection import pose_distances
-
-        subject_rows, driving_rows = self._split(video)
+        subject_rows, driving_rows = self.split(video)
         if len(subject_rows) < 1 or len(driving_rows) < 1:
             return {}
         pool_images, pool_points = central_view(video, subject_rows, self.size)
@@ -215,11 +210,6 @@ class Evaluator:
 
     def cross_identity(self, subject_video, driving_video) -> dict:
         """Landmark metrics of driving `driving_video`'s motion with `subject_video`'s person."""
-        from training.data import central_view
-        from tsnet_hf.alignment import align_body, align_face
-        from tsnet_hf.utils import to_model_frames
-        from tsnet_hf.selection import pose_distances
-
         subject_rows = subject_video.usable_rows
         driving_rows = driving_video.usable_rows[: self.frames]
         pool_images, pool_points = central_view(subject_video, subject_rows, self.size)
@@ -293,11 +283,12 @@ def markdown_report(report: dict) -> str:
         if not part:
             continue
         count = f"{part.get('videos', part.get('pairs'))} {'videos' if 'videos' in part else 'pairs'}"
-        lines += [f"**{title}** ({count}, {part['frames']} frames)", "", "| metric | model | baseline (nearest subject frame) |",
-                  "|---|---|---|"]
+        lines += [f"**{title}** ({count}, {part['frames']} frames)", "",
+                  "| metric | model | baseline (nearest subject frame) |", "|---|---|---|"]
         for name in (*IMAGE_METRICS, *LANDMARK_METRICS):
             if name in part["model"] or name in part["baseline"]:
-                lines.append(f"| {name} | {cell(part['model'].get(name), name)} | {cell(part['baseline'].get(name), name)} |")
+                model, baseline = cell(part["model"].get(name), name), cell(part["baseline"].get(name), name)
+                lines.append(f"| {name} | {model} | {baseline} |")
         lines.append("")
     return "\n".join(lines)
 
@@ -339,10 +330,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _open_videos(args, mode: str, size: int):
-    from training.data import open_cache
-    from training.preprocess import CacheSettings, is_cache_dir, preprocess_folder
-
+def open_videos(args, mode: str, size: int) -> list:
+    """The cached videos (training.data.CachedVideo) of `args.data`: a cache folder, or a folder of
+    videos preprocessed first into `args.cache_dir` (default cache/<data>-<mode>-<size>)."""
     cache = Path(args.data)
     if not is_cache_dir(cache):
         cache = Path(args.cache_dir or Path("cache") / f"{Path(args.data).resolve().name}-{mode}-{size}")
@@ -352,16 +342,11 @@ def _open_videos(args, mode: str, size: int):
 
 def run(args) -> dict:
     """Evaluate, write metrics.json and metrics.md; returns the report."""
-    from training.lpips import load_lpips
-    from training.preprocess import make_writable_dir
-    from tsnet_hf import TSNet
-    from tsnet_hf.utils import best_device
-
     output = make_writable_dir(args.output, "output folder", "--output")
     model = TSNet.from_pretrained(args.checkpoint)
     device = torch.device(args.device) if args.device else best_device()
     lpips = None if args.no_lpips else load_lpips(args.lpips_alexnet, args.lpips_lin).to(device)
-    videos = _open_videos(args, model.config.mode, model.config.image_size)
+    videos = open_videos(args, model.config.mode, model.config.image_size)
     if args.videos:
         videos = [v for v in videos if any(name in v.name for name in args.videos)]
         if not videos:

@@ -3,7 +3,7 @@ recipe, the curves and the held-out evaluation.
 
     python training/export.py runs/face-blend-128 checkpoints/face-blend-128 \\
         --eval runs/face-blend-128/eval-k1 runs/face-blend-128/eval-k3 \\
-        --manifest ../shared/data/MANIFEST.tsv --recipe training/recipes/cpu-face.json
+        --manifest data/MANIFEST.tsv --recipe training/recipes/cpu-face.json
 
 RUN is a run folder (its final/ checkpoint, else its newest step checkpoint, is exported) or a
 checkpoint folder. Each --eval folder holds the metrics.json that training/evaluate.py wrote. The
@@ -23,9 +23,11 @@ if __package__ in (None, ""):  # `python training/export.py`: import as the `tra
 
 import torch  # noqa: E402
 
-from training.train import STATE_DIR, list_checkpoints  # noqa: E402
+from training.checkpoints import STATE_DIR, list_checkpoints  # noqa: E402
+from training.evaluate import markdown_report  # noqa: E402
 from tsnet_hf import TSNet  # noqa: E402
 from tsnet_hf.errors import InputError, TSNetError  # noqa: E402
+from tsnet_hf.hub import evaluation_results  # noqa: E402
 
 # Paper, Table 1 (self-reconstruction at 256 px on FaceForensics / their YouTube dance set): for
 # reference only; other data, other resolution, other metric implementation.
@@ -82,25 +84,23 @@ def curves_summary(run: Path) -> str:
     if train:
         first, last = train[0], train[-1]
         lines.append(f"Training L1 (output vs target, [0, 1]): {first['l1']:.4f} at step {first['step']} -> "
-                     f"{last['l1']:.4f} at step {last['step']}; {last.get('samples_per_s', 0):.2f} samples/s at the end.")
+                     f"{last['l1']:.4f} at step {last['step']}; {last.get('samples_per_s', 0):.2f} samples/s "
+                     "at the end.")
     if val:
         lines += ["", "| step | val L1 | val LPIPS |", "|---|---|---|"]
-        lines += [f"| {r['step']} | {r.get('l1', float('nan')):.4f} | {r.get('lpips', float('nan')):.4f} |" for r in val]
+        lines += [f"| {r['step']} | {r.get('l1', float('nan')):.4f} | {r.get('lpips', float('nan')):.4f} |"
+                  for r in val]
     return "\n".join(lines)
 
 
 def evaluation_section(reports: list[dict]) -> str:
     """Held-out self-reconstruction and cross-identity tables of evaluate.py reports, side by side."""
-    from training.evaluate import markdown_report
-
     parts = [markdown_report(report) for report in reports]
     return "\n\n".join(parts + [PAPER_RESULTS])
 
 
 def card_results(reports: list[dict], dataset: str) -> list:
     """The held-out self-reconstruction of each evaluate.py report, as the Hub's model-index entries."""
-    from tsnet_hf.hub import evaluation_results
-
     results = []
     for report in reports:
         part, settings = report.get("self_reconstruction") or {}, report.get("settings", "")

@@ -21,8 +21,16 @@ from pathlib import Path
 if __package__ in (None, ""):  # `python training/finetune.py`: import as the `training` package
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from training.train import Trainer, parse_args  # noqa: E402
+from tqdm.auto import tqdm  # noqa: E402
+
+from training.options import parse_args  # noqa: E402
+from training.preprocess import VIDEO_SUFFIXES, CacheSettings, preprocess_folder  # noqa: E402
+from training.train import Trainer  # noqa: E402
+from training.vision import load_vgg  # noqa: E402
+from tsnet_hf import TSNetConfig  # noqa: E402
+from tsnet_hf.cli import default_checkpoint  # noqa: E402
 from tsnet_hf.errors import InputError, TSNetError  # noqa: E402
+from tsnet_hf.hub import resolve_checkpoint  # noqa: E402
 
 RUN_DIR = "training"
 CHECKPOINT_FILES = ("config.json", "model.safetensors", "README.md")
@@ -62,8 +70,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _check(args) -> None:
     """Refuse bad input in one sentence before anything is written."""
-    from training.preprocess import VIDEO_SUFFIXES
-
     video = Path(args.video)
     if not video.is_file():
         raise InputError(f"Subject video {video} does not exist: give a video file of the person.")
@@ -77,15 +83,10 @@ def _check(args) -> None:
     if output.is_file() or (output / RUN_DIR).is_dir() or (output / "model.safetensors").exists():
         raise InputError(f"{output} already holds a checkpoint or run (or is a file): give a new folder with -o.")
     if not args.no_vgg:  # the perceptual loss's weights, before minutes of preprocessing (offline: one sentence)
-        from training.vision import load_vgg
-
         load_vgg(args.vgg_weights)
 
 
 def _base_checkpoint(args) -> str:
-    from tsnet_hf.cli import default_checkpoint
-    from tsnet_hf.hub import resolve_checkpoint
-
     if args.base is None:
         shipped = default_checkpoint("face")
         if shipped is None:
@@ -114,10 +115,6 @@ def trainer_options(args, base: str, cache: Path, run: Path) -> list[str]:
 
 
 def _cache_subject(args, base: str, cache: Path) -> None:
-    from training.preprocess import CacheSettings, preprocess_folder
-    from tsnet_hf import TSNetConfig
-    from tsnet_hf.hub import resolve_checkpoint
-
     config = TSNetConfig.from_json_file(resolve_checkpoint(base) / "config.json")
     settings = CacheSettings(config.mode, config.image_size, max_frames=args.max_frames)
     print(preprocess_folder(args.video, cache, settings, progress=print).summary(), flush=True)
@@ -167,8 +164,6 @@ class MinutesBar:
     """A tqdm bar over wall-clock minutes that `Trainer.run` advances step by step."""
 
     def __init__(self, minutes: float, disable: bool = False):
-        from tqdm.auto import tqdm
-
         self.started = time.monotonic()
         self.bar = tqdm(total=round(minutes * 60), unit="s", disable=disable, dynamic_ncols=True,
                         bar_format="{desc}{percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} s{postfix}")

@@ -1,5 +1,4 @@
-"""Losses of TS-Net training: paper eq. (3)-(7) with the weights of the authors' code
-(../shared/docs/reference.md).
+"""Losses of TS-Net training: paper eq. (3)-(7) with the weights of the authors' code.
 
 Generator, per generated frame x^ with ground truth x and driving mask z:
     L_G = L_GAN + 10 L_FM + 10 L_VGG + L_TRA  (+ 10 L_grad for faces)

@@ -8,15 +8,17 @@ linear weights. Inputs are shifted and scaled per channel first (the `lpips` Sca
 tests/test_losses.py checks it against the `lpips` package with the same weights (to 1e-5).
 
 Weights: the AlexNet conv trunk from torchvision (download cache / network) or a safetensors file
-with torchvision key names (../shared/weights/alexnet_imagenet_features.safetensors); the linear
+with torchvision key names (alexnet_imagenet_features.safetensors); the linear
 layers from the `lpips` package's own file when it is installed, or a safetensors file with the
 `lpips` key names `lin0.model.1.weight` ... `lin4.model.1.weight`, each (1, C, 1, 1)
-(../shared/weights/lpips_v0.1_lin_alex.safetensors).
+(lpips_v0.1_lin_alex.safetensors).
 """
 
+from importlib.util import find_spec
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
 from tsnet_hf.errors import CheckpointError
@@ -84,8 +86,6 @@ def read_linear_weights(path) -> list[torch.Tensor]:
         if path.suffix == ".pth":  # the lpips wheel's own file: a plain tensor dict
             state = torch.load(path, map_location="cpu", weights_only=True)
         else:
-            from safetensors.torch import load_file
-
             state = load_file(str(path))
     except Exception as error:
         raise CheckpointError(f"{path} is not a readable LPIPS weights file ({error}).") from None
@@ -99,8 +99,6 @@ def read_linear_weights(path) -> list[torch.Tensor]:
 
 def _packaged_linear_weights() -> Path | None:
     """The lpips wheel's weights/v0.1/alex.pth, found without importing lpips (it imports torchvision)."""
-    from importlib.util import find_spec
-
     spec = find_spec("lpips")
     if spec is None or not spec.submodule_search_locations:
         return None

@@ -32,6 +32,7 @@ def main(argv=None) -> int:
     parser.add_argument("-o", "--output", required=True, help="PNG file to write")
     args = parser.parse_args(argv)
 
+    # Imported here: choosing matplotlib's backend is a global setting, made only when plotting.
     import matplotlib  # mediapipe's dependency, so always installed with tsnet-hf
 
     matplotlib.use("Agg")  # files only, no screen

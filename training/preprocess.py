@@ -54,7 +54,11 @@ import numpy as np
 if __package__ in (None, ""):  # `python training/preprocess.py`: import as the `training` package
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
+from tsnet_hf import __version__  # noqa: E402
+from tsnet_hf.crops import crop_frame, track_crop_boxes, transforms_from_boxes  # noqa: E402
 from tsnet_hf.errors import DetectionError, InputError, TSNetError, VideoError  # noqa: E402
+from tsnet_hf.landmarks import detect  # noqa: E402
+from tsnet_hf.video import iter_frames  # noqa: E402
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".webm", ".avi", ".mkv", ".m4v", ".gif", ".mpg", ".mpeg"})
 INDEX_NAME = "index.json"
@@ -108,7 +112,8 @@ class CacheSettings:
         if not isinstance(self.frame_stride, int) or self.frame_stride < 1:
             raise InputError(f"frame_stride must be a positive integer, got {self.frame_stride!r}.")
         if self.max_frames is not None and (not isinstance(self.max_frames, int) or self.max_frames < MIN_DETECTED):
-            raise InputError(f"max_frames must be an integer of at least {MIN_DETECTED}, or None, got {self.max_frames!r}.")
+            raise InputError(f"max_frames must be an integer of at least {MIN_DETECTED}, or None, "
+                             f"got {self.max_frames!r}.")
         self.context = float(self.context)
         self._check_storage()
 
@@ -396,8 +401,6 @@ def _is_current(folder: Path, stamp: dict, settings: CacheSettings) -> bool:
 
 def _crop_boxes(track, mode: str) -> np.ndarray:
     """(T, 4) inference crop boxes in frame pixels: the pipeline's own functions and defaults."""
-    from tsnet_hf.crops import track_crop_boxes
-
     return track_crop_boxes(track.points, track.frame_size, mode)
 
 
@@ -416,11 +419,6 @@ def preprocess_video(video: Path, folder: Path, settings: CacheSettings, name: s
     Raises:
         DetectionError: nothing (or fewer than 2 frames) detected. VideoError: unreadable file.
     """
-    from tsnet_hf import __version__
-    from tsnet_hf.crops import crop_frame, transforms_from_boxes
-    from tsnet_hf.landmarks import detect
-    from tsnet_hf.video import iter_frames
-
     track = detect(str(video), mode=settings.mode, policy="interpolate", smooth=True,
                    max_frames=settings.max_frames)
     detected = track.report.detected[track.frame_indices]

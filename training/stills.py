@@ -13,6 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 if __package__ in (None, ""):
@@ -45,8 +46,6 @@ def main(argv=None) -> int:
     parser.add_argument("--frames", type=int, nargs="+", default=[0], help="driving frame rows to show")
     parser.add_argument("-o", "--output", required=True, help="PNG to write")
     args = parser.parse_args(argv)
-    import cv2
-
     try:
         pipe = RetargetPipeline.from_pretrained(args.checkpoint, device="cpu")
         picture = stills(pipe, args.subject, args.driving, args.frames, max(args.frames) + 1)

@@ -13,7 +13,7 @@ Networks (all frozen, in eval mode, RGB input in [-1, 1]):
 - `alexnet_features`: the AlexNet conv trunk under LPIPS (training/lpips.py).
 Weights come from torchvision (its download cache, or the network when reachable) or from a local
 safetensors file with torchvision key names (`features.N.weight`, `features.N.bias`), such as
-../shared/weights/vgg16_imagenet_features.safetensors.
+vgg16_imagenet_features.safetensors.
 """
 
 import sys
@@ -21,6 +21,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
 from tsnet_hf.errors import CheckpointError, TSNetError
@@ -48,7 +49,7 @@ def import_torchvision():
         TSNetError: torchvision is not installed.
     """
     global _TORCHVISION_OPS
-    try:
+    try:  # imported here: an optional package, and a CPU-only torch needs its ops defined first (below)
         import torchvision
 
         return torchvision
@@ -96,8 +97,6 @@ def read_features_file(path, what: str, example: str) -> dict[str, torch.Tensor]
     Raises:
         CheckpointError: the file is missing, unreadable or holds no `features.` tensors.
     """
-    from safetensors.torch import load_file
-
     path = Path(path).expanduser()
     hint = f"give a safetensors file of {what} with torchvision key names (features.N.weight), e.g. {example}"
     if not path.is_file():

@@ -12,10 +12,7 @@ MIN_CONFIDENCE = 0.5  # landmarks below this detection confidence are left out o
 def pose_distances(driving: np.ndarray, subject: np.ndarray, size: int) -> np.ndarray:
     """(T, P, 3) x (S, P, 3) crop landmarks -> (T, S) mean point distance / crop side, over the
     points confident in both (infinite where none is)."""
-    valid = (driving[:, None, :, 2] >= MIN_CONFIDENCE) & (subject[None, :, :, 2] >= MIN_CONFIDENCE)  # (T, S, P)
-    gaps = np.linalg.norm(driving[:, None, :, :2] - subject[None, :, :, :2], axis=-1) / size
-    counts = valid.sum(-1)
-    return np.where(counts > 0, (gaps * valid).sum(-1) / np.maximum(counts, 1), np.inf)
+    return paired_pose_distances(driving[:, None], subject[None], size)
 
 
 def diverse_rows(points: np.ndarray, count: int) -> np.ndarray:
@@ -54,3 +51,13 @@ def choose_subject_frames(driving: np.ndarray, pool: np.ndarray, size: int, k: i
         distances = pose_distances(driving[start:start + 1024], pool, size)
         choices[start:start + 1024] = np.argsort(distances, axis=1, kind="stable")[:, :k]
     return choices
+
+
+def paired_pose_distances(a: np.ndarray, b: np.ndarray, size: int) -> np.ndarray:
+    """(..., P, 3) x (..., P, 3) crop landmarks, broadcast row against row -> (...) mean point
+    distance / crop side `size`, over the points confident in both (infinite where none is).
+    `pose_distances` is every driving row against every subject row of this."""
+    valid = (a[..., 2] >= MIN_CONFIDENCE) & (b[..., 2] >= MIN_CONFIDENCE)  # (..., P)
+    gaps = np.linalg.norm(a[..., :2] - b[..., :2], axis=-1) / size
+    counts = valid.sum(-1)
+    return np.where(counts > 0, (gaps * valid).sum(-1) / np.maximum(counts, 1), np.inf)

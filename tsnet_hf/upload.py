@@ -6,7 +6,9 @@
 Only the checkpoint goes up: config.json, model.safetensors and README.md (the model card); a
 fine-tuning run's training/ folder and a training checkpoint's training_state/ stay local. The
 card's `base_model` must be a Hub id for the Hub to accept it, so a local path there (what
-tsnet-finetune writes when --from is a folder) is refused with a sentence that says what to change. Needs a token (`hf auth login` or HF_TOKEN) and the network.
+tsnet-finetune writes when --from is a folder) is refused with a sentence that says what to change.
+Needs a token (`hf auth login` or HF_TOKEN) and the network. `create_and_upload` is the one Hub
+upload of the project: this command, training/train.py --push-to-hub and space/build_space.py.
 """
 
 import argparse
@@ -14,7 +16,11 @@ import re
 import sys
 from pathlib import Path
 
+import huggingface_hub  # HfApi and get_token are looked up at call time: tests replace them
+from huggingface_hub import ModelCard, constants
+
 from .errors import CheckpointError, TSNetError
+from .hub import resolve_checkpoint
 
 UPLOADED = ("config.json", "model.safetensors", "README.md")
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[A-Za-z0-9][\w.\-]*$")
@@ -26,8 +32,6 @@ def upload_plan(folder) -> list[Path]:
     Raises:
         CheckpointError: not a checkpoint folder, or its card names a local base_model.
     """
-    from .hub import resolve_checkpoint
-
     folder = Path(folder)
     if not folder.is_dir():
         raise CheckpointError(f"Checkpoint folder {folder} does not exist: give the folder that holds config.json "
@@ -38,8 +42,6 @@ def upload_plan(folder) -> list[Path]:
 
 
 def _check_card(card_path: Path) -> None:
-    from huggingface_hub import ModelCard
-
     if not card_path.is_file():
         return
     base = ModelCard.load(card_path).data.base_model
@@ -55,25 +57,48 @@ def push_checkpoint(folder, repo_id: str, private: bool = False) -> str:
     Raises:
         CheckpointError: offline, no token, or the upload failed.
     """
-    from huggingface_hub import HfApi, constants, get_token
-
     if not _REPO_ID.match(repo_id):
         raise CheckpointError(f"{repo_id!r} is not a Hub repository id: give USER/NAME.")
     upload_plan(folder)
-    if constants.HF_HUB_OFFLINE:
-        raise CheckpointError("HF_HUB_OFFLINE is set, so nothing can be uploaded: unset it (and be online), or use "
-                              "--dry-run to list the files only.")
-    if get_token() is None:
-        raise CheckpointError("No Hugging Face token found: run `hf auth login` or set HF_TOKEN, then try again.")
-    api = HfApi()
-    try:
-        api.create_repo(repo_id, repo_type="model", private=private or None, exist_ok=True)
-        info = api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model",
-                                 allow_patterns=list(UPLOADED), commit_message="Upload TS-Net checkpoint (tsnet-hf)")
-    except Exception as error:  # network, permission, bad id: one sentence, not a traceback
-        raise CheckpointError(f"Uploading {folder} to {repo_id} failed ({type(error).__name__}): check the id, your "
-                              "token's write access and the network.") from None
+    problem = upload_blocker("--dry-run to list the files only")
+    if problem:
+        raise CheckpointError(problem)
+
+    def failure(error):
+        return CheckpointError(f"Uploading {folder} to {repo_id} failed ({type(error).__name__}): check the id, "
+                               "your token's write access and the network.")
+
+    info = create_and_upload(folder, repo_id, "model", {"private": private or None},
+                             {"allow_patterns": list(UPLOADED)}, "Upload TS-Net checkpoint (tsnet-hf)", failure)
     return str(getattr(info, "commit_url", info))
+
+
+def upload_blocker(dry_run: str) -> str | None:
+    """Why nothing can be uploaded from here (offline, or no token), as one sentence that ends
+    with the `dry_run` alternative; None when an upload may go ahead."""
+    if constants.HF_HUB_OFFLINE:
+        return f"HF_HUB_OFFLINE is set, so nothing can be uploaded: unset it (and be online), or use {dry_run}."
+    if huggingface_hub.get_token() is None:
+        return "No Hugging Face token found: run `hf auth login` or set HF_TOKEN, then try again."
+    return None
+
+
+def create_and_upload(folder, repo_id: str, repo_type: str, create: dict, upload: dict, commit_message: str,
+                      failure) -> object:
+    """`create_repo(repo_id, exist_ok=True, **create)`, then `upload_folder(folder, **upload)`, in
+    a repository of `repo_type` ("model", "space"); returns upload_folder's answer (a CommitInfo).
+
+    Raises:
+        failure(error): whatever went wrong (network, permission, bad id), as the caller's one
+            sentence, without the library's traceback.
+    """
+    api = huggingface_hub.HfApi()
+    try:
+        api.create_repo(repo_id, repo_type=repo_type, exist_ok=True, **create)
+        return api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type=repo_type,
+                                 commit_message=commit_message, **upload)
+    except Exception as error:  # network, permission, bad id: one sentence, not a traceback
+        raise failure(error) from None
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -118,3 +118,15 @@ def new_workdir(workdir) -> Path:
         path.mkdir(parents=True, exist_ok=True)
         return path
     return Path(tempfile.mkdtemp(prefix="tsnet-"))
+
+
+def cpu_name() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo; elsewhere the architecture): where a training run
+    or a benchmark spent its time."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return os.uname().machine if hasattr(os, "uname") else "CPU"
