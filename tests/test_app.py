@@ -264,12 +264,11 @@ def test_template_preview_is_a_video_of_the_template_length(tmp_path):
 
 
 def _settings(monkeypatch, *argv):
-    import tsnet_hf.cli
     from tsnet_hf import demo
 
     monkeypatch.delenv("TSNET_CHECKPOINT", raising=False)
     monkeypatch.delenv("TSNET_BODY_CHECKPOINT", raising=False)
-    monkeypatch.setattr(tsnet_hf.cli, "default_checkpoint", lambda mode: None)  # as on a fresh clone
+    monkeypatch.setattr(demo, "default_checkpoint", lambda mode: None)  # as on a fresh clone
     return demo.load_settings(demo.build_parser().parse_args([*argv, "--device", "cpu"]))
 
 
@@ -300,13 +299,12 @@ def test_checkpoints_come_from_flags_or_environment(monkeypatch, media):
 
 
 def test_the_shipped_checkpoint_is_the_default(monkeypatch, media):
-    import tsnet_hf.cli
     from tsnet_hf import demo
 
     monkeypatch.delenv("TSNET_CHECKPOINT", raising=False)
     monkeypatch.delenv("TSNET_BODY_CHECKPOINT", raising=False)
     shipped = {"face": media["checkpoint"], "body": None}
-    monkeypatch.setattr(tsnet_hf.cli, "default_checkpoint", shipped.get)
+    monkeypatch.setattr(demo, "default_checkpoint", shipped.get)
     settings = demo.load_settings(demo.build_parser().parse_args(["--device", "cpu"]))
     assert settings.sources == {"face": str(media["checkpoint"])}
     random = demo.load_settings(demo.build_parser().parse_args(["--device", "cpu", "--random-weights"]))
