@@ -574,3 +574,62 @@ def test_body_template_drives_a_full_body_photo(monkeypatch, shared_dir, tmp_pat
     for path in (output, side, warped, driving_masks, aligned_masks):
         assert len(read_frames(path)[0]) == int(1 * 29.847)
     assert len(gallery) == 1 and len(report) == int(1 * 29.847) and "(body)" in summary
+
+
+def test_the_page_takes_its_inputs_and_choices_from_one_place(media, tmp_path):
+    """INPUT_ORDER is FormInputs' fields: the handler's parameters (the /retarget API's names) and
+    the components wired to it; the option controls offer RunOptions' allowed values."""
+    gr = pytest.importorskip("gradio")
+    import inspect
+    from dataclasses import fields
+
+    from tsnet_hf import demo, options
+
+    assert demo.INPUT_ORDER == tuple(f.name for f in fields(demo.FormInputs))
+    settings = demo.DemoSettings(models={"face": TSNet.from_pretrained(media["checkpoint"]).eval()},
+                                 sources={"face": "tiny"}, device="cpu", cache_dir=tmp_path)
+    page = demo.build_demo(settings)
+    function = next(f for f in page.fns.values() if f.api_name == "retarget")
+    assert tuple(inspect.signature(function.fn).parameters) == (*demo.INPUT_ORDER, "progress")
+    assert [block.elem_id for block in function.inputs][:4] == ["subject-photo", "subject-video", "driving-video",
+                                                                 "motion-template"]
+    radios = {block.label: [value for _, value in block.choices] for block in function.inputs
+              if isinstance(block, gr.Radio)}
+    assert radios == {"Mode": list(options.RUN_MODES), "Subject-frame selection": list(options.SELECTIONS),
+                      "Frames where nothing is detected": list(options.MISSING_POLICIES)}
+
+
+def test_a_run_the_page_left_deletes_its_finished_result():
+    """Stop (or a closed page) just as the run ends: whichever of the handler and the run's thread
+    comes last deletes the finished result's folder, so the app's disk does not grow."""
+    import threading
+
+    from tsnet_hf import demo
+    from tsnet_hf.options import RunOptions
+
+    class Result:
+        cleaned = False
+
+        def cleanup(self):
+            self.cleaned = True
+
+    gate = threading.Event()
+
+    def pipe(subject, driving, progress, preview, **options):
+        gate.wait(10)
+        return result
+
+    result = Result()
+    live = demo.LiveRun()
+    live.start(pipe, "subject.mp4", "driving.mp4", RunOptions())
+    while not live.wait(0.01):
+        gate.set()
+    live.stop()  # the run had finished: the handler deletes it
+    assert result.cleaned
+
+    result, gate = Result(), threading.Event()
+    live = demo.LiveRun()
+    live.start(pipe, "subject.mp4", "driving.mp4", RunOptions())
+    live.stop()  # the run has not finished: its thread deletes the result once it is made
+    gate.set()
+    assert live.finished.wait(10) and result.cleaned

@@ -417,11 +417,10 @@ class LiveRun:
         except BaseException as caught:  # handed to the handler's thread by `outcome`
             error = caught
         with self.lock:
+            if self.stopped.is_set() and result is not None:
+                result.cleanup()  # the handler has gone: nobody takes these videos
             self.result, self.error = result, error
             self.finished.set()
-            abandoned = self.stopped.is_set()
-        if abandoned and result is not None:
-            result.cleanup()  # the handler has gone: nobody takes these videos
 
     def _progress(self, stage, done, total):
         self._check()
@@ -457,9 +456,8 @@ class LiveRun:
         was finished anyway is deleted (nobody takes its videos)."""
         with self.lock:
             self.stopped.set()
-            result = self.result if self.finished.is_set() else None
-        if result is not None:
-            result.cleanup()
+            if self.finished.is_set() and self.result is not None:
+                self.result.cleanup()
 
     def outcome(self):
         """The RetargetOutput, or the run's error raised here."""
