@@ -237,6 +237,17 @@ def template_preview(path: Path, cache_dir: Path, side: int = 256) -> Path:
 
 # ----- one run --------------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class Truncation:
+    """How much of the driving motion a run uses: cut (fewer frames than it has), seconds (the
+    length asked), length (its whole length in seconds), frames (the frames used)."""
+
+    cut: bool
+    seconds: float
+    length: float
+    frames: int
+
+
 class Retargeter:
     """The function behind the Run button and the `/retarget` endpoint."""
 
@@ -380,17 +391,6 @@ class Retargeter:
         values["report"] = pd.DataFrame(rows, columns=REPORT_COLUMNS)
         values["summary"] = _summary(result, pipe, elapsed, truncated, self.settings)
         return tuple(values[name] for name in OUTPUT_ORDER)
-
-
-@dataclass(frozen=True)
-class Truncation:
-    """How much of the driving motion a run uses: cut (fewer frames than it has), seconds (the
-    length asked), length (its whole length in seconds), frames (the frames used)."""
-
-    cut: bool
-    seconds: float
-    length: float
-    frames: int
 
 
 class LiveRun:
