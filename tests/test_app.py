@@ -6,13 +6,16 @@ in Chromium with Playwright (marked `browser`; skipped where /usr/bin/chromium o
 missing). Media are generated (tests/synthetic.py): nothing here needs ../shared or the network.
 """
 
+import inspect
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
+from dataclasses import fields
 from pathlib import Path
 
 import cv2
@@ -22,6 +25,7 @@ import torch
 
 from tsnet_hf import TSNet, tiny_config
 from tsnet_hf.demo import OUTPUT_ORDER
+from tsnet_hf.options import MISSING_POLICIES, RUN_MODES, SELECTIONS, RunOptions
 from tsnet_hf.video import probe_video, read_frames
 
 from synthetic import astronaut, moving_face_frames, write_video
@@ -580,10 +584,7 @@ def test_the_page_takes_its_inputs_and_choices_from_one_place(media, tmp_path):
     """INPUT_ORDER is FormInputs' fields: the handler's parameters (the /retarget API's names) and
     the components wired to it; the option controls offer RunOptions' allowed values."""
     gr = pytest.importorskip("gradio")
-    import inspect
-    from dataclasses import fields
-
-    from tsnet_hf import demo, options
+    from tsnet_hf import demo
 
     assert demo.INPUT_ORDER == tuple(f.name for f in fields(demo.FormInputs))
     settings = demo.DemoSettings(models={"face": TSNet.from_pretrained(media["checkpoint"]).eval()},
@@ -595,17 +596,14 @@ def test_the_page_takes_its_inputs_and_choices_from_one_place(media, tmp_path):
                                                                  "motion-template"]
     radios = {block.label: [value for _, value in block.choices] for block in function.inputs
               if isinstance(block, gr.Radio)}
-    assert radios == {"Mode": list(options.RUN_MODES), "Subject-frame selection": list(options.SELECTIONS),
-                      "Frames where nothing is detected": list(options.MISSING_POLICIES)}
+    assert radios == {"Mode": list(RUN_MODES), "Subject-frame selection": list(SELECTIONS),
+                      "Frames where nothing is detected": list(MISSING_POLICIES)}
 
 
 def test_a_run_the_page_left_deletes_its_finished_result():
     """Stop (or a closed page) just as the run ends: whichever of the handler and the run's thread
     comes last deletes the finished result's folder, so the app's disk does not grow."""
-    import threading
-
     from tsnet_hf import demo
-    from tsnet_hf.options import RunOptions
 
     class Result:
         cleaned = False

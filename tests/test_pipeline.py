@@ -1,15 +1,22 @@
 """RetargetPipeline and the tsnet-retarget CLI, on a small random checkpoint and real or generated clips."""
 
+import gc
+import inspect
 import json
 import os
+import shutil
 import subprocess
 import sys
+from dataclasses import fields
 
 import numpy as np
 import pytest
 import torch
 
+import tsnet_hf.video
 from tsnet_hf import CheckpointError, DetectionError, InputError, TSNet, TSNetError, VideoError, tiny_config
+from tsnet_hf import options, runner
+from tsnet_hf.cli import build_parser
 from tsnet_hf.cli import main as cli_main
 from tsnet_hf.pipeline import RetargetPipeline
 from tsnet_hf.selection import choose_subject_frames, diverse_rows
@@ -366,9 +373,6 @@ def test_an_auto_run_probes_each_input_file_once(face_pipe, media, monkeypatch, 
     """mode="auto" reads the first frames of both inputs, then the subject again (landmarks, crops)
     and the driving video again (landmarks, generation): one probe per file, every later pass
     decodes with the VideoInfo of the first."""
-    import tsnet_hf.video
-    from tsnet_hf import runner
-
     passes, probes = [], []
     open_video, probe_stream = runner.open_video, tsnet_hf.video._probe_stream
 
@@ -392,9 +396,6 @@ def test_an_auto_run_probes_each_input_file_once(face_pipe, media, monkeypatch, 
 
 
 def test_a_result_keeps_its_videos_until_cleanup_or_the_end_of_its_with_block(face_pipe):
-    import gc
-    import shutil
-
     subject, driving = moving_face_frames(4, seed=1), moving_face_frames(3, seed=2)
     result = face_pipe(subject, driving, mode="face")
     path = result.videos["output"]
@@ -424,12 +425,6 @@ def test_work_folders_not_cleaned_up_go_when_the_interpreter_exits(tmp_path):
 def test_call_defaults_and_cli_choices_come_from_run_options():
     """RunOptions is the one home of the run options: the pipeline's keyword defaults and the
     command line's choices and defaults are its own."""
-    import inspect
-    from dataclasses import fields
-
-    from tsnet_hf import options
-    from tsnet_hf.cli import build_parser
-
     parameters = inspect.signature(RetargetPipeline.__call__).parameters
     assert {f.name: parameters[f.name].default for f in fields(options.RunOptions)} == {
         f.name: f.default for f in fields(options.RunOptions)}
