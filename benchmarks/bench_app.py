@@ -4,9 +4,9 @@ request to the first live-view frame and to the finished videos.
 
     python benchmarks/bench_app.py [--seconds 5] [--runs 2] [--write docs/benchmarks.md]
 
-The subject is ../shared/data/face/liveportrait_d12.mp4 and the driving video
-moore_talkinghead_1.mp4 (512x512, 25 fps) when ../shared is there, else generated clips. The first
-run of a fresh server also pays for loading mediapipe's graphs; every run is listed.
+Clips: bench_pipeline.clips (a 512x512 25 fps talking head from the --shared data folder where it
+has one, else generated). The first run of a fresh server also pays for loading mediapipe's graphs;
+every run is listed.
 """
 
 import argparse

@@ -4,14 +4,9 @@
     python benchmarks/bench_pipeline.py [--checkpoint checkpoints/face-blend-128] \
         [--variants default fp32 channels_last compile threads1] [--write docs/benchmarks.md]
 
-Uses ../shared/data/face/moore_talkinghead_1.mp4 (driving, first 250 frames) and
-liveportrait_d12.mp4 (subject, first 125 frames) when ../shared is there; generated clips of the
-astronaut otherwise. Each variant is one whole run in this process, in the order given (the
-first is the table of stages); "first frame" is the time from the call to the first output frame
-handed to the `preview` callback (what the app shows first). Variants: "default" (the pipeline's
-own choices on this machine), "fp32" (reduced precision off), "bf16", "channels_last" (the default
-dtype, NHWC), "compile" (torch.compile, a cold compile included), "threadsN" (N torch threads).
-Also reports the process's peak memory (VmHWM).
+Clips: a talking head and a face video from the --shared data folder where it has them (the first
+250 and 125 frames), else generated ones. "first frame": seconds from the call to the first output
+frame handed to `preview` (what the app shows first). Also reports peak memory (VmHWM).
 """
 
 import argparse
@@ -23,10 +18,12 @@ import time
 from pathlib import Path
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "tests"))
+from bench_layers import LAYERS, rate  # noqa: E402
 from common import append_report, machine_line, markdown_table  # noqa: E402
 
 from tsnet_hf import TSNet, preset_config  # noqa: E402
@@ -54,7 +51,10 @@ def peak_memory_mib() -> float:
 
 
 def pipeline_for(variant: str, checkpoint, threads: int) -> RetargetPipeline:
-    """The pipeline of one variant (see the module docstring); sets torch's thread count."""
+    """The pipeline of one variant; sets torch's thread count. Variants: "default" (the pipeline's own
+    choices on this machine), "fp32" (reduced precision off), "bf16", "channels_last" (the default
+    dtype, NHWC), "compile" (torch.compile, a cold compile included), "threadsN" (N torch threads).
+    Each is one whole run in this process, in the order given (the first gives the table of stages)."""
     match = re.fullmatch(r"threads(\d+)", variant)
     torch.set_num_threads(int(match.group(1)) if match else threads)
     if variant not in ("default", "fp32", "bf16", "channels_last", "compile") and not match:
@@ -70,23 +70,17 @@ def pipeline_for(variant: str, checkpoint, threads: int) -> RetargetPipeline:
 def timed_run(pipe, subject, driving, frames: int, batch: int, folder: Path) -> dict:
     start = time.perf_counter()
     first = []
-    result = pipe(subject, driving, mode="face", max_frames=frames, subject_max_frames=125, batch_size=batch,
-                  preview=lambda *_: first or first.append(time.perf_counter() - start))
-    result.save(folder / "out.mp4")
-    total = time.perf_counter() - start
-    run = {"total": total, "first": first[0], "frames": result.num_frames, "timings": dict(result.timings)}
-    result.cleanup()
-    return run
+    with pipe(subject, driving, mode="face", max_frames=frames, subject_max_frames=125, batch_size=batch,
+              preview=lambda *_: first or first.append(time.perf_counter() - start)) as result:
+        result.save(folder / "out.mp4")
+        total = time.perf_counter() - start
+        return {"total": total, "first": first[0], "frames": result.num_frames, "timings": dict(result.timings)}
 
 
 def flop_floor(checkpoint, dtype: torch.dtype, batch: int) -> dict:
     """The generator's FLOPs per frame (FlopCounterMode on one chunk of `batch` frames, K = 3, a
     face-sized mask box) and the measured conv peak at `dtype` (the best rate of
     bench_layers.py's large layers, NCHW or channels_last): floor = FLOPs / peak, in ms per frame."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from bench_layers import LAYERS, rate
-
     model = TSNet.from_pretrained(checkpoint).eval()
     size, channels = model.config.image_size, model.config.mask_channels
     labels = torch.zeros(4, size, size, dtype=torch.long)
@@ -110,7 +104,7 @@ def main(argv=None):
                         help="checkpoint folder (default: the shipped face checkpoint, else a random --preset)")
     parser.add_argument("--preset", default="small", choices=["paper", "small", "tiny"],
                         help="random weights of this preset when no checkpoint is given or shipped")
-    parser.add_argument("--variants", nargs="+", default=["default"], help="see the module docstring")
+    parser.add_argument("--variants", nargs="+", default=["default"], help="see pipeline_for")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: the usable cores)")
     parser.add_argument("--frames", type=int, default=250, help="driving frames (10 s at 25 fps)")
     parser.add_argument("--batch-size", type=int, default=8)

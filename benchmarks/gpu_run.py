@@ -1146,14 +1146,14 @@ def bundle_run(pipe, options, subject: dict, workdir: Path):
 
 def pipeline_timings(model, subject: dict, mode: str, device: torch.device, batch: int, max_frames, workdir: Path) -> dict:
     """Two runs (cold, then warm) from the motion template: seconds per stage and frames/s."""
-    import tsnet_hf.video as video
+    import tsnet_hf.runner as runner  # the run's writers: runner imports VideoWriter at its top
     from tsnet_hf.landmarks import LandmarkTrack
     from tsnet_hf.pipeline import RetargetPipeline
 
     track = LandmarkTrack.load(ROOT / "tsnet_hf" / "assets" / "templates" / TEMPLATES[mode])
     pipe = RetargetPipeline(model, device=device)
     options = pipeline_defaults(mode=mode, batch_size=batch, max_frames=max_frames)
-    original, video.VideoWriter = video.VideoWriter, Cv2VideoWriter
+    original, runner.VideoWriter = runner.VideoWriter, Cv2VideoWriter
     runs = {}
     try:
         for name in ("cold", "warm"):
@@ -1166,7 +1166,7 @@ def pipeline_timings(model, subject: dict, mode: str, device: torch.device, batc
                           "frames_per_s": round(result.num_frames / total, 1),
                           "stages_s": {k: round(v, 3) for k, v in result.timings.items()}}
     finally:
-        video.VideoWriter = original
+        runner.VideoWriter = original
     runs.update(template=TEMPLATES[mode], batch=batch, dtype=str(pipe.dtype).replace("torch.", ""),
                 channels_last=pipe.memory_format == torch.channels_last)
     return runs

@@ -6,13 +6,16 @@ in Chromium with Playwright (marked `browser`; skipped where /usr/bin/chromium o
 missing). Media are generated (tests/synthetic.py): nothing here needs ../shared or the network.
 """
 
+import inspect
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
+from dataclasses import fields
 from pathlib import Path
 
 import cv2
@@ -22,6 +25,7 @@ import torch
 
 from tsnet_hf import TSNet, tiny_config
 from tsnet_hf.demo import OUTPUT_ORDER
+from tsnet_hf.options import MISSING_POLICIES, RUN_MODES, SELECTIONS, RunOptions
 from tsnet_hf.video import probe_video, read_frames
 
 from synthetic import astronaut, moving_face_frames, write_video
@@ -264,12 +268,11 @@ def test_template_preview_is_a_video_of_the_template_length(tmp_path):
 
 
 def _settings(monkeypatch, *argv):
-    import tsnet_hf.cli
     from tsnet_hf import demo
 
     monkeypatch.delenv("TSNET_CHECKPOINT", raising=False)
     monkeypatch.delenv("TSNET_BODY_CHECKPOINT", raising=False)
-    monkeypatch.setattr(tsnet_hf.cli, "default_checkpoint", lambda mode: None)  # as on a fresh clone
+    monkeypatch.setattr(demo, "default_checkpoint", lambda mode: None)  # as on a fresh clone
     return demo.load_settings(demo.build_parser().parse_args([*argv, "--device", "cpu"]))
 
 
@@ -300,13 +303,12 @@ def test_checkpoints_come_from_flags_or_environment(monkeypatch, media):
 
 
 def test_the_shipped_checkpoint_is_the_default(monkeypatch, media):
-    import tsnet_hf.cli
     from tsnet_hf import demo
 
     monkeypatch.delenv("TSNET_CHECKPOINT", raising=False)
     monkeypatch.delenv("TSNET_BODY_CHECKPOINT", raising=False)
     shipped = {"face": media["checkpoint"], "body": None}
-    monkeypatch.setattr(tsnet_hf.cli, "default_checkpoint", shipped.get)
+    monkeypatch.setattr(demo, "default_checkpoint", shipped.get)
     settings = demo.load_settings(demo.build_parser().parse_args(["--device", "cpu"]))
     assert settings.sources == {"face": str(media["checkpoint"])}
     random = demo.load_settings(demo.build_parser().parse_args(["--device", "cpu", "--random-weights"]))
@@ -576,3 +578,56 @@ def test_body_template_drives_a_full_body_photo(monkeypatch, shared_dir, tmp_pat
     for path in (output, side, warped, driving_masks, aligned_masks):
         assert len(read_frames(path)[0]) == int(1 * 29.847)
     assert len(gallery) == 1 and len(report) == int(1 * 29.847) and "(body)" in summary
+
+
+def test_the_page_takes_its_inputs_and_choices_from_one_place(media, tmp_path):
+    """INPUT_ORDER is FormInputs' fields: the handler's parameters (the /retarget API's names) and
+    the components wired to it; the option controls offer RunOptions' allowed values."""
+    gr = pytest.importorskip("gradio")
+    from tsnet_hf import demo
+
+    assert demo.INPUT_ORDER == tuple(f.name for f in fields(demo.FormInputs))
+    settings = demo.DemoSettings(models={"face": TSNet.from_pretrained(media["checkpoint"]).eval()},
+                                 sources={"face": "tiny"}, device="cpu", cache_dir=tmp_path)
+    page = demo.build_demo(settings)
+    function = next(f for f in page.fns.values() if f.api_name == "retarget")
+    assert tuple(inspect.signature(function.fn).parameters) == (*demo.INPUT_ORDER, "progress")
+    assert [block.elem_id for block in function.inputs][:4] == ["subject-photo", "subject-video", "driving-video",
+                                                                 "motion-template"]
+    radios = {block.label: [value for _, value in block.choices] for block in function.inputs
+              if isinstance(block, gr.Radio)}
+    assert radios == {"Mode": list(RUN_MODES), "Subject-frame selection": list(SELECTIONS),
+                      "Frames where nothing is detected": list(MISSING_POLICIES)}
+
+
+def test_a_run_the_page_left_deletes_its_finished_result():
+    """Stop (or a closed page) just as the run ends: whichever of the handler and the run's thread
+    comes last deletes the finished result's folder, so the app's disk does not grow."""
+    from tsnet_hf import demo
+
+    class Result:
+        cleaned = False
+
+        def cleanup(self):
+            self.cleaned = True
+
+    gate = threading.Event()
+
+    def pipe(subject, driving, progress, preview, **options):
+        gate.wait(10)
+        return result
+
+    result = Result()
+    live = demo.LiveRun()
+    live.start(pipe, "subject.mp4", "driving.mp4", RunOptions())
+    while not live.wait(0.01):
+        gate.set()
+    live.stop()  # the run had finished: the handler deletes it
+    assert result.cleaned
+
+    result, gate = Result(), threading.Event()
+    live = demo.LiveRun()
+    live.start(pipe, "subject.mp4", "driving.mp4", RunOptions())
+    live.stop()  # the run has not finished: its thread deletes the result once it is made
+    gate.set()
+    assert live.finished.wait(10) and result.cleaned

@@ -1,15 +1,22 @@
 """RetargetPipeline and the tsnet-retarget CLI, on a small random checkpoint and real or generated clips."""
 
+import gc
+import inspect
 import json
 import os
+import shutil
 import subprocess
 import sys
+from dataclasses import fields
 
 import numpy as np
 import pytest
 import torch
 
+import tsnet_hf.video
 from tsnet_hf import CheckpointError, DetectionError, InputError, TSNet, TSNetError, VideoError, tiny_config
+from tsnet_hf import options, runner
+from tsnet_hf.cli import build_parser
 from tsnet_hf.cli import main as cli_main
 from tsnet_hf.pipeline import RetargetPipeline
 from tsnet_hf.selection import choose_subject_frames, diverse_rows
@@ -360,3 +367,69 @@ def test_compiled_generator_gives_the_eager_frames(media):
     gaps = np.abs(frames[0].astype(int) - frames[1].astype(int)).reshape(len(frames[0]), -1)
     # fused kernels round differently, and a random model's softmax at tau = 100 amplifies that in places
     assert gaps.shape[0] == 10 and gaps.mean(axis=1).max() < 2.0  # a wrong frame order or padding: tens
+
+
+def test_an_auto_run_probes_each_input_file_once(face_pipe, media, monkeypatch, tmp_path):
+    """mode="auto" reads the first frames of both inputs, then the subject again (landmarks, crops)
+    and the driving video again (landmarks, generation): one probe per file, every later pass
+    decodes with the VideoInfo of the first."""
+    passes, probes = [], []
+    open_video, probe_stream = runner.open_video, tsnet_hf.video._probe_stream
+
+    def spy_open(path, *args, info=None, **kwargs):
+        passes.append((os.path.basename(path), info is None))
+        return open_video(path, *args, info=info, **kwargs)
+
+    def spy_probe(path):
+        probes.append(os.path.basename(path))
+        return probe_stream(path)
+
+    monkeypatch.setattr(runner, "open_video", spy_open)
+    monkeypatch.setattr(tsnet_hf.video, "_probe_stream", spy_probe)
+    subject = write_video(tmp_path / "subject.mp4", moving_face_frames(8, seed=3))  # seed 1 reads as a body
+    result = face_pipe(subject, media["driving"], max_frames=6)
+    assert result.num_frames == 6 and result.mode == "face"
+    assert sorted(probes) == ["driving.mp4", "subject.mp4"]
+    for name in ("subject.mp4", "driving.mp4"):
+        unprobed = [new for file, new in passes if file == name]
+        assert len(unprobed) == 3 and unprobed == [True, False, False], (name, unprobed)
+
+
+def test_a_result_keeps_its_videos_until_cleanup_or_the_end_of_its_with_block(face_pipe):
+    subject, driving = moving_face_frames(4, seed=1), moving_face_frames(3, seed=2)
+    result = face_pipe(subject, driving, mode="face")
+    path = result.videos["output"]
+    del result
+    gc.collect()
+    assert path.is_file()  # no deletion on garbage collection: the caller may still hold its paths
+    shutil.rmtree(path.parent)
+    with face_pipe(subject, driving, mode="face") as result:
+        assert len(result.read("output")) == 3
+    assert not result.workdir.exists()
+
+
+@pytest.mark.slow
+def test_work_folders_not_cleaned_up_go_when_the_interpreter_exits(tmp_path):
+    script = (
+        "import sys, numpy as np; from pathlib import Path; from tsnet_hf.outputs import RetargetOutput\n"
+        "empty = np.zeros((0, 8, 8, 3), np.uint8)\n"
+        "for name, owns in (('temporary', True), ('given', False)):\n"
+        "    folder = Path(sys.argv[1]) / name; folder.mkdir(); (folder / 'output.mp4').write_bytes(b'')\n"
+        "    RetargetOutput(25.0, 0, 'face', 8, folder, {'output': folder / 'output.mp4'}, empty, empty,\n"
+        "                   np.zeros(0, int), [], '', '', owns_workdir=owns)\n"
+    )
+    subprocess.run([sys.executable, "-c", script, str(tmp_path)], check=True)
+    assert not (tmp_path / "temporary").exists() and (tmp_path / "given" / "output.mp4").is_file()
+
+
+def test_call_defaults_and_cli_choices_come_from_run_options():
+    """RunOptions is the one home of the run options: the pipeline's keyword defaults and the
+    command line's choices and defaults are its own."""
+    parameters = inspect.signature(RetargetPipeline.__call__).parameters
+    assert {f.name: parameters[f.name].default for f in fields(options.RunOptions)} == {
+        f.name: f.default for f in fields(options.RunOptions)}
+    actions = {action.dest: action for action in build_parser()._actions}
+    for dest, allowed in (("mode", options.RUN_MODES), ("selection", options.SELECTIONS),
+                          ("missing", options.MISSING_POLICIES)):
+        assert tuple(actions[dest].choices) == allowed and actions[dest].default == getattr(options.RunOptions, dest)
+    assert actions["batch_size"].default == options.RunOptions.batch_size

@@ -9,9 +9,16 @@ import contextlib
 import json
 import os
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
+import torch
+from tqdm import tqdm
+
 from .errors import TSNetError
+from .options import MISSING_POLICIES, RUN_MODES, SELECTIONS, RunOptions
+from .pipeline import RetargetPipeline
+from .utils import set_cpu_threads
 
 # Where the shipped checkpoints are: inside the installed package (a wheel maps the repository's
 # checkpoints/ to tsnet_hf/checkpoints, see pyproject.toml), else beside the package in a checkout
@@ -52,18 +59,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("driving", help="driving video (its audio goes to the output)")
     parser.add_argument("-o", "--output", required=True, help="output .mp4")
     parser.add_argument("--checkpoint", help="checkpoint folder or Hub id (default: the shipped one for the mode)")
-    parser.add_argument("--mode", choices=("auto", "face", "body"), default="auto")
-    parser.add_argument("-k", "--subject-frames", type=int, default=None, metavar="K",
+    parser.add_argument("--mode", choices=RUN_MODES, default=RunOptions.mode)
+    parser.add_argument("-k", "--subject-frames", type=int, default=RunOptions.num_subject_frames, metavar="K",
                         help="subject frames per output frame (default: min(3, available))")
-    parser.add_argument("--selection", choices=("nearest", "random"), default="nearest",
+    parser.add_argument("--selection", choices=SELECTIONS, default=RunOptions.selection,
                         help="nearest: the K subject frames nearest in pose; random: K drawn once (paper)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of --selection random")
+    parser.add_argument("--seed", type=int, default=RunOptions.seed, help="seed of --selection random")
     parser.add_argument("--no-align", action="store_true", help="do not rescale the driving landmarks to the subject")
     parser.add_argument("--no-smooth", action="store_true", help="do not smooth the landmark tracks")
-    parser.add_argument("--missing", choices=("interpolate", "hold", "drop"), default="interpolate",
+    parser.add_argument("--missing", choices=MISSING_POLICIES, default=RunOptions.missing,
                         help="what to do with frames where nothing is detected")
-    parser.add_argument("--max-frames", type=int, default=None, help="use at most this many driving frames")
-    parser.add_argument("--batch-size", type=int, default=8, help="driving frames per generator call")
+    parser.add_argument("--max-frames", type=int, default=RunOptions.max_frames,
+                        help="use at most this many driving frames")
+    parser.add_argument("--batch-size", type=int, default=RunOptions.batch_size,
+                        help="driving frames per generator call")
     parser.add_argument("--crop-only", action="store_true", help="output the generated crop, not the full frame")
     parser.add_argument("--color-match", action="store_true",
                         help="match output colours to the subject frame (a converted authors' checkpoint always "
@@ -113,8 +122,6 @@ def make_progress(stream, quiet: bool):
     """A `progress(stage, done, total)` callback drawing one tqdm bar per stage."""
     if quiet:
         return lambda *args: None, lambda: None
-    from tqdm import tqdm
-
     bars = {}
 
     def progress(stage, done, total):
@@ -129,12 +136,15 @@ def make_progress(stream, quiet: bool):
     return progress, lambda: [bar.close() for bar in bars.values()]
 
 
+def run_options(args) -> RunOptions:
+    """The command line's run options, checked (InputError) before any checkpoint is loaded."""
+    return RunOptions(mode=args.mode, num_subject_frames=args.subject_frames, selection=args.selection,
+                      seed=args.seed, align=not args.no_align, smooth=not args.no_smooth, missing=args.missing,
+                      max_frames=args.max_frames, batch_size=args.batch_size, paste_back=not args.crop_only,
+                      color_match=args.color_match, high_res_warp=not args.no_high_res_warp)
+
+
 def run(args, stream) -> int:
-    import torch
-
-    from .pipeline import RetargetPipeline
-    from .utils import set_cpu_threads
-
     output = Path(args.output)
     if output.suffix.lower() != ".mp4":
         raise TSNetError(f"The output must be an .mp4 file, got {output}.")
@@ -143,6 +153,7 @@ def run(args, stream) -> int:
     checkpoint = args.checkpoint or default_checkpoint("body" if args.mode == "body" else "face")
     if checkpoint is None:
         raise TSNetError("No checkpoint given and none is shipped in checkpoints/: pass --checkpoint FOLDER_OR_HUB_ID.")
+    options = run_options(args)
     dtype = getattr(torch, args.dtype) if args.dtype else None
     set_cpu_threads(args.threads)
     pipe = RetargetPipeline.from_pretrained(checkpoint, device=args.device, dtype=dtype, compile=args.compile)
@@ -151,20 +162,15 @@ def run(args, stream) -> int:
                          "decoder model: leave --blend-mask out.")
     progress, close_bars = make_progress(stream, args.quiet)
     try:
-        result = pipe(args.subject, args.driving, mode=args.mode, num_subject_frames=args.subject_frames,
-                      selection=args.selection, seed=args.seed, align=not args.no_align,
-                      smooth=not args.no_smooth, missing=args.missing, max_frames=args.max_frames,
-                      batch_size=args.batch_size, paste_back=not args.crop_only,
-                      color_match=args.color_match, high_res_warp=not args.no_high_res_warp,
-                      progress=progress)
+        result = pipe(args.subject, args.driving, **asdict(options), progress=progress)
     finally:
         close_bars()
-    result.save(output, side_by_side=args.side_by_side, masks=args.masks, warped=args.warped,
-                blend_mask=args.blend_mask)
-    if not args.quiet:
-        print(result.summary(), file=stream)
-        print(f"wrote {output}", file=stream)
-    result.cleanup()
+    with result:  # the run's work folder goes even when a copy fails
+        result.save(output, side_by_side=args.side_by_side, masks=args.masks, warped=args.warped,
+                    blend_mask=args.blend_mask)
+        if not args.quiet:
+            print(result.summary(), file=stream)
+            print(f"wrote {output}", file=stream)
     return 0
 
 

@@ -1,41 +1,37 @@
-"""The Gradio demo shared by app.py and the Hugging Face Space.
+"""The Gradio demo page shared by app.py and the Hugging Face Space (`python app.py --help`).
 
-    python app.py [--checkpoint FOLDER_OR_HUB_ID] [--body-checkpoint ...] [--port 7860]
-
-One page: a subject (photo or video), a driving motion (a video upload, a webcam recording or a
-built-in motion template), the pipeline's options, and every intermediate at once after a run:
-the output video with the driving audio, the subject / driving / aligned masks, the
-transformation branch's warped subject, a side-by-side video and a per-frame report; for a blend
-model (config output="blend") also its blend mask. The named API endpoint `/retarget` serves the
-same function to `gradio_client`, with the outputs in OUTPUT_ORDER.
-
-Checkpoints: --checkpoint / $TSNET_CHECKPOINT (any mode) and --body-checkpoint /
-$TSNET_BODY_CHECKPOINT; for a mode not named, the one shipped in checkpoints/
-(`tsnet_hf.cli.default_checkpoint`). With none, the page says so and every run answers with that
-sentence; --random-weights serves untrained tiny models to try the page.
-
-Devices: CUDA when there is one (on a ZeroGPU Space through `spaces.GPU`, used only when the
-`spaces` package is installed), else Apple MPS or the CPU, where at most CPU_MAX_SECONDS of
-driving video are used (the page states the limit). Runs are queued, one at a time.
-
-Nothing here runs at import, and gradio is imported inside functions only: `import tsnet_hf`
-never imports gradio (style rule 1), and this module can be imported without it.
+`Retargeter` is the function behind the Run button and the `/retarget` API (inputs in INPUT_ORDER,
+outputs in OUTPUT_ORDER); `build_demo` lays out the page. gradio is imported only where the page is
+built or run, so `import tsnet_hf.demo` works without it.
 """
 
 import argparse
+import inspect
 import logging
 import os
 import shutil
 import sys
+import tempfile
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+import cv2
 import numpy as np
+import torch
 
+from .cli import default_checkpoint
+from .config import tiny_config
 from .errors import Cancelled, CheckpointError, InputError, TSNetError
+from .landmarks import LandmarkTrack, choose_mode
+from .masks import draw_mask, render_mask_rgb
+from .modeling import TSNet
+from .options import MISSING_POLICIES, RUN_MODES, SELECTIONS, RunOptions
+from .pipeline import RetargetPipeline
+from .utils import best_device, set_cpu_threads
+from .video import VideoWriter, iter_frames, probe_video
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +44,6 @@ GPU_MAX_SECONDS = 60.0
 GPU_DEFAULT_SECONDS = 20.0
 GPU_DURATION = 120  # seconds of ZeroGPU time asked per run
 RUN_FOLDER_AGE = 3600.0  # seconds a finished run's files are kept for the browser to fetch
-MODES = ("auto", "face", "body")
 NO_CHECKPOINT = ("No trained TS-Net checkpoint is shipped yet (training is pending): start the demo with "
                  "--checkpoint FOLDER_OR_HUB_ID (or set TSNET_CHECKPOINT), or with --random-weights "
                  "to try the page with an untrained model.")
@@ -63,18 +58,48 @@ OUTPUT_ORDER = (*OUTPUT_VIDEOS[:-1], "subject_frames", "summary", "report", "ble
 PREVIEW_INTERVAL = 0.25  # seconds between looks at the running pipeline for a new preview frame
 
 
+@dataclass(frozen=True)
+class FormInputs:
+    """The Run form's values as the page gives them (file paths, strings, numbers). The field order
+    is the order of the handler's inputs and of the /retarget API's parameters (INPUT_ORDER), and
+    the names are the API's parameter names and the page's component keys.
+
+    subject_photo, subject_video: file paths, one of them; driving_video: a file path, or
+    motion_template: a template name ("" for none); subject_frames: K; max_seconds: driving
+    seconds used at most; the rest as `RetargetPipeline.__call__` names them.
+    """
+
+    subject_photo: str | None
+    subject_video: str | None
+    driving_video: str | None
+    motion_template: str | None
+    mode: str
+    subject_frames: float
+    selection: str
+    align: bool
+    smooth: bool
+    max_seconds: float | None
+    missing: str
+    color_match: bool
+
+
+INPUT_ORDER = tuple(f.name for f in fields(FormInputs))
+
+
 # ----- settings and models --------------------------------------------------------------------
 
 @dataclass
 class DemoSettings:
-    """What the demo runs with.
+    """What the demo runs with (see `load_settings`).
 
     models: mode ("face"/"body") -> loaded TSNet, on the CPU until a run moves it.
     sources: mode -> where it came from (folder, Hub id or "random weights"), shown on the page.
     device: "cuda", "mps", "cpu" or None (the best there is, at each run).
-    device_label: where runs happen, in words ("a CUDA GPU", "ZeroGPU", "Apple GPU (MPS)", "CPU").
+    device_label: where runs happen, in words ("a CUDA GPU", "ZeroGPU", "Apple GPU (MPS)", "CPU"); on a
+        ZeroGPU Space the handler runs inside `spaces.GPU` (see `gpu_decorator`).
     on_gpu: runs happen on a CUDA GPU (here or on ZeroGPU).
-    max_seconds: driving seconds a run uses at most (GPU_MAX_SECONDS on a CUDA GPU, else the CPU limit).
+    max_seconds: driving seconds a run uses at most (GPU_MAX_SECONDS on a CUDA GPU, else the CPU limit,
+        stated on the page).
     cache_dir: run outputs, the example subject and template previews.
     """
 
@@ -110,19 +135,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def load_settings(args) -> DemoSettings:
-    """Load the checkpoints named by the arguments (or shipped) into DemoSettings.
+    """Load the checkpoints named by the arguments into DemoSettings: --checkpoint / $TSNET_CHECKPOINT
+    (any mode) and --body-checkpoint / $TSNET_BODY_CHECKPOINT; for a mode not named, the one shipped
+    in checkpoints/ (`default_checkpoint`, unless --no-shipped). With none, the page says so and every
+    run answers with NO_CHECKPOINT; --random-weights loads untrained tiny models to try the page.
 
     Raises CheckpointError (one sentence) when a named checkpoint cannot be loaded."""
-    import tempfile
-
-    import torch
-
-    from .cli import default_checkpoint
-    from .modeling import TSNet
-
     settings = DemoSettings(device=args.device)
     if args.random_weights:
-        from .config import tiny_config
         for mode in ("face", "body"):
             torch.manual_seed(0)
             settings.models[mode], settings.sources[mode] = TSNet(tiny_config(mode)).eval(), "random weights"
@@ -147,10 +167,6 @@ def load_settings(args) -> DemoSettings:
 
 def _where(device: str | None) -> tuple[str, bool]:
     """(device in words, whether it is a CUDA GPU) for the --device flag (None: the best there is)."""
-    import torch
-
-    from .utils import best_device
-
     if device is None and zero_gpu():
         return "ZeroGPU", True  # the GPU appears inside spaces.GPU functions only
     try:
@@ -170,7 +186,7 @@ def gpu_decorator(duration: int = GPU_DURATION):
     """`spaces.GPU(duration=...)` where the `spaces` package is installed (Hugging Face Spaces),
     else a decorator that changes nothing."""
     try:
-        import spaces
+        import spaces  # only on Hugging Face Spaces
     except ImportError:
         return lambda function: function
     return spaces.GPU(duration=duration)
@@ -194,21 +210,15 @@ def example_subject(cache_dir: Path) -> Path | None:
     path = cache_dir / "astronaut.jpg"
     if not path.is_file():
         try:
-            from skimage import data
+            from skimage import data  # optional (the app extra), and only for this picture
         except ImportError:
             return None
-        import cv2
-
         cv2.imwrite(str(path), cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
     return path
 
 
 def template_preview(path: Path, cache_dir: Path, side: int = 256) -> Path:
     """An mp4 of a template's masks, drawn in its own frame scaled to `side` px (made once)."""
-    from .landmarks import LandmarkTrack
-    from .masks import draw_mask, render_mask_rgb
-    from .video import VideoWriter
-
     target = cache_dir / "previews" / f"{Path(path).stem}.mp4"
     if target.is_file():
         return target
@@ -227,6 +237,17 @@ def template_preview(path: Path, cache_dir: Path, side: int = 256) -> Path:
 
 # ----- one run --------------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class Truncation:
+    """How much of the driving motion a run uses: cut (fewer frames than it has), seconds (the
+    length asked), length (its whole length in seconds), frames (the frames used)."""
+
+    cut: bool
+    seconds: float
+    length: float
+    frames: int
+
+
 class Retargeter:
     """The function behind the Run button and the `/retarget` endpoint."""
 
@@ -235,8 +256,8 @@ class Retargeter:
         self.templates = list_templates()
 
     def __call__(self, *inputs, progress=None):
-        """Inputs as the page gives them (INPUT_ORDER: file paths, strings, numbers); returns the
-        page's outputs (OUTPUT_ORDER) once the run is done. Every failure becomes one `gr.Error`."""
+        """Inputs as the page gives them (FormInputs' fields, in INPUT_ORDER); returns the page's
+        outputs (OUTPUT_ORDER) once the run is done. Every failure becomes one `gr.Error`."""
         *_, final = self.stream(*inputs, progress=progress)
         return final
 
@@ -245,10 +266,10 @@ class Retargeter:
         frame is ready (the other outputs unchanged), then the finished run's outputs. Closing the
         generator (the Stop button) stops the run and deletes its files. Every failure becomes one
         `gr.Error` sentence that says what to do."""
-        import gradio as gr
+        import gradio as gr  # optional (the app extra): imported where the page runs
 
         try:
-            yield from self._stream(*inputs, progress=progress)
+            yield from self._stream(FormInputs(*inputs), progress=progress)
         except TSNetError as error:
             raise gr.Error(str(error), duration=30, print_exception=False) from None
         except Exception as error:  # a bug, not bad input: still one sentence on the page
@@ -257,46 +278,52 @@ class Retargeter:
             raise gr.Error(f"Unexpected {type(error).__name__} ({detail}): try other inputs, and please report it.",
                            duration=30, print_exception=False) from None
 
-    def _stream(self, subject_photo, subject_video, driving_video, motion_template, mode, subject_frames,
-                selection, align, smooth, max_seconds, missing, color_match, progress=None):
-        import gradio as gr
+    def _stream(self, form: FormInputs, progress=None):
+        import gradio as gr  # optional (the app extra): imported where the page runs
 
-        from .video import probe_video
-
-        subject = _one_of(subject_photo, subject_video, "Upload a subject photo or video (or click an example).",
-                          "Give a subject photo or a subject video, not both: clear one of them.")
-        driving, fps, length = self._driving(driving_video, motion_template)
-        seconds = self._seconds(max_seconds)
-        max_frames = max(1, int(seconds * fps))
-        k = _positive_int(subject_frames, "K")
-        if probe_video(subject).is_image:
-            k = 1  # a photo is one subject frame, whatever K the slider shows
-        pipe = self._pipeline(mode, subject, driving)
+        pipe, subject, driving, options, truncated = self._prepare(form)
         started = time.perf_counter()
-        live = LiveRun(_progress_callback(progress, min(max_frames, length)))
-        live.start(pipe, subject, driving, dict(mode=mode, num_subject_frames=k, selection=selection,
-                                               align=bool(align), smooth=bool(smooth), missing=missing,
-                                               max_frames=max_frames, color_match=bool(color_match)))
+        live = LiveRun(_progress_callback(progress, truncated.frames))
+        live.start(pipe, subject, driving, options)
+        watched = False
         try:
             while not live.wait(PREVIEW_INTERVAL):
                 picture = live.new_preview()
                 if picture is not None:
                     yield tuple(picture if name == "preview" else gr.skip() for name in OUTPUT_ORDER)
+            watched = True
         finally:
-            live.stop()  # a closed generator (Stop, a closed page) stops the run; no-op once it is done
+            if not watched:
+                live.stop()  # a closed generator (Stop, a closed page) stops the run, or deletes its result
         result = live.outcome()
         elapsed = time.perf_counter() - started
         try:
-            outputs = self._outputs(result, pipe, elapsed, truncated=(length > max_frames, seconds, length / fps))
+            outputs = self._outputs(result, pipe, elapsed, truncated)
         finally:
             result.cleanup()
         yield tuple(live.picture if name == "preview" else value for name, value in zip(OUTPUT_ORDER, outputs))
 
+    def _prepare(self, form: FormInputs):
+        """(pipeline, subject path, driving path or LandmarkTrack, RunOptions, Truncation) of one run,
+        every input checked: InputError or CheckpointError with one sentence."""
+        subject = _one_of(form.subject_photo, form.subject_video,
+                          "Upload a subject photo or video (or click an example).",
+                          "Give a subject photo or a subject video, not both: clear one of them.")
+        driving, fps, length = self._driving(form.driving_video, form.motion_template)
+        seconds = self._seconds(form.max_seconds)
+        max_frames = max(1, int(seconds * fps))
+        k = _positive_int(form.subject_frames, "K")
+        if probe_video(subject).is_image:
+            k = 1  # a photo is one subject frame, whatever K the slider shows
+        pipe = self._pipeline(form.mode, subject, driving)
+        options = RunOptions(mode=form.mode, num_subject_frames=k, selection=form.selection, align=bool(form.align),
+                             smooth=bool(form.smooth), missing=form.missing, max_frames=max_frames,
+                             color_match=bool(form.color_match))
+        return pipe, subject, driving, options, Truncation(length > max_frames, seconds, length / fps,
+                                                          min(max_frames, length))
+
     def _driving(self, driving_video, motion_template):
         """(driving: a path or a LandmarkTrack, fps, number of frames)."""
-        from .landmarks import LandmarkTrack
-        from .video import probe_video
-
         if driving_video and motion_template:
             raise InputError("Give a driving video or a motion template, not both: clear one of them.")
         if motion_template:
@@ -326,14 +353,11 @@ class Retargeter:
 
     def _pipeline(self, mode, subject, driving):
         """A RetargetPipeline around the checkpoint for `mode` ("auto": the one the inputs need)."""
-        from .landmarks import LandmarkTrack
-        from .pipeline import RetargetPipeline
-
         models = self.settings.models
         if not models:
             raise CheckpointError(NO_CHECKPOINT)
-        if mode not in MODES:
-            raise InputError(f"Mode must be one of {', '.join(MODES)}, got {mode!r}.")
+        if mode not in RUN_MODES:
+            raise InputError(f"Mode must be one of {', '.join(RUN_MODES)}, got {mode!r}.")
         if isinstance(driving, LandmarkTrack):
             if mode not in ("auto", driving.mode):
                 raise InputError(f"The motion template is a {driving.mode} motion but the mode is {mode!r}: "
@@ -351,7 +375,7 @@ class Retargeter:
         return RetargetPipeline(models[wanted], device=self.settings.device)
 
     def _outputs(self, result, pipe, elapsed, truncated):
-        import pandas as pd
+        import pandas as pd  # gradio's dependency: there whenever the page runs
 
         folder = _new_run_folder(self.settings.cache_dir)
         values = {name: None for name in OUTPUT_ORDER}  # a decoder model makes no blend mask; preview: the caller
@@ -372,7 +396,7 @@ class Retargeter:
 class LiveRun:
     """A pipeline run in a thread of its own, watched by the page's handler: it keeps the newest
     preview frame and the progress, and stops at the next chunk once `stop` is called (the
-    pipeline then deletes its files)."""
+    pipeline then deletes its files; a result finished anyway is deleted by `stop` or the thread)."""
 
     def __init__(self, progress=None):
         self.report_progress = progress  # called from the handler's thread only (gradio's context)
@@ -382,16 +406,20 @@ class LiveRun:
         self.stopped, self.finished = threading.Event(), threading.Event()
         self.lock = threading.Lock()
 
-    def start(self, pipe, subject, driving, options: dict):
+    def start(self, pipe, subject, driving, options: RunOptions):
         threading.Thread(target=self._run, args=(pipe, subject, driving, options), name="tsnet-run",
                          daemon=True).start()
 
-    def _run(self, pipe, subject, driving, options):
+    def _run(self, pipe, subject, driving, options: RunOptions):
+        result = error = None
         try:
-            self.result = pipe(subject, driving, progress=self._progress, preview=self._preview, **options)
-        except BaseException as error:  # handed to the handler's thread by `outcome`
-            self.error = error
-        finally:
+            result = pipe(subject, driving, progress=self._progress, preview=self._preview, **asdict(options))
+        except BaseException as caught:  # handed to the handler's thread by `outcome`
+            error = caught
+        with self.lock:
+            if self.stopped.is_set() and result is not None:
+                result.cleanup()  # the handler has gone: nobody takes these videos
+            self.result, self.error = result, error
             self.finished.set()
 
     def _progress(self, stage, done, total):
@@ -424,8 +452,12 @@ class LiveRun:
             return self.picture if fresh else None
 
     def stop(self):
-        if not self.finished.is_set():
+        """The handler leaves before the end: the run stops at its next chunk, and a result that
+        was finished anyway is deleted (nobody takes its videos)."""
+        with self.lock:
             self.stopped.set()
+            if self.finished.is_set() and self.result is not None:
+                self.result.cleanup()
 
     def outcome(self):
         """The RetargetOutput, or the run's error raised here."""
@@ -454,9 +486,6 @@ def _positive_int(value, name: str) -> int:
 
 def _guess_mode(subject) -> str:
     """"face" or "body" for a subject file, as `mode="auto"` decides it."""
-    from .landmarks import choose_mode
-    from .video import iter_frames
-
     return choose_mode(list(iter_frames(subject, max_frames=3)))
 
 
@@ -492,8 +521,8 @@ def _new_run_folder(cache_dir: Path) -> Path:
 
 
 def _summary(result, pipe, elapsed: float, truncated, settings: DemoSettings) -> str:
-    """Markdown: frames, detections, fills and time per stage."""
-    cut, seconds, length = truncated
+    """Markdown: frames, detections, fills and time per stage; `truncated`: a Truncation."""
+    cut, seconds, length = truncated.cut, truncated.seconds, truncated.length
     filled = sum(r.filled not in ("none", "dropped") for r in result.frames_report)
     stages = " · ".join(f"{name} {value:.1f} s" for name, value in result.timings.items())
     per_frame = 1000 * elapsed / max(result.num_frames, 1)
@@ -541,7 +570,7 @@ def header_markdown(settings: DemoSettings) -> str:
 
 def build_demo(settings: DemoSettings):
     """The gr.Blocks page; `launch_demo` queues and serves it."""
-    import gradio as gr
+    import gradio as gr  # optional (the app extra): imported where the page is built
 
     retargeter = Retargeter(settings)
     templates = retargeter.templates
@@ -555,7 +584,7 @@ def build_demo(settings: DemoSettings):
             with gr.Column(scale=7, min_width=560):
                 outputs = _output_panel(gr, blend=has_blend_model(settings))
         _wire_inputs(gr, inputs, templates, settings)
-        handler = gpu_decorator()(_with_progress(gr, retargeter))
+        handler = gpu_decorator()(_handler(gr, retargeter))
         running = run.click(handler, inputs=[inputs[name] for name in INPUT_ORDER],
                             outputs=[outputs[name] for name in OUTPUT_ORDER],
                             api_name="retarget", concurrency_limit=1, show_progress="full",
@@ -564,18 +593,21 @@ def build_demo(settings: DemoSettings):
     return demo
 
 
-INPUT_ORDER = ("subject_photo", "subject_video", "driving_video", "motion_template", "mode", "subject_frames",
-               "selection", "align", "smooth", "max_seconds", "missing", "color_match")
+def _handler(gr, retargeter: Retargeter):
+    """The generator function gradio calls. Its signature, made from INPUT_ORDER, gives gradio the
+    /retarget API's parameter names, and a `progress` that defaults to a gr.Progress, which gradio
+    fills in."""
+    positional = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    signature = inspect.Signature([*(inspect.Parameter(name, positional) for name in INPUT_ORDER),
+                                   inspect.Parameter("progress", positional, default=gr.Progress())])
 
+    def retarget(*args, **kwargs):
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        *inputs, progress = bound.args
+        yield from retargeter.stream(*inputs, progress=progress)
 
-def _with_progress(gr, retargeter: Retargeter):
-    """The handler gradio calls: named parameters (the API's names) and a gr.Progress it fills."""
-    def retarget(subject_photo, subject_video, driving_video, motion_template, mode, subject_frames, selection,
-                 align, smooth, max_seconds, missing, color_match,
-                 progress=gr.Progress()):  # noqa: B008 (gradio fills a default gr.Progress in)
-        yield from retargeter.stream(subject_photo, subject_video, driving_video, motion_template, mode,
-                                     subject_frames, selection, align, smooth, max_seconds, missing, color_match,
-                                     progress=progress)
+    retarget.__signature__ = signature
     return retarget
 
 
@@ -599,22 +631,22 @@ def _input_panel(gr, settings: DemoSettings, templates: dict):
             inputs["template_preview"] = gr.Video(label="Template (masks)", interactive=False, height=150,
                                                   autoplay=True, loop=True, elem_id="template-preview")
     gr.Markdown("### 3 · Options")
-    inputs["mode"] = gr.Radio(list(MODES), value="auto", label="Mode",
+    inputs["mode"] = gr.Radio(list(RUN_MODES), value=RunOptions.mode, label="Mode",
                               info="auto: face or full body, from the subject")
     with gr.Row():
         inputs["subject_frames"] = gr.Slider(1, 8, value=3, step=1, label="K: subject frames per output frame")
-        inputs["selection"] = gr.Radio(["nearest", "random"], value="nearest", label="Subject-frame selection",
+        inputs["selection"] = gr.Radio(list(SELECTIONS), value=RunOptions.selection, label="Subject-frame selection",
                                        info="nearest pose, or K random (as the paper)")
     with gr.Row():
-        inputs["align"] = gr.Checkbox(value=True, label="Align the driving pose to the subject")
-        inputs["smooth"] = gr.Checkbox(value=True, label="Smooth landmarks (One-Euro)")
+        inputs["align"] = gr.Checkbox(value=RunOptions.align, label="Align the driving pose to the subject")
+        inputs["smooth"] = gr.Checkbox(value=RunOptions.smooth, label="Smooth landmarks (One-Euro)")
     default = min(settings.max_seconds, GPU_DEFAULT_SECONDS if settings.on_gpu else CPU_DEFAULT_SECONDS)
     inputs["max_seconds"] = gr.Slider(1, settings.max_seconds, value=default, step=0.5,
                                       label=f"Maximum length (s), at most {settings.max_seconds:g} s here")
     with gr.Accordion("More options", open=False):
-        inputs["missing"] = gr.Radio(["interpolate", "hold", "drop"], value="interpolate",
+        inputs["missing"] = gr.Radio(list(MISSING_POLICIES), value=RunOptions.missing,
                                      label="Frames where nothing is detected")
-        inputs["color_match"] = gr.Checkbox(value=False, label="Match output colours to the subject")
+        inputs["color_match"] = gr.Checkbox(value=RunOptions.color_match, label="Match output colours to the subject")
     with gr.Row():
         run = gr.Button("Run", variant="primary", elem_id="run", elem_classes="tsnet-run", scale=3)
         stop = gr.Button("Stop", variant="stop", elem_id="stop", elem_classes="tsnet-run", scale=1)
@@ -698,8 +730,6 @@ def launch_demo(settings: DemoSettings, host: str | None = None, port: int | Non
 def main(argv=None) -> int:
     """`python app.py`: parse the flags, load the checkpoints, serve the page."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from .utils import set_cpu_threads
-
     args = build_parser().parse_args(argv)
     try:
         set_cpu_threads(args.threads)

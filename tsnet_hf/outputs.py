@@ -1,6 +1,7 @@
 """What a retargeting run returns: `RetargetOutput` (the videos, subject pool and per-frame
 report) and `FrameReport` (one driving frame)."""
 
+import atexit
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +13,17 @@ from .video import iter_frames, read_frames
 
 # Every run's videos; a blend model's run adds "blend_mask".
 VIDEO_NAMES = ("output", "crop", "driving_masks", "aligned_masks", "warped", "side_by_side")
+
+# Work folders of results not cleaned up yet: removed when the interpreter exits, never on garbage
+# collection (a caller may still hold a path into one after dropping the result).
+_UNCLEANED: set[Path] = set()
+
+
+@atexit.register
+def _remove_uncleaned():
+    for folder in list(_UNCLEANED):
+        shutil.rmtree(folder, ignore_errors=True)
+
 
 @dataclass
 class FrameReport:
@@ -30,8 +42,9 @@ class FrameReport:
 
 @dataclass
 class RetargetOutput:
-    """Everything a run made. Videos live in `workdir` until `cleanup()` (or garbage collection),
-    unless the caller gave the folder (`owns_workdir` False): then they stay.
+    """Everything a run made. Its videos live in `workdir` until `cleanup()`, the end of a
+    `with pipe(...) as result:` block, or the interpreter's exit; never on garbage collection, so
+    paths taken from `videos` stay valid. A folder the caller gave (`owns_workdir` False) is kept.
 
     Attributes:
         fps: frames per second of the output (the driving video's).
@@ -69,6 +82,16 @@ class RetargetOutput:
     timings: dict = field(default_factory=dict)
     audio_source: Path | None = None
     owns_workdir: bool = True
+
+    def __post_init__(self):
+        if self.owns_workdir:
+            _UNCLEANED.add(Path(self.workdir))
+
+    def __enter__(self) -> "RetargetOutput":
+        return self
+
+    def __exit__(self, exc_type, exc, traceback):
+        self.cleanup()
 
     def read(self, name: str = "output") -> np.ndarray:
         """(T, H, W, 3) uint8 RGB frames of one of `videos` (whole in memory: short videos)."""
@@ -129,9 +152,7 @@ class RetargetOutput:
         """Delete the working folder if this run created it (a folder the caller gave is kept)."""
         if self.owns_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __del__(self):
-        self.cleanup()
+            _UNCLEANED.discard(Path(self.workdir))
 
 
 def copy_atomic(source: Path, target: Path):

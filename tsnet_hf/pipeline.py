@@ -1,21 +1,9 @@
-"""Subject video (or photo) + driving video -> retargeted video, with every intermediate shown.
+"""`RetargetPipeline`: a subject video (or photo) and a driving video in, the retargeted video and
+every intermediate out.
 
-    pipe = RetargetPipeline.from_pretrained("checkpoints/face-small")
-    result = pipe("subject.mp4", "driving.mp4")
-    result.save("out.mp4", side_by_side="side_by_side.mp4")
-
-Stages: landmarks of the subject (mediapipe) -> square crops at the model's size -> a pool of up
-to `pool_size` diverse subject frames, encoded once -> landmarks of the driving video (streamed,
-only the points are kept) -> driving crops, alignment to the subject (paper section 4.2) and
-masks -> for each chunk of `batch_size` driving frames, the K pool frames nearest in pose (or K
-random ones, as the paper) and `TSNet.generate` -> output frames written as they are made.
-A blend model (config output="blend") also gets a blend-mask video, and its output is
-recomposed at up to twice the model's size before it is pasted back (`high_res_warp`, see
-tsnet_hf/compose.py): the warped subject pixels keep the subject video's own detail.
-
-Memory does not grow with the driving video's length: frames are streamed twice (landmarks,
-then generation) and every output goes straight into an mp4 in a working folder; the result
-object reads them back on demand.
+    pipe = RetargetPipeline.from_pretrained("checkpoints/face-blend-128")
+    with pipe("subject.mp4", "driving.mp4") as result:  # the result's folder goes at the block's end
+        result.save("out.mp4", side_by_side="side_by_side.mp4")
 """
 
 from dataclasses import fields as dataclass_fields
@@ -33,7 +21,12 @@ from .utils import autocast_dtype, best_device, to_model_frames
 class RetargetPipeline:
     """A TS-Net with everything around it: landmarks, crops, alignment, masks, video I/O.
 
-    Numpy and files in, numpy and files out; the model sees tensors only.
+    Numpy and files in, numpy and files out; the model sees tensors only. A call runs the steps of
+    `runner.Run.execute`: the subject's landmarks and crops, a pool of up to `pool_size` diverse
+    subject frames encoded once, the driving landmarks (streamed: only the points are kept), crops,
+    alignment (paper section 4.2) and masks, then the generator chunk by chunk, each output frame
+    written straight into an mp4 in a work folder. Memory does not grow with the driving video's
+    length; the result reads its videos back on demand.
     """
 
     def __init__(self, model: TSNet, device=None, dtype: torch.dtype | None = None,
@@ -107,7 +100,8 @@ class RetargetPipeline:
                 frames is written, with the newest frame's side-by-side picture ((H, W, 3) uint8
                 RGB): a live view while the run goes on. Raising `tsnet_hf.errors.Cancelled` (or
                 any error) from `progress` or `preview` stops the run and deletes its files.
-            workdir: folder for the output videos (default: a new temporary folder).
+            workdir: folder for the output videos (default: a new temporary folder, deleted by
+                `result.cleanup()`, at the end of `with pipe(...) as result:` or at exit).
         Returns:
             RetargetOutput.
         Raises:

@@ -1,12 +1,10 @@
-"""One retargeting run of `RetargetPipeline`: subject pool, driving plan, chunked generation.
-
-Kept apart from pipeline.py so that the public class stays short; nothing here is public API.
-"""
+"""One retargeting run of `RetargetPipeline` (`Run.execute`, in numbered steps); not public API."""
 
 import contextlib
 import itertools
 import math
 import shutil
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -30,6 +28,46 @@ from .video import VideoWriter, open_video
 
 DEFAULT_FPS = 25.0
 LARGE_SIDE_CAP = 512  # px: see large_side
+
+
+class Source:
+    """A subject or driving input as given: a video or image path, or uint8 RGB frames of shape
+    (T, H, W, 3) or (H, W, 3). A file is probed on its first pass only: every later pass (mode
+    check, landmarks, crops, generation) decodes it again with that VideoInfo."""
+
+    def __init__(self, data, require_video: bool = False):
+        self.data, self.require_video = data, require_video
+        self.info = None  # the file's VideoInfo after its first pass; None for an array
+
+    def frames(self, max_frames: int | None = None) -> Iterator[np.ndarray]:
+        """A new pass over the (H, W, 3) uint8 RGB frames, at most `max_frames` of them."""
+        data = self.data
+        if isinstance(data, (str, Path)):
+            self.info, frames = open_video(data, max_frames=max_frames, require_video=self.require_video,
+                                           info=self.info)
+            return frames
+        if isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim in (3, 4) and data.shape[-1] == 3:
+            if data.ndim == 3:
+                if self.require_video:
+                    raise InputError("The driving input is a single image; give a video (or frames (T, H, W, 3)).")
+                data = data[None]
+            return iter(data[:max_frames])
+        raise InputError("Give a video or image path, or uint8 RGB frames of shape (H, W, 3) or (T, H, W, 3); "
+                         f"got {type(data).__name__}{getattr(data, 'shape', '')}.")
+
+    @property
+    def is_photo(self) -> bool:
+        """One still picture: an image file or an (H, W, 3) array (known after the first pass)."""
+        return self.info.is_image if self.info is not None else self.data.ndim == 3
+
+    @property
+    def fps(self) -> float:
+        return (self.info.fps if self.info is not None else None) or DEFAULT_FPS
+
+    @property
+    def audio(self) -> Path | None:
+        """The file whose audio track goes into the output videos, or None."""
+        return Path(self.data) if self.info is not None and self.info.has_audio else None
 
 
 @dataclass
@@ -57,18 +95,23 @@ class SubjectPool:
 class DrivingPlan:
     """The driving side: track (LandmarkTrack, frame pixels), transforms (one CropTransform per
     row), points (T, P, 3) crop landmarks, aligned (T, P, 3) after alignment, choices (T, K) pool
-    rows per output frame, frames: a path / array to stream the frames from, or None."""
+    rows per output frame, frames: the Source to stream the frames from (None for a template),
+    audio: the file whose audio the output gets, or None."""
 
-    track: object
+    track: LandmarkTrack
     transforms: list
     points: np.ndarray
     aligned: np.ndarray
     choices: np.ndarray
-    frames: object
+    frames: Source | None
     audio: Path | None
 
 
 class Run:
+    """One call of `RetargetPipeline`: `execute` takes the inputs through the steps it numbers.
+    progress, preview: the callbacks of `RetargetPipeline.__call__` (or None); workdir: the
+    caller's folder for the videos, or None for a new temporary one."""
+
     def __init__(self, pipe, options: RunOptions, progress, workdir, preview=None):
         self.pipe, self.options, self.progress = pipe, options, progress or (lambda *args: None)
         self.preview = preview
@@ -80,17 +123,28 @@ class Run:
         self.authors = pipe.model.config.authors_compat
 
     def execute(self, subject, driving) -> RetargetOutput:
+        """subject, driving: as `RetargetPipeline.__call__` takes them. A failure (or a Cancelled
+        from a callback) deletes the work folder this run created, then raises."""
         workdir = new_workdir(self.workdir_arg)
         try:
+            # 1. Inputs: each file is probed on its first pass only, then decoded with that VideoInfo.
+            subject = Source(subject)
+            if not isinstance(driving, LandmarkTrack):
+                driving = Source(driving, require_video=True)
+            # 2. Mode: the checkpoint's, checked against the first frames of both inputs ("auto").
             mode = self._resolve_mode(subject, driving)
+            # 3. Subject: landmarks, crops, a pool of diverse frames encoded once.
             pool = self._prepare_subject(subject, mode)
+            # 4. Driving: landmarks, crops, alignment to the subject, the K pool frames per output frame.
             plan = self._prepare_driving(driving, mode, pool)
             pool.large_crops = _fit_large_crops(pool.large_crops, plan, self.size)
+            # 5. Generation, chunk after chunk, each output frame written as it is made.
             videos, reports = self._generate(pool, plan, workdir)
         except BaseException:
             if self.own_workdir:
                 shutil.rmtree(workdir, ignore_errors=True)
             raise
+        # 6. The result: the videos stay in the work folder until RetargetOutput.cleanup().
         return RetargetOutput(
             fps=float(plan.track.fps), num_frames=len(reports), mode=mode, size=self.size, workdir=workdir,
             videos=videos, subject_crops=pool.crops,
@@ -101,7 +155,7 @@ class Run:
 
     # ----- mode ---------------------------------------------------------------------------------
 
-    def _resolve_mode(self, subject, driving) -> str:
+    def _resolve_mode(self, subject: Source, driving) -> str:
         model_mode, asked = self.pipe.mode, self.options.mode
         if asked != "auto":
             if asked != model_mode:
@@ -113,7 +167,7 @@ class Run:
             if isinstance(source, LandmarkTrack):
                 seen[name] = source.mode
             else:
-                seen[name] = choose_mode(list(itertools.islice(_frame_source(source, 3)[0], 3)))
+                seen[name] = choose_mode(list(itertools.islice(source.frames(3), 3)))
         if seen["subject"] != seen["driving video"]:
             raise InputError(f"The subject shows a {seen['subject']} but the driving video a {seen['driving video']}: "
                              "use two face videos or two full-body videos (or pass mode explicitly).")
@@ -124,15 +178,15 @@ class Run:
 
     # ----- subject ------------------------------------------------------------------------------
 
-    def _prepare_subject(self, subject, mode) -> SubjectPool:
+    def _prepare_subject(self, subject: Source, mode) -> SubjectPool:
         options = self.options
         self.progress("subject landmarks", 0, None)
         with self.timer("subject decode + landmarks"):
-            track, is_photo = _detect_subject(subject, mode, options)
+            track = _detect_subject(subject, mode, options)
         transforms = _crop_transforms(track, mode, self.size)
         all_points = _to_crop(track.points, transforms)
         rows = diverse_rows(all_points, options.pool_size)
-        frames, _ = _frame_source(subject, None if is_photo else options.subject_max_frames)
+        frames = subject.frames(None if subject.is_photo else options.subject_max_frames)
         wanted = {int(track.frame_indices[r]): r for r in rows}
         large = self._subject_large_side([transforms[r] for r in rows])
         crops, large_crops = {}, {}
@@ -175,20 +229,18 @@ class Run:
 
     # ----- driving ------------------------------------------------------------------------------
 
-    def _prepare_driving(self, driving, mode, pool: SubjectPool) -> DrivingPlan:
+    def _prepare_driving(self, driving: Source | LandmarkTrack, mode, pool: SubjectPool) -> DrivingPlan:
         options = self.options
         if isinstance(driving, LandmarkTrack):
             if driving.mode != mode:
                 raise InputError(f"The motion template is a {driving.mode} track but the subject is a {mode}.")
             track, frames, audio = _limit_track(driving, options.max_frames), None, None
         else:
-            source, info = _frame_source(driving, options.max_frames, require_video=True)
-            counted = _counting(source, lambda n: self.progress("driving landmarks", n, None))
+            decoded = driving.frames(options.max_frames)
+            counted = _counting(decoded, lambda n: self.progress("driving landmarks", n, None))
             with self.timer("driving decode + landmarks"):
-                track = detect(counted, mode=mode, policy=options.missing, smooth=options.smooth,
-                               fps=(info.fps if info else None) or DEFAULT_FPS)
-            frames = driving
-            audio = Path(driving) if info is not None and info.has_audio else None
+                track = detect(counted, mode=mode, policy=options.missing, smooth=options.smooth, fps=driving.fps)
+            frames, audio = driving, driving.audio
         with self.timer("crops, alignment, selection"):
             transforms = _crop_transforms(track, mode, self.size)
             points = _to_crop(track.points, transforms)
@@ -196,8 +248,8 @@ class Run:
             if options.align:
                 aligner = align_face if mode == "face" else align_body
                 aligned = aligner(points, pool.all_points).astype(np.float32)
-            choices = choose_subject_frames(aligned, pool.points, self.size, options.num_subject_frames, options.selection,
-                                            options.seed)
+            choices = choose_subject_frames(aligned, pool.points, self.size, k=options.num_subject_frames,
+                                            selection=options.selection, seed=options.seed)
         return DrivingPlan(track, transforms, points, aligned, choices, frames, audio)
 
     # ----- generation ---------------------------------------------------------------------------
@@ -296,9 +348,8 @@ class Run:
         """An iterator of the driving frames that have an output row (None for a template)."""
         if plan.frames is None:
             return None
-        source, _ = _frame_source(plan.frames, self.options.max_frames, require_video=True)
         keep = set(plan.track.frame_indices.tolist())
-        return (frame for index, frame in enumerate(source) if index in keep)
+        return (frame for index, frame in enumerate(plan.frames.frames(self.options.max_frames)) if index in keep)
 
     def _compose(self, pool, plan, row, frame, pictures: dict) -> dict:
         """One output row's picture for every video, from its `_generate_chunk` pictures."""
@@ -332,31 +383,12 @@ class Run:
 
 # ----- helpers ------------------------------------------------------------------------------------
 
-def _frame_source(source, max_frames, require_video=False):
-    """(iterator of (H, W, 3) uint8 RGB frames, VideoInfo or None for an array) from a path or an
-    array; a file is probed once."""
-    if isinstance(source, (str, Path)):
-        info, frames = open_video(source, max_frames=max_frames, require_video=require_video)
-        return frames, info
-    if isinstance(source, np.ndarray) and source.dtype == np.uint8 and source.ndim in (3, 4) and source.shape[-1] == 3:
-        if source.ndim == 3:
-            if require_video:
-                raise InputError("The driving input is a single image; give a video (or frames (T, H, W, 3)).")
-            source = source[None]
-        return iter(source[:max_frames]), None
-    raise InputError("Give a video or image path, or uint8 RGB frames of shape (H, W, 3) or (T, H, W, 3); "
-                     f"got {type(source).__name__}{getattr(source, 'shape', '')}.")
-
-
-def _detect_subject(subject, mode, options):
-    """(LandmarkTrack, is_photo): a photo (an image file or an (H, W, 3) array) in static mode."""
-    frames, info = _frame_source(subject, options.subject_max_frames)
-    is_photo = info.is_image if info is not None else subject.ndim == 3
-    if is_photo:
-        return detect_image(next(frames), mode), True
-    fps = info.fps if info is not None else None
-    return detect(frames, mode=mode, policy=options.missing, smooth=options.smooth,
-                  fps=fps or DEFAULT_FPS), False
+def _detect_subject(subject: Source, mode, options) -> LandmarkTrack:
+    """The subject's landmarks: a photo (an image file or an (H, W, 3) array) in static mode."""
+    frames = subject.frames(options.subject_max_frames)
+    if subject.is_photo:
+        return detect_image(next(frames), mode)
+    return detect(frames, mode=mode, policy=options.missing, smooth=options.smooth, fps=subject.fps)
 
 
 def _counting(frames, callback, every: int = 10):

@@ -228,10 +228,11 @@ def iter_frames(path: str | os.PathLike, max_frames: int | None = None,
     return open_video(path, max_frames, require_video)[1]
 
 
-def open_video(path: str | os.PathLike, max_frames: int | None = None,
-               require_video: bool = False) -> tuple[VideoInfo, Iterator[np.ndarray]]:
+def open_video(path: str | os.PathLike, max_frames: int | None = None, require_video: bool = False,
+               info: VideoInfo | None = None) -> tuple[VideoInfo, Iterator[np.ndarray]]:
     """`probe_video` and `iter_frames` in one: the file is checked and probed once.
 
+    info: the VideoInfo an earlier `open_video` of the same file returned: decode again, no probe.
     Returns:
         (VideoInfo, iterator of (H, W, 3) uint8 RGB frames).
     Raises:
@@ -244,7 +245,8 @@ def open_video(path: str | os.PathLike, max_frames: int | None = None,
         info = VideoInfo(fps=None, frame_count=1, width=frame.shape[1], height=frame.shape[0],
                          has_audio=False, is_image=True)
         return info, iter([frame])
-    info = _info_from_header(_probe_stream(path)[0])
+    if info is None:
+        info = _info_from_header(_probe_stream(path)[0])
     return info, _decode(path, info, max_frames)
 
 
