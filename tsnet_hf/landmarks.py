@@ -63,6 +63,7 @@ from .layouts import (
     BODY_POINTS, BODY_SLICE, FACE_POINTS, FACE_SLICE, LEFT_HAND_SLICE, RIGHT_HAND_SLICE,
 )
 from .smoothing import smooth_track
+from .video import iter_frames, open_video
 
 __all__ = [
     "FACEMESH_TO_DLIB68",
@@ -362,8 +363,6 @@ class _Source:
 def _open_source(source, fps: float | None, max_frames: int | None) -> _Source:
     """A _Source from a video path, a (T, H, W, 3) uint8 array or an iterable of frames."""
     if isinstance(source, (str, os.PathLike)):
-        from .video import open_video
-
         info, frames = open_video(source, max_frames=max_frames)
         return _Source(frames, fps or info.fps or DEFAULT_FPS,  # info.fps is None for an image
                        os.path.basename(source))
@@ -406,8 +405,6 @@ def _read_image(image) -> np.ndarray:
     if not isinstance(image, (str, os.PathLike)):
         _check_frame(image, None, 0)
         return image
-    from .video import iter_frames
-
     return next(iter(iter_frames(image, max_frames=1)))
 
 
@@ -417,7 +414,7 @@ def _read_image(image) -> np.ndarray:
 
 def _solutions():
     """mediapipe.python.solutions, or an error saying how to install it."""
-    try:
+    try:  # lazy: importing mediapipe takes 0.9 s and `import tsnet_hf` must not load it
         from mediapipe.python import solutions
     except ImportError:
         raise TSNetError(

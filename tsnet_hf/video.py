@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
+import imageio_ffmpeg
 import numpy as np
 
 from .errors import InputError, VideoError
@@ -77,8 +78,6 @@ class VideoInfo:
 
 
 def _ffmpeg_exe() -> str:
-    import imageio_ffmpeg  # imported here: nothing happens at `import tsnet_hf`
-
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
