@@ -180,7 +180,8 @@ def test_card_metadata_is_the_hubs_form(tmp_path):
     card = ModelCard.load(tmp_path / "tuned" / "README.md").data
     assert card.datasets == ["face"] and card.base_model == "someone/tsnet-face" and card.model_name == "Tuned"
     found = {(r.dataset_config, r.metric_type): r.metric_value for r in card.eval_results}
-    assert found == {("K = 1 (nearest)", "l1"): 0.05, ("K = 1 (nearest)", "lpips"): 0.2, ("K = 3 (nearest)", "l1"): 0.04}
+    assert found == {("K = 1 (nearest)", "l1"): 0.05, ("K = 1 (nearest)", "lpips"): 0.2,
+                     ("K = 3 (nearest)", "l1"): 0.04}
     assert all(r.task_type == "image-to-video" and r.dataset_split == "held-out" for r in card.eval_results)
 
 
@@ -222,11 +223,40 @@ def test_push_dry_run_lists_the_checkpoint_and_nothing_else(tmp_path, capsys, mo
     error = capsys.readouterr().err.strip()
     assert error.startswith("error: HF_HUB_OFFLINE is set") and "\n" not in error
 
-    seeded_model(tiny_config("face")).save_pretrained(tmp_path / "local-base",
-                                                      model_card_kwargs={"base_model": str(tmp_path / "face-blend-128")})
+    seeded_model(tiny_config("face")).save_pretrained(
+        tmp_path / "local-base", model_card_kwargs={"base_model": str(tmp_path / "face-blend-128")})
     for argv, expected in (([str(tmp_path / "local-base"), "--repo-id", "me/x", "--dry-run"], "is not a Hub id"),
                            ([str(tmp_path / "none"), "--repo-id", "me/x", "--dry-run"], "does not exist"),
                            ([str(folder), "--repo-id", "not an id"], "is not a Hub repository id")):
         assert upload.main(argv) == 1
         error = capsys.readouterr().err.strip()
         assert expected in error and "\n" not in error
+
+
+def test_shipped_cards_are_current_with_the_template():
+    """checkpoints/*/README.md say what tsnet_hf/model_card_template.md renders today; after an edit of
+    the template, `python -m tsnet_hf.cards checkpoints/*/` brings them up to date."""
+    from pathlib import Path
+
+    from tsnet_hf import cards
+
+    folders = sorted(p for p in (Path(__file__).resolve().parents[1] / "checkpoints").iterdir() if p.is_dir())
+    assert folders and cards.main(["--check", *map(str, folders)]) == 0
+
+
+def test_a_refreshed_card_keeps_what_the_checkpoint_recorded(tmp_path, capsys):
+    from tsnet_hf import cards
+    from tsnet_hf.hub import evaluation_results
+
+    results = evaluation_results({"l1": 0.05, "lpips": 0.2}, "Self-reconstruction", "face", "face", config="K = 1")
+    seeded_model(tiny_config("face")).save_pretrained(tmp_path, model_card_kwargs={
+        "title": "Tuned", "description": "One paragraph.\n\nAnd another.", "checkpoint_id": "me/tsnet-me",
+        "training": "2 steps.\n\n### Data\n\n| video | use |\n|---|---|\n| a | training |", "evaluation": "Fine.",
+        "datasets": ["face"], "eval_results": results, "base_model": "someone/tsnet-face"})
+    card = (tmp_path / "README.md").read_text()
+    assert cards.same_card(cards.refresh_model_card(tmp_path), card)
+
+    (tmp_path / "README.md").write_text(card.replace("## Limitations", "## Old limitations"))
+    assert cards.main(["--check", str(tmp_path)]) == 1
+    assert cards.main([str(tmp_path)]) == 0 and "1 of 1 card(s) rewritten" in capsys.readouterr().out
+    assert cards.same_card((tmp_path / "README.md").read_text(), card)

@@ -63,9 +63,7 @@ def same_card(first: str, second: str) -> bool:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tsnet_hf.cards",
-                                     description="Render the README.md of checkpoint folders again from "
-                                                 "tsnet_hf/model_card_template.md (the checkpoint's own parts are kept).")
+    parser = argparse.ArgumentParser(prog="python -m tsnet_hf.cards", description=__doc__.split("\n\n")[0])
     parser.add_argument("folders", nargs="+", type=Path, help="checkpoint folders (config.json, "
                                                                "model.safetensors, README.md)")
     parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if a card is out of date")

@@ -62,7 +62,8 @@ def read_authors_checkpoint(path) -> dict[str, torch.Tensor]:
                               "only tensors and plain containers are accepted.") from None
     if not isinstance(checkpoint, dict) or any(part not in checkpoint for part in PARTS):
         found = sorted(checkpoint) if isinstance(checkpoint, dict) else type(checkpoint).__name__
-        raise CheckpointError(f"{path} is not an authors' TS-Net checkpoint: expected the state dicts {PARTS}, found {found}.")
+        raise CheckpointError(f"{path} is not an authors' TS-Net checkpoint: expected the state dicts {PARTS}, "
+                              f"found {found}.")
     flat = {}
     for part in PARTS:
         for key, value in checkpoint[part].items():

@@ -20,7 +20,8 @@ from safetensors.torch import load_file
 from .config import TSNetConfig
 from .errors import CheckpointError
 
-PAPER_URL = "https://openaccess.thecvf.com/content/WACV2023/html/Ni_Cross-Identity_Video_Motion_Retargeting_With_Joint_Transformation_and_Synthesis_WACV_2023_paper.html"
+PAPER_URL = ("https://openaccess.thecvf.com/content/WACV2023/html/Ni_Cross-Identity_Video_Motion_Retargeting_With_"
+             "Joint_Transformation_and_Synthesis_WACV_2023_paper.html")
 REPO_URL = "https://github.com/tsnet-hf/tsnet-hf"
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -37,10 +38,12 @@ def resolve_checkpoint(name_or_path, revision=None, cache_dir=None, force_downlo
     path = Path(name_or_path).expanduser()
     if path.exists():
         if not path.is_dir():
-            raise CheckpointError(f"{path} is a file: give the checkpoint folder that holds {CONFIG_NAME} and {WEIGHTS_NAME}.")
+            raise CheckpointError(f"{path} is a file: give the checkpoint folder that holds {CONFIG_NAME} and "
+                                  f"{WEIGHTS_NAME}.")
         for name in (CONFIG_NAME, WEIGHTS_NAME):
             if not (path / name).is_file():
-                raise CheckpointError(f"{path} is not a TS-Net checkpoint: it has no {name} (expected {CONFIG_NAME} + {WEIGHTS_NAME}).")
+                raise CheckpointError(f"{path} is not a TS-Net checkpoint: it has no {name} "
+                                      f"(expected {CONFIG_NAME} + {WEIGHTS_NAME}).")
         return path
     text = str(name_or_path)
     if not _REPO_ID.match(text) or text.startswith(".") or os.sep in text.replace("/", "", 1):
@@ -60,10 +63,12 @@ def _download(repo_id, revision, cache_dir, force_download, token, local_files_o
                                          force_download=force_download, token=token,
                                          local_files_only=local_files_only))
         except LocalEntryNotFoundError:
-            raise CheckpointError(f"Cannot download {repo_id!r}: offline (HF_HUB_OFFLINE or local_files_only) and it is "
-                                  "not in the local Hub cache; give a local checkpoint folder, or go online.") from None
+            raise CheckpointError(f"Cannot download {repo_id!r}: offline (HF_HUB_OFFLINE or local_files_only) "
+                                  "and it is not in the local Hub cache; give a local checkpoint folder, "
+                                  "or go online.") from None
         except RepositoryNotFoundError:
-            raise CheckpointError(f"Hub repository {repo_id!r} does not exist or is private (log in with `hf auth login`).") from None
+            raise CheckpointError(f"Hub repository {repo_id!r} does not exist or is private "
+                                  "(log in with `hf auth login`).") from None
         except EntryNotFoundError:
             raise CheckpointError(f"Hub repository {repo_id!r} has no {name}: tsnet-hf loads only config.json + "
                                   "model.safetensors checkpoints.") from None

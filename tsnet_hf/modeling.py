@@ -559,7 +559,8 @@ def _check_subject(config: TSNetConfig, frames, masks, boxes):
 
 def _check_driving(config: TSNetConfig, memory: SubjectMemory, masks, boxes):
     if not isinstance(memory, SubjectMemory):
-        raise InputError(f"generate expects the SubjectMemory that encode_subject returns, got {type(memory).__name__}.")
+        raise InputError(f"generate expects the SubjectMemory that encode_subject returns, "
+                         f"got {type(memory).__name__}.")
     _check_tensor("driving masks", masks, 4, "(N, C, H, W)")
     _check_masks(config, "driving masks", masks)
     if masks.shape[-2:] != memory.frames.shape[-2:]:
