@@ -26,6 +26,7 @@ import re
 import shutil
 import subprocess
 import sys
+from importlib import metadata
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -123,8 +124,6 @@ def card_python(folder: Path) -> str | None:
 def check_here(folder: Path) -> list[str]:
     """Run in the interpreter to check: pins against installed versions, then import the app from
     `folder` and build its page. Returns notes; raises BuildError on the first failure."""
-    from importlib import metadata
-
     notes, wrong = [], []
     for name, version in read_pins(folder).items():
         try:
@@ -142,6 +141,7 @@ def check_here(folder: Path) -> list[str]:
     os.environ.update(OFFLINE)
     os.chdir(folder)
     sys.path.insert(0, str(folder))
+    # Imported here, after sys.path names the built folder: the check must run the Space's own copy.
     import app  # noqa: F401  (the Space's entry point imports cleanly)
     from tsnet_hf import demo
 

@@ -24,6 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
+from tsnet_hf.landmarks import LandmarkTrack, detect
+from tsnet_hf.video import iter_frames, probe_video
+
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "tsnet_hf" / "assets" / "templates"
 STORED_SIDE = 512  # px, the stored frame's longer side
@@ -63,9 +66,6 @@ def read_manifest(shared: Path) -> dict:
 
 def extract(template: Template, shared: Path):
     """The template's LandmarkTrack, in the clip's own pixels."""
-    from tsnet_hf.landmarks import detect
-    from tsnet_hf.video import iter_frames, probe_video
-
     path = shared / "data" / template.clip
     fps = probe_video(path, require_video=True).fps
     first, count = round(template.start * fps), round(template.seconds * fps)
@@ -130,8 +130,6 @@ def main(argv=None) -> int:
     if not (args.shared / "data" / "MANIFEST.tsv").is_file():
         print(f"error: {args.shared}/data/MANIFEST.tsv not found: pass --shared PATH_TO_SHARED.", file=sys.stderr)
         return 1
-    from tsnet_hf.landmarks import LandmarkTrack
-
     manifest = read_manifest(args.shared)
     args.out.mkdir(parents=True, exist_ok=True)
     written = []

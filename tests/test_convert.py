@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from tsnet_hf import CheckpointError, TSNet, tiny_config
 from tsnet_hf.config import AUTHORS_FACE_MEAN_BGR
-from tsnet_hf.convert import authors_key_map, main
+from tsnet_hf.convert import authors_key_map, main, read_authors_checkpoint
 
 from test_model import random_masks
 
@@ -145,7 +145,6 @@ def test_conversion_refuses_other_files(tmp_path):
 
     torch.save({"img_enc": Payload()}, tmp_path / "evil.pth")
     with pytest.raises(CheckpointError, match="weights-only"):
-        from tsnet_hf.convert import read_authors_checkpoint
         read_authors_checkpoint(tmp_path / "evil.pth")
     torch.save({"model": {}}, tmp_path / "other.pth")
     assert main([str(tmp_path / "other.pth"), str(tmp_path / "out")]) == 1

@@ -1,13 +1,18 @@
 """save_pretrained / from_pretrained / push_to_hub: exact, strict, offline."""
 
 import json
+import shutil
 import time
+from pathlib import Path
 
+import huggingface_hub.hub_mixin as hub_mixin
 import pytest
 import torch
+from huggingface_hub import ModelCard, constants
 from safetensors.torch import load_file, save_file
 
-from tsnet_hf import CheckpointError, ConfigError, TSNet, TSNetConfig, tiny_config
+from tsnet_hf import CheckpointError, ConfigError, TSNet, TSNetConfig, cards, tiny_config, upload
+from tsnet_hf.hub import evaluation_results
 
 from test_model import random_inputs, seeded_model
 
@@ -32,7 +37,6 @@ def test_save_writes_config_weights_and_card(saved):
 
 
 def test_round_trip_is_exact_offline(saved, monkeypatch):
-    from huggingface_hub import constants
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     model, folder = saved
     loaded = TSNet.from_pretrained(folder)
@@ -107,7 +111,6 @@ def test_missing_folder_and_offline_hub_id_fail_fast(tmp_path, monkeypatch):
     (tmp_path / "empty").mkdir()
     with pytest.raises(CheckpointError, match="no config.json"):
         TSNet.from_pretrained(tmp_path / "empty")
-    from huggingface_hub import constants
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     start = time.perf_counter()
     with pytest.raises(CheckpointError, match="Cannot download 'someone/tsnet-face'"):
@@ -116,7 +119,6 @@ def test_missing_folder_and_offline_hub_id_fail_fast(tmp_path, monkeypatch):
 
 
 def test_unreachable_hub_fails_fast(tmp_path, monkeypatch):
-    from huggingface_hub import constants
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(constants, "ENDPOINT", "https://127.0.0.1:9")  # nothing listens on the discard port
     start = time.perf_counter()
@@ -127,10 +129,6 @@ def test_unreachable_hub_fails_fast(tmp_path, monkeypatch):
 
 def test_push_to_hub_uploads_a_loadable_folder(tmp_path, monkeypatch):
     """push_to_hub is the mixin's: it saves the folder and uploads it (HfApi replaced by a recorder)."""
-    import shutil
-
-    import huggingface_hub.hub_mixin as hub_mixin
-
     uploaded = tmp_path / "uploaded"
 
     class RecordingApi:
@@ -159,10 +157,6 @@ def test_config_json_round_trip_keeps_types():
 def test_card_metadata_is_the_hubs_form(tmp_path):
     """save_pretrained's card: library name, licence, tags; with results, datasets and a base model,
     the Hub's model-index (task, dataset, metrics), grouped per evaluation setting."""
-    from huggingface_hub import ModelCard
-
-    from tsnet_hf.hub import evaluation_results
-
     model = seeded_model(tiny_config("face"))
     model.save_pretrained(tmp_path / "plain")
     plain = ModelCard.load(tmp_path / "plain" / "README.md").data
@@ -180,16 +174,13 @@ def test_card_metadata_is_the_hubs_form(tmp_path):
     card = ModelCard.load(tmp_path / "tuned" / "README.md").data
     assert card.datasets == ["face"] and card.base_model == "someone/tsnet-face" and card.model_name == "Tuned"
     found = {(r.dataset_config, r.metric_type): r.metric_value for r in card.eval_results}
-    assert found == {("K = 1 (nearest)", "l1"): 0.05, ("K = 1 (nearest)", "lpips"): 0.2, ("K = 3 (nearest)", "l1"): 0.04}
+    assert found == {("K = 1 (nearest)", "l1"): 0.05, ("K = 1 (nearest)", "lpips"): 0.2,
+                     ("K = 3 (nearest)", "l1"): 0.04}
     assert all(r.task_type == "image-to-video" and r.dataset_split == "held-out" for r in card.eval_results)
 
 
 @pytest.mark.parametrize("name", ["face-blend-128", "body-blend-128"])
 def test_shipped_cards_carry_their_held_out_results(name):
-    from pathlib import Path
-
-    from huggingface_hub import ModelCard
-
     folder = Path(__file__).resolve().parents[1] / "checkpoints" / name
     card = ModelCard.load(folder / "README.md")
     data = card.data
@@ -204,10 +195,6 @@ def test_shipped_cards_carry_their_held_out_results(name):
 
 
 def test_push_dry_run_lists_the_checkpoint_and_nothing_else(tmp_path, capsys, monkeypatch):
-    from huggingface_hub import constants
-
-    from tsnet_hf import upload
-
     folder = tmp_path / "me-face"
     seeded_model(tiny_config("face")).save_pretrained(folder, model_card_kwargs={"base_model": "someone/tsnet-face"})
     (folder / "training").mkdir()
@@ -222,11 +209,33 @@ def test_push_dry_run_lists_the_checkpoint_and_nothing_else(tmp_path, capsys, mo
     error = capsys.readouterr().err.strip()
     assert error.startswith("error: HF_HUB_OFFLINE is set") and "\n" not in error
 
-    seeded_model(tiny_config("face")).save_pretrained(tmp_path / "local-base",
-                                                      model_card_kwargs={"base_model": str(tmp_path / "face-blend-128")})
+    seeded_model(tiny_config("face")).save_pretrained(
+        tmp_path / "local-base", model_card_kwargs={"base_model": str(tmp_path / "face-blend-128")})
     for argv, expected in (([str(tmp_path / "local-base"), "--repo-id", "me/x", "--dry-run"], "is not a Hub id"),
                            ([str(tmp_path / "none"), "--repo-id", "me/x", "--dry-run"], "does not exist"),
                            ([str(folder), "--repo-id", "not an id"], "is not a Hub repository id")):
         assert upload.main(argv) == 1
         error = capsys.readouterr().err.strip()
         assert expected in error and "\n" not in error
+
+
+def test_shipped_cards_are_current_with_the_template():
+    """checkpoints/*/README.md say what tsnet_hf/model_card_template.md renders today; after an edit of
+    the template, `python -m tsnet_hf.cards checkpoints/*/` brings them up to date."""
+    folders = sorted(p for p in (Path(__file__).resolve().parents[1] / "checkpoints").iterdir() if p.is_dir())
+    assert folders and cards.main(["--check", *map(str, folders)]) == 0
+
+
+def test_a_refreshed_card_keeps_what_the_checkpoint_recorded(tmp_path, capsys):
+    results = evaluation_results({"l1": 0.05, "lpips": 0.2}, "Self-reconstruction", "face", "face", config="K = 1")
+    seeded_model(tiny_config("face")).save_pretrained(tmp_path, model_card_kwargs={
+        "title": "Tuned", "description": "One paragraph.\n\nAnd another.", "checkpoint_id": "me/tsnet-me",
+        "training": "2 steps.\n\n### Data\n\n| video | use |\n|---|---|\n| a | training |", "evaluation": "Fine.",
+        "datasets": ["face"], "eval_results": results, "base_model": "someone/tsnet-face"})
+    card = (tmp_path / "README.md").read_text()
+    assert cards.same_card(cards.refresh_model_card(tmp_path), card)
+
+    (tmp_path / "README.md").write_text(card.replace("## Limitations", "## Old limitations"))
+    assert cards.main(["--check", str(tmp_path)]) == 1
+    assert cards.main([str(tmp_path)]) == 0 and "1 of 1 card(s) rewritten" in capsys.readouterr().out
+    assert cards.same_card((tmp_path / "README.md").read_text(), card)

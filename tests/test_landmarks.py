@@ -7,7 +7,6 @@ Holistic on the first 60 frames of three dance clips, and a few probes; each cli
 per run (the `landmark_cache` fixture of conftest.py) and reused by tests/test_alignment.py.
 """
 
-
 import numpy as np
 import pytest
 from conftest import find_shared_dir
@@ -29,6 +28,7 @@ from tsnet_hf.landmarks import (
     fill_missing,
     fill_point_gaps,
 )
+from tsnet_hf.video import VideoWriter, iter_frames, read_frames
 
 SHARED = find_shared_dir()
 FACE_CLIPS = sorted(p.name for p in (SHARED / "data" / "face").glob("*.mp4")) if SHARED else []
@@ -183,8 +183,6 @@ def test_pick_face_prefers_the_largest_then_the_one_it_followed():
 
 
 def test_a_video_without_a_face_or_person_is_a_detection_error(tmp_path):
-    from tsnet_hf.video import VideoWriter
-
     path = tmp_path / "empty_room.mp4"
     gradient = np.linspace(40, 200, 128, dtype=np.uint8)[None, :, None].repeat(96, 0).repeat(3, 2)
     with VideoWriter(path, fps=10) as writer:
@@ -306,8 +304,6 @@ def test_body_landmarks_on_dance_clips(shared_dir, landmark_cache, clip):
 @pytest.mark.shared
 @pytest.mark.slow
 def test_auto_mode_on_clear_cases(shared_dir):
-    from tsnet_hf.video import iter_frames
-
     clear = {"face/liveportrait_d0.mp4": "face", "face/moore_talkinghead_2.mp4": "face",
              "face/liveportrait_s18.mp4": "face", "dance/hybrik_taiji.mp4": "body",
              "dance/musev_dance_boy.mp4": "body", "dance/ipercore_akun_1.mp4": "body"}
@@ -333,8 +329,6 @@ def test_detect_image_on_photos(shared_dir):
 
 @pytest.mark.shared
 def test_streamed_frames_give_the_same_landmarks_as_a_path(shared_dir):
-    from tsnet_hf.video import iter_frames, read_frames
-
     path = shared_dir / "data" / "face" / "liveportrait_d0.mp4"
     from_path = detect_face(path, max_frames=20)
     frames, fps = read_frames(path, max_frames=20)

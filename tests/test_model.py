@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from tsnet_hf import InputError, TSNet, TSNetConfig, paper_config, small_config, tiny_config
+from tsnet_hf import ConfigError, InputError, TSNet, TSNetConfig, paper_config, small_config, tiny_config
+from tsnet_hf.modeling import patch_warp, pixel_warp
 from tsnet_hf.similarity import (allowed_pairs, box_membership, boxes_from_masks, dense_reference_grid,
                                  regular_grid, sampling_grid)
 
@@ -192,7 +193,6 @@ def test_identity_features_give_identity_warp():
     width_error = (grid[0, 0] - identity).abs().max() / 2  # grid spans 2 units over the image width
     assert width_error < 1e-3
 
-    from tsnet_hf.modeling import patch_warp
     frames = torch.rand(1, 1, 3, 8 * h, 8 * w, generator=generator)
     assert (patch_warp(frames, grid) - frames).abs().max() < 1e-3
     features_warped = torch.nn.functional.grid_sample(features, grid[:, 0], align_corners=False)
@@ -248,7 +248,6 @@ def test_small_preset_runs_on_cpu():
 
 
 def test_config_is_validated():
-    from tsnet_hf import ConfigError
     for bad in (dict(branches="x"), dict(combine="add"), dict(image_size=100), dict(mask_channels=1),
                 dict(temperature=0), dict(encoder_blocks=-1), dict(mode="cat")):
         with pytest.raises(ConfigError):
@@ -302,9 +301,6 @@ def test_blend_output_is_the_mask_weighted_mix_of_warp_and_decoder(weights):
 
 
 def test_blend_warp_of_an_identity_grid_copies_the_pixels():
-    from tsnet_hf.modeling import pixel_warp
-    from tsnet_hf.similarity import regular_grid
-
     images = torch.rand(1, 2, 3, 64, 64)
     grid = regular_grid(8, 8).reshape(1, 1, 8, 8, 2).expand(3, 2, -1, -1, -1)  # cell centres: identity
     moved = pixel_warp(images, grid)
@@ -323,10 +319,6 @@ def test_blend_gradients_reach_every_parameter():
 
 
 def test_blend_is_off_for_the_paper_and_refused_with_authors_compat():
-    from tsnet_hf import paper_config
-    from tsnet_hf.config import TSNetConfig
-    from tsnet_hf.errors import ConfigError
-
     assert paper_config().output == "decoder" and TSNet(tiny_config()).blend is None
     with pytest.raises(ConfigError, match="authors_compat"):
         tiny_config(output="blend", authors_compat=True)

@@ -7,6 +7,7 @@ import warnings
 from pathlib import Path
 
 import cv2
+import imageio_ffmpeg
 import numpy as np
 import pytest
 
@@ -16,8 +17,6 @@ from tsnet_hf.video import VideoWriter, iter_frames, probe_video, read_frames
 
 @pytest.fixture(scope="module")
 def ffmpeg() -> str:
-    import imageio_ffmpeg
-
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 

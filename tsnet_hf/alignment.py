@@ -1,53 +1,8 @@
 """Driving-to-subject landmark alignment for cross-identity retargeting (paper section 4.2).
 
-In the cross-identity case the driving person's landmarks carry their own face shape and body
-proportions; drawn as masks unchanged, TS-Net would paint the subject with the driver's
-proportions. The authors (following few-shot-vid2vid) rescale the driving landmarks to the
-subject's statistics before drawing masks. This module does that from whole-video statistics
-(medians over frames, so a few bad frames or blinks do not move them), and keeps the driving
-motion: every operation is a per-frame rigid or linear map whose factors are constant over the
-video, so the frame-to-frame change of the aligned track is the driving change times those
-factors. Nothing is keyed on dataset ids or guesses about the person (the authors' body code
-picks constants from a gender guess; not reproduced).
-
-Face, `align_face` (68 dlib points):
-1. Global: scale s = median face size of the subject / of the driving video (face size = RMS
-   distance of the 68 points from their centroid); the top of the nose bridge (point 27) moves
-   to the subject's median position plus s times the driving's movement about its own median.
-2. Per part, in the face's own frame (origin point 27, x axis along the line between the eye
-   centres, so head roll comes from the driving frame): the part's centroid offset from the
-   origin is scaled by the ratio of the subject's to the driving's median offset length (the
-   "part-to-face distance"), and the points' spread about that centroid by the ratio of median
-   part sizes (part size = RMS distance of the part's points from its centroid). Jaw and nose
-   are scaled separately along the face's x and y axes (face width vs height, nose width vs
-   length: stable under expressions); brows, eyes and mouth by one factor, because their
-   height is the expression (blinks, open mouth) and must not be normalised away. The two
-   brows share one factor, and so do the two eyes (the ratio of the sides' summed sizes): in a
-   subject video filmed from one side, the far brow and eye look smaller, which is head pose,
-   not face shape.
-   Parts: jaw 0-16, right brow 17-21, left brow 22-26, nose 27-35, right eye 36-41, left eye
-   42-47, mouth 48-67 (outer and inner lips together, so the inner lips stay inside).
-
-Body, `align_body` (135 points: BODY_25, hands, face):
-1. Global scale s = subject height / driving height, where height = sum of the median lengths
-   of neck-nose, neck-midhip, hip-knee and knee-ankle (those measured in both videos), so
-   it does not depend on the pose of any one frame.
-2. Bone lengths: walking the skeleton from the neck outwards, each bone (BODY_25 limbs, then
-   every hand bone) keeps its direction and per-frame foreshortening and is rescaled by
-   subject median length / driving median length; a left bone and its right mirror share one
-   factor (the ratio of their summed medians), because a subject filmed turned to one side has
-   one arm foreshortened in most frames, which is pose, not proportion. The face points hang
-   from the nose, scaled by the ratio of median face sizes; each hand hangs from its body
-   wrist. A joint whose parent is missing in a frame hangs from its nearest confident
-   ancestor, with the ratio of the summed median lengths along that path.
-3. Translation: the driving's median foot position (mean of the confident ankles) moves to
-   the subject's; when either video has no feet in view, the mid-hip, then the neck.
-
-Statistics use points with confidence >= `min_confidence` (0.5 by default; mediapipe's own
-visibility threshold) and need a bone or part to be measured in at least 3 frames of both
-videos (all frames, for shorter inputs such as a single subject photo); otherwise its factor
-falls back to the global scale alone. The authors follow the rescaling with a short moving
-average; here tracks are smoothed once, when detected (tsnet_hf.smoothing).
+The driving landmarks are rescaled to the subject's face shape (`align_face`) or body proportions
+(`align_body`) with factors computed once from whole-video medians, so the driving motion is kept
+and a few bad frames move nothing. docs/alignment.md gives the steps and the reasons for them.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The one configuration of the TS-Net generator's architecture.
 
-`TSNetConfig()` with no arguments is the authors' face model (paper section 4.2,
-../shared/docs/reference.md): 86.0 M parameters, 2 mask channels, 256x256 frames, any number K of
+`TSNetConfig()` with no arguments is the authors' face model (paper section 4.2 and their
+released code): 86.0 M parameters, 2 mask channels, 256x256 frames, any number K of
 subject frames. Every knob the paper's ablations turn (section 4.3) is a field. The config is saved
 as config.json beside the weights; loading it back is strict (unknown or missing fields are errors)
 and keeps tuples as tuples.
@@ -21,7 +21,8 @@ AUTHORS_FACE_MEAN_BGR = (101.84807705937696, 112.10832843463207, 111.65973036298
 
 BRANCHES = ("ts", "t", "s")
 COMBINES = ("concat", "matting")
-MODES = ("face", "body")
+MODEL_MODES = ("face", "body")  # what a model draws; a run also takes "auto" (options.RUN_MODES)
+MODES = MODEL_MODES  # the earlier name, kept for code that imports it
 OUTPUTS = ("decoder", "blend")
 FRAME_WEIGHTS = ("learned", "mean")
 # Fields added after the first release, with the value that reproduces older checkpoints: a
@@ -99,18 +100,21 @@ class TSNetConfig:
         def fail(message):
             raise ConfigError(f"TSNetConfig: {message}")
 
-        if self.mode not in MODES:
-            fail(f"mode must be one of {MODES}, got {self.mode!r}.")
+        if self.mode not in MODEL_MODES:
+            fail(f"mode must be one of {MODEL_MODES}, got {self.mode!r}.")
         if self.branches not in BRANCHES:
-            fail(f"branches must be one of {BRANCHES} (both, transformation only, synthesis only), got {self.branches!r}.")
+            fail(f"branches must be one of {BRANCHES} (both, transformation only, synthesis only), "
+                 f"got {self.branches!r}.")
         if self.combine not in COMBINES:
             fail(f"combine must be one of {COMBINES}, got {self.combine!r}.")
         if self.output not in OUTPUTS:
-            fail(f"output must be one of {OUTPUTS} (the paper's decoder, or the pixel-space blend), got {self.output!r}.")
+            fail(f"output must be one of {OUTPUTS} (the paper's decoder, or the pixel-space blend), "
+                 f"got {self.output!r}.")
         if self.frame_weights not in FRAME_WEIGHTS:
             fail(f"frame_weights must be one of {FRAME_WEIGHTS}, got {self.frame_weights!r}.")
         if self.output == "blend" and self.branches == "s":
-            fail("output='blend' warps the subject with the transformation branch's grid: it needs branches 'ts' or 't'.")
+            fail("output='blend' warps the subject with the transformation branch's grid: "
+                 "it needs branches 'ts' or 't'.")
         if self.output == "blend" and self.authors_compat:
             fail("authors_compat reproduces the authors' model, which has no blend path: use output='decoder'.")
         for name in ("image_size", "mask_channels", "base_channels", "num_downsamples", "blend_channels"):
@@ -160,9 +164,11 @@ class TSNetConfig:
         values = {**{k: v for k, v in LATER_FIELDS.items() if k not in values}, **values}
         missing = sorted(names - set(values))
         if unknown:
-            raise ConfigError(f"{source} has unknown field(s) {unknown}: it is not a tsnet-hf TSNetConfig or was written by a newer version.")
+            raise ConfigError(f"{source} has unknown field(s) {unknown}: it is not a tsnet-hf TSNetConfig "
+                              "or was written by a newer version.")
         if missing:
-            raise ConfigError(f"{source} is missing field(s) {missing}: re-save the model with save_pretrained or add them.")
+            raise ConfigError(f"{source} is missing field(s) {missing}: re-save the model with save_pretrained "
+                              "or add them.")
         return cls(**values)
 
     @classmethod
@@ -207,6 +213,6 @@ def preset_config(name: str, mode: str = "face", **overrides) -> TSNetConfig:
     """The named preset ("paper", "small" or "tiny") for `mode` "face" or "body"."""
     if name not in PRESETS:
         raise ConfigError(f"Unknown preset {name!r}: choose one of {sorted(PRESETS)}.")
-    if mode not in MODES:
-        raise ConfigError(f"mode must be one of {MODES}, got {mode!r}.")
+    if mode not in MODEL_MODES:
+        raise ConfigError(f"mode must be one of {MODEL_MODES}, got {mode!r}.")
     return PRESETS[name](mode, **overrides)

@@ -14,8 +14,10 @@ import sys
 
 import torch
 
-from .config import AUTHORS_FACE_MEAN_BGR, TSNetConfig
+from .config import AUTHORS_FACE_MEAN_BGR, MODEL_MODES, TSNetConfig
 from .errors import CheckpointError, TSNetError
+from .hub import load_state_strict
+from .modeling import TSNet
 
 PARTS = ("img_enc", "lbl_enc", "fuse_net", "dec")
 
@@ -60,7 +62,8 @@ def read_authors_checkpoint(path) -> dict[str, torch.Tensor]:
                               "only tensors and plain containers are accepted.") from None
     if not isinstance(checkpoint, dict) or any(part not in checkpoint for part in PARTS):
         found = sorted(checkpoint) if isinstance(checkpoint, dict) else type(checkpoint).__name__
-        raise CheckpointError(f"{path} is not an authors' TS-Net checkpoint: expected the state dicts {PARTS}, found {found}.")
+        raise CheckpointError(f"{path} is not an authors' TS-Net checkpoint: expected the state dicts {PARTS}, "
+                              f"found {found}.")
     flat = {}
     for part in PARTS:
         for key, value in checkpoint[part].items():
@@ -104,9 +107,6 @@ def convert_state(state: dict[str, torch.Tensor], config: TSNetConfig) -> dict[s
 
 def convert(path, output_dir, mode=None, coord_conv=True, mean_bgr=AUTHORS_FACE_MEAN_BGR, fp16=False):
     """Convert the authors' pickle at `path` into a `save_pretrained` folder; returns the model."""
-    from .hub import load_state_strict
-    from .modeling import TSNet
-
     state = read_authors_checkpoint(path)
     config = infer_config(state, mode=mode, coord_conv=coord_conv, mean_bgr=mean_bgr)
     model = TSNet(config)
@@ -124,7 +124,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="tsnet-convert-authors", description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint", help="the authors' .pth file (img_enc, lbl_enc, fuse_net, dec)")
     parser.add_argument("output_dir", help="folder to write config.json, model.safetensors and README.md")
-    parser.add_argument("--mode", choices=("face", "body"), help="default: face for 2 mask channels, else body")
+    parser.add_argument("--mode", choices=MODEL_MODES, help="default: face for 2 mask channels, else body")
     parser.add_argument("--mean-bgr", type=float, nargs=3, default=AUTHORS_FACE_MEAN_BGR, metavar=("B", "G", "R"),
                         help="mean pixel the authors subtract (default: their face mean)")
     parser.add_argument("--no-coord-conv", action="store_true", help="the checkpoint was trained without CoordConv")

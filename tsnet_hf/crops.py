@@ -1,19 +1,10 @@
 """Square crops around a face or a person, and the transforms that paste model outputs back.
 
-Coordinates: landmarks are in pixels of the frame with pixel centres at integer coordinates (as
-OpenCV). A crop box (x0, y0, x1, y1) is in "corner" coordinates: the whole frame is
-(0, 0, W, H), pixel (i, j) covers [i, i + 1) x [j, j + 1). Boxes are square and may reach outside
-the frame (faces near the border): `crop_frame` fills the outside by repeating the border pixels.
-
-The crop of side S maps a frame point p to s * (p + 0.5 - x0) - 0.5 with s = S / (x1 - x0): box
-corners land on crop corners, so landmarks mapped with `CropTransform.to_crop` sit exactly on the
-pixels `crop_frame` puts there.
-
-Face boxes follow the authors' crops (dataset_video_face.py of their repository): the side is
-twice the landmark extent and the centre sits an eighth of the side above the landmarks' centre,
-so the crop shows hair and chin. Body boxes cover every confident keypoint plus an estimate of the
-top of the head, with a margin. Both are smoothed over time (a centred moving average of centre
-and side) so the crop does not shake with the detector's jitter.
+Landmarks are in frame pixels with pixel centres at integer coordinates (as OpenCV); a crop box
+(x0, y0, x1, y1) is in corner coordinates (the frame is (0, 0, W, H)), square, and may reach outside
+the frame (`crop_frame` repeats the border pixels there). A crop of side S maps a frame point p to
+s * (p + 0.5 - x0) - 0.5 with s = S / (x1 - x0), so landmarks mapped with `CropTransform.to_crop`
+sit exactly on the pixels `crop_frame` puts there. Boxes are smoothed over time against jitter.
 """
 
 from __future__ import annotations
@@ -268,7 +259,8 @@ def face_crop_boxes(track: np.ndarray, frame_size: tuple[int, int], scale: float
     Args:
         track: (T, 68, 3) float face landmarks in frame pixels (dlib layout), confidence in [0, 1].
         frame_size: (H, W) of the frames.
-        scale: crop side / landmark extent (the larger of width and height); 2.0 as the authors.
+        scale: crop side / landmark extent (the larger of width and height); 2.0 as the authors
+            (dataset_video_face.py of their repository), so the crop shows hair and chin.
         lift: upward shift of the crop centre, as a fraction of the side (0.125 as the authors:
             the crop runs from 1.25 extents above the landmarks' centre to 0.75 below).
         smooth: window of the centred moving average over frames (1 = none).

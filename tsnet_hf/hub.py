@@ -4,6 +4,7 @@ A checkpoint is a folder with config.json (a `TSNetConfig`) and model.safetensor
 Hub model repository. Pickles are never loaded. Offline, a Hub id fails at once with one sentence.
 """
 
+import copy
 import os
 import re
 import socket
@@ -12,10 +13,16 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import torch
+from huggingface_hub import EvalResult, ModelCard, constants, hf_hub_download
+from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
+from safetensors.torch import load_file
 
 from .config import TSNetConfig
 from .errors import CheckpointError
 
+PAPER_URL = ("https://openaccess.thecvf.com/content/WACV2023/html/Ni_Cross-Identity_Video_Motion_Retargeting_With_"
+             "Joint_Transformation_and_Synthesis_WACV_2023_paper.html")
+REPO_URL = "https://github.com/tsnet-hf/tsnet-hf"
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[A-Za-z0-9][\w.\-]*)?$")
@@ -31,10 +38,12 @@ def resolve_checkpoint(name_or_path, revision=None, cache_dir=None, force_downlo
     path = Path(name_or_path).expanduser()
     if path.exists():
         if not path.is_dir():
-            raise CheckpointError(f"{path} is a file: give the checkpoint folder that holds {CONFIG_NAME} and {WEIGHTS_NAME}.")
+            raise CheckpointError(f"{path} is a file: give the checkpoint folder that holds {CONFIG_NAME} and "
+                                  f"{WEIGHTS_NAME}.")
         for name in (CONFIG_NAME, WEIGHTS_NAME):
             if not (path / name).is_file():
-                raise CheckpointError(f"{path} is not a TS-Net checkpoint: it has no {name} (expected {CONFIG_NAME} + {WEIGHTS_NAME}).")
+                raise CheckpointError(f"{path} is not a TS-Net checkpoint: it has no {name} "
+                                      f"(expected {CONFIG_NAME} + {WEIGHTS_NAME}).")
         return path
     text = str(name_or_path)
     if not _REPO_ID.match(text) or text.startswith(".") or os.sep in text.replace("/", "", 1):
@@ -43,9 +52,6 @@ def resolve_checkpoint(name_or_path, revision=None, cache_dir=None, force_downlo
 
 
 def _download(repo_id, revision, cache_dir, force_download, token, local_files_only) -> Path:
-    from huggingface_hub import constants, hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
-
     offline = local_files_only or constants.HF_HUB_OFFLINE
     if not offline and not host_reachable(constants.ENDPOINT):
         raise CheckpointError(f"Cannot reach the Hugging Face Hub to download {repo_id!r} (no network?): "
@@ -57,10 +63,12 @@ def _download(repo_id, revision, cache_dir, force_download, token, local_files_o
                                          force_download=force_download, token=token,
                                          local_files_only=local_files_only))
         except LocalEntryNotFoundError:
-            raise CheckpointError(f"Cannot download {repo_id!r}: offline (HF_HUB_OFFLINE or local_files_only) and it is "
-                                  "not in the local Hub cache; give a local checkpoint folder, or go online.") from None
+            raise CheckpointError(f"Cannot download {repo_id!r}: offline (HF_HUB_OFFLINE or local_files_only) "
+                                  "and it is not in the local Hub cache; give a local checkpoint folder, "
+                                  "or go online.") from None
         except RepositoryNotFoundError:
-            raise CheckpointError(f"Hub repository {repo_id!r} does not exist or is private (log in with `hf auth login`).") from None
+            raise CheckpointError(f"Hub repository {repo_id!r} does not exist or is private "
+                                  "(log in with `hf auth login`).") from None
         except EntryNotFoundError:
             raise CheckpointError(f"Hub repository {repo_id!r} has no {name}: tsnet-hf loads only config.json + "
                                   "model.safetensors checkpoints.") from None
@@ -83,8 +91,6 @@ def host_reachable(endpoint: str, timeout: float = 3.0) -> bool:
 
 def load_weights(path: Path) -> dict[str, torch.Tensor]:
     """Read a safetensors file; anything else (a pickle, a truncated file) is a CheckpointError."""
-    from safetensors.torch import load_file
-
     try:
         return load_file(str(path))
     except Exception as error:
@@ -135,16 +141,14 @@ def evaluation_results(metrics: dict, task_name: str, dataset_name: str, dataset
     config: what tells this evaluation from others of the same data (e.g. "K = 3 (nearest)"); the
     Hub groups results by task, dataset, config and split, so without it they would merge.
     """
-    from huggingface_hub import EvalResult
-
     return [EvalResult(task_type="image-to-video", task_name=task_name, dataset_type=dataset_type,
                        dataset_name=dataset_name, dataset_split=split, dataset_config=config, metric_type=name,
                        metric_name=METRIC_NAMES[name], metric_value=round(float(metrics[name]), 4))
             for name in METRIC_NAMES if metrics.get(name) is not None]
 
 
-def render_model_card(model, base_model=None, datasets=None, eval_results=None, **kwargs):
-    """A `huggingface_hub.ModelCard` from model_card.md, filled with the model's config.
+def render_model_card(model, base_model=None, datasets=None, eval_results=None, **kwargs) -> ModelCard:
+    """A `huggingface_hub.ModelCard` from tsnet_hf/model_card_template.md, filled with the model's config.
 
     base_model: the checkpoint this one was fine-tuned from (Hub id or folder), for the card's
         `base_model` metadata. datasets: data set names or Hub ids, for `datasets`.
@@ -152,13 +156,7 @@ def render_model_card(model, base_model=None, datasets=None, eval_results=None, 
     Extra keyword arguments reach the template: `title`, `description`, `checkpoint_id`,
     `training` and `evaluation` (markdown) are used by it.
     """
-    import copy
-
-    from huggingface_hub import ModelCard
-
-    template = resources.files("tsnet_hf").joinpath("model_card_template.md").read_text(encoding="utf-8")
-    info = model._hub_mixin_info
-    card_data = copy.deepcopy(info.model_card_data)
+    card_data = copy.deepcopy(model._hub_mixin_info.model_card_data)
     if base_model:
         card_data.base_model = str(base_model)
     if datasets:
@@ -166,10 +164,13 @@ def render_model_card(model, base_model=None, datasets=None, eval_results=None, 
     if eval_results:
         card_data.eval_results = list(eval_results)
         card_data.model_name = card_data.model_name or kwargs.get("title") or "TS-Net generator (tsnet-hf)"
-    values = {
-        "config": model.config.to_dict(),
-        "num_parameters": f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f} M",
-        **kwargs,
-    }
-    return ModelCard.from_template(card_data=card_data, template_str=template,
-                                   repo_url=info.repo_url, paper_url=info.paper_url, **values)
+    return fill_model_card(card_data, model.config, sum(p.numel() for p in model.parameters()), **kwargs)
+
+
+def fill_model_card(card_data, config: TSNetConfig, num_parameters: int, **kwargs) -> ModelCard:
+    """tsnet_hf/model_card_template.md rendered with this metadata (`ModelCardData`), config and
+    parameter count; keyword arguments as in `render_model_card`."""
+    template = resources.files("tsnet_hf").joinpath("model_card_template.md").read_text(encoding="utf-8")
+    return ModelCard.from_template(card_data=card_data, template_str=template, repo_url=REPO_URL,
+                                   paper_url=PAPER_URL, config=config.to_dict(),
+                                   num_parameters=f"{num_parameters / 1e6:.1f} M", **kwargs)

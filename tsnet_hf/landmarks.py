@@ -1,52 +1,10 @@
 """2-D landmarks for TS-Net masks: faces in the 68-point dlib layout, bodies in an OpenPose layout.
 
-TS-Net draws its masks from 68 dlib face landmarks (faces) and from OpenPose BODY_25 + hands +
-face keypoints (dance), paper section 4.1. Neither detector runs offline here, so this module
-uses mediapipe's legacy solutions (FaceMesh, Holistic with model_complexity=1; the only ones
-whose models ship in the wheel) and maps their points onto those layouts.
-
-Landmark arrays are float32 (T, P, 3): x and y in pixels of the frame (origin top-left, x to the
-right), then a confidence in [0, 1] where 0 means "missing". Frames are HxWx3 uint8 RGB.
-
-Face: FaceMesh (468 points, refine_landmarks=True) -> 68 dlib points through FACEMESH_TO_DLIB68,
-the table commonly used to draw dlib-style contours from FaceMesh. Order, as in dlib, in image
-coordinates of an upright face: jaw 0-16 from the image-left temple round the chin (8 = FaceMesh
-152, chin tip) to the image-right temple; brows 17-21 and 22-26 from image-left to image-right;
-nose bridge 27-30 top to tip; nose base 31-35 left to right; eyes 36-41 and 42-47 from the outer
-(36) / inner (42) corner clockwise along the upper lid; outer lips 48-59 from the left corner
-(FaceMesh 61) along the upper lip; inner lips 60-67 likewise (checked on a real frame: jaw, brow,
-eye, nose and lip indices run in dlib's directions; tests/test_landmarks.py checks it).
-Detected face points have confidence 1.0. With several faces (max_faces), the most prominent is
-kept: the largest in the first frame, then the one overlapping the previous choice most (IoU);
-if none overlaps (the face was lost), the largest again.
-
-Body: Holistic gives 33 pose points (+ visibility), 21 points per hand and the 468-point face.
-The 135 output points are BODY_25 (0-24, OpenPose order), left hand (25-45), right hand (46-66),
-face (67-134, dlib 68). POSE33_TO_BODY25 maps each BODY_25 joint to the mediapipe pose points it
-is the mean of: Neck = mean(shoulders 11, 12), MidHip = mean(hips 23, 24), big toes = mediapipe
-"foot index" (31, 32), heels = 29, 30; the small toes have no mediapipe counterpart and are
-always missing (confidence 0). Pose confidence = mediapipe visibility (a mean joint takes the
-smaller one); it is never exactly 0, so masks should threshold it (0.5 is mediapipe's own).
-Hands use OpenPose's order, which is mediapipe's (wrist, then thumb..pinky, 4 points each,
-base to tip); Holistic's left hand is the person's left hand (its wrist lies at pose point 15).
-Hand and face points have confidence 1.0 when found, 0 when not. Holistic follows one person
-(the one its pose detector finds first, then tracked); mediapipe offers no multi-person pose.
-Holistic's own landmark filter is turned off: smoothing is done once, here (tsnet_hf.smoothing).
-
-Missing detections (a frame with no face / no person) follow a policy chosen per call:
-- "interpolate": linear in time between the nearest detections before and after, per point
-  (a point missing at either end stays missing); frames before the first / after the last
-  detection hold the nearest detection.
-- "hold": the last detection (the first one, for frames before it).
-- "drop": the frame is removed; LandmarkTrack.frame_indices keeps the original frame numbers.
-In body tracks, hands and face points missing for at most `max_point_gap` frames between two
-sightings are interpolated too. A video with no detection at all raises DetectionError.
-The per-frame outcome is in LandmarkTrack.report (DetectionReport).
-
-mode="auto" looks at the first `probe_frames` frames: body when the person's hips are in view
-(both hip visibilities >= 0.5 in most probe frames) and the face is under a quarter of the frame
-height; face otherwise. Upper-body framings (a talking person seen down to the waist, a dancer
-seen from the hips up) sit on that line: pass mode explicitly for those.
+mediapipe's legacy FaceMesh and Holistic (their models ship in the wheel, so detection runs offline)
+are mapped onto the paper's layouts (section 4.1) by FACEMESH_TO_DLIB68 and POSE33_TO_BODY25.
+Frames in are HxWx3 uint8 RGB; landmarks out are float32 (T, P, 3): x, y in frame pixels, then a
+confidence in [0, 1] (0 = missing). docs/landmarks.md explains the mappings, the missing-detection
+policies (POLICIES) and mode="auto".
 """
 
 from __future__ import annotations
@@ -63,6 +21,7 @@ from .layouts import (
     BODY_POINTS, BODY_SLICE, FACE_POINTS, FACE_SLICE, LEFT_HAND_SLICE, RIGHT_HAND_SLICE,
 )
 from .smoothing import smooth_track
+from .video import iter_frames, open_video
 
 __all__ = [
     "FACEMESH_TO_DLIB68",
@@ -79,7 +38,7 @@ __all__ = [
     "fill_point_gaps",
 ]
 
-# FaceMesh index of each dlib-68 point (see the module docstring for the order).
+# FaceMesh index of each dlib-68 point, in dlib's order (docs/landmarks.md spells it out).
 FACEMESH_TO_DLIB68 = (
     162, 234, 93, 58, 172, 136, 149, 148, 152, 377, 378, 365, 397, 288, 323, 454, 389,  # jaw
     71, 63, 105, 66, 107,  # image-left brow, outer to inner
@@ -362,8 +321,6 @@ class _Source:
 def _open_source(source, fps: float | None, max_frames: int | None) -> _Source:
     """A _Source from a video path, a (T, H, W, 3) uint8 array or an iterable of frames."""
     if isinstance(source, (str, os.PathLike)):
-        from .video import open_video
-
         info, frames = open_video(source, max_frames=max_frames)
         return _Source(frames, fps or info.fps or DEFAULT_FPS,  # info.fps is None for an image
                        os.path.basename(source))
@@ -406,8 +363,6 @@ def _read_image(image) -> np.ndarray:
     if not isinstance(image, (str, os.PathLike)):
         _check_frame(image, None, 0)
         return image
-    from .video import iter_frames
-
     return next(iter(iter_frames(image, max_frames=1)))
 
 
@@ -417,7 +372,7 @@ def _read_image(image) -> np.ndarray:
 
 def _solutions():
     """mediapipe.python.solutions, or an error saying how to install it."""
-    try:
+    try:  # lazy: importing mediapipe takes 0.9 s and `import tsnet_hf` must not load it
         from mediapipe.python import solutions
     except ImportError:
         raise TSNetError(

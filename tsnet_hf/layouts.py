@@ -1,24 +1,9 @@
 """Keypoint layouts used everywhere in tsnet-hf: which point is which, what to connect, which colour.
 
-Pure data and a few numpy helpers; no OpenCV, no torch, nothing runs at import.
-
-Landmark arrays everywhere in the project are float32 (N, P, 3) or (P, 3): x, y in pixels of the
-frame (origin top-left, pixel centres at integer coordinates, as OpenCV), then a confidence in
-[0, 1] where 0 means "missing".
-
-Face (P = 68): the dlib / iBUG 68-point layout (paper section 4.1 uses dlib). Parts: jaw 0-16,
-brows 17-21 and 22-26, nose bridge 27-30, nose base 31-35, eyes 36-41 and 42-47 (closed loops),
-outer lips 48-59 and inner lips 60-67 (closed loops). "Right" and "left" are the person's own,
-as in iBUG: the right brow 17-21 and right eye 36-41 appear on the image's left.
-
-Body (P = 135): BODY_25 (0-24, OpenPose order), left hand (25-45), right hand (46-66), face
-(67-134, the dlib 68 layout above). Hands follow OpenPose's order, which is mediapipe's: wrist,
-then 4 points per finger (base to tip) for thumb, index, middle, ring, pinky.
-
-Masks (tsnet_hf.masks) are label maps turned into one-hot channels:
-- face: FACE_MASK_CHANNELS = 2 (0 background, 1 edge);
-- body: BODY_MASK_CHANNELS = 36 (0 background, 1..24 the BODY_25 limbs in BODY_LIMBS order,
-  25..29 left-hand fingers thumb..pinky, 30..34 right-hand fingers thumb..pinky, 35 face edges).
+Pure data and a few numpy helpers; no OpenCV, no torch, nothing runs at import. Landmark arrays are
+float32 (N, P, 3) or (P, 3): x, y in frame pixels (origin top-left, pixel centres at integer
+coordinates, as OpenCV), then a confidence in [0, 1] where 0 means "missing". Faces have P = 68
+(dlib), bodies P = 135 (BODY_25, hands, face); docs/landmarks.md draws both.
 """
 
 from __future__ import annotations
@@ -40,7 +25,8 @@ __all__ = [
 
 
 # ----------------------------------------------------------------------------------------------
-# Face: dlib 68 points
+# Face: dlib 68 points. "Right" and "left" are the person's own, as in iBUG: the right brow 17-21 and
+# the right eye 36-41 appear on the image's left. Eyes and lips are closed loops.
 
 
 class FacePart(NamedTuple):
@@ -93,7 +79,9 @@ FACE_FLIP: tuple[int, ...] = (
 
 
 # ----------------------------------------------------------------------------------------------
-# Body: BODY_25 + hands + face = 135 points
+# Body: BODY_25 (0-24, OpenPose order), left hand (25-45), right hand (46-66), face (67-134, dlib 68).
+# Hands follow OpenPose's order, which is mediapipe's: wrist, then 4 points per finger (base to tip)
+# for thumb, index, middle, ring, pinky.
 
 BODY25_NAMES: tuple[str, ...] = (
     "Nose", "Neck", "RShoulder", "RElbow", "RWrist", "LShoulder", "LElbow", "LWrist", "MidHip",
@@ -147,7 +135,8 @@ BODY_FLIP: tuple[int, ...] = (
 
 
 # ----------------------------------------------------------------------------------------------
-# Mask channels
+# Mask channels: face 0 background, 1 edge; body 0 background, 1..24 the BODY_25 limbs in BODY_LIMBS
+# order, 25..29 left-hand fingers thumb..pinky, 30..34 right-hand fingers thumb..pinky, 35 face edges.
 
 FACE_MASK_CHANNELS = 2
 BODY_MASK_CHANNELS = 36

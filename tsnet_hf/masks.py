@@ -1,23 +1,9 @@
 """Masks drawn from landmarks: the label maps and one-hot tensors TS-Net takes (paper section 3.1).
 
-A mask is first drawn as a label map, (H, W) uint8, one label per pixel (tsnet_hf.layouts lists
-the labels), then turned into one-hot channels, (C, H, W) float32 in {0, 1} that sum to 1 at every
-pixel. Drawing is exact and deterministic: OpenCV polylines without anti-aliasing (a pixel has one
-label, never a blend), at sub-pixel precision (coordinates in 1/16 px), later parts drawn over
-earlier ones in a fixed order.
-
-Landmarks are in pixel coordinates of the canvas being drawn (map frame landmarks into a crop
-first with tsnet_hf.crops.CropTransform.to_crop). Points whose confidence is below
-`min_confidence` are not drawn, nor are the segments that touch them.
-
-Line widths scale with the canvas. At 256 px (the paper's size) face edges are 2 px wide, as the
-authors' face masks (their 2*bw-pixel edges drawn on the crop, then resized to 256); body limbs are
-3 px, hand fingers and the face edges inside a body mask 1 px (the authors train with 2-4 px body
-lines); at 512 px all double. OpenCV strokes are 1, 3, 5, 7... px wide (thickness t >= 2 gives
-2 * ceil(t / 2) + 1 px, measured), so an even width is drawn one pixel thinner and grown by a 2x2
-dilation (face masks, one label); body masks use the nearest odd width (their labels overlap, and
-a dilation would let the larger label win instead of the later-drawn one).
-Cost: well under 1 ms per 256x256 mask on 2 CPU cores (benchmarks/bench_masks_video.py).
+A mask is drawn as an (H, W) uint8 label map (labels in tsnet_hf.layouts), exactly and
+deterministically (no anti-aliasing, 1/16 px precision, a fixed drawing order), then turned into
+(C, H, W) float32 one-hot channels. Landmarks are in pixels of the canvas: map frame landmarks into
+a crop first with `CropTransform.to_crop`. Line widths and their reasons: docs/landmarks.md.
 """
 
 from __future__ import annotations
@@ -51,10 +37,16 @@ BODY_PALETTE = np.array(
 
 
 def line_width(width_at_256: float, size: tuple[int, int]) -> int:
-    """Line width in pixels for a canvas of `size` (H, W): `width_at_256` scaled by min(H, W) / 256."""
+    """Line width in pixels for a canvas of `size` (H, W): `width_at_256` scaled by min(H, W) / 256.
+
+    At 256 px face edges are 2 px, as the authors' face masks; body limbs 3 px (they train with 2-4 px).
+    """
     return max(1, int(round(width_at_256 * min(size) / 256.0)))
 
 
+# OpenCV strokes are 1, 3, 5... px wide (thickness t >= 2 draws 2 * ceil(t / 2) + 1 px, measured):
+# face masks draw an even width one pixel thinner and grow it by a 2x2 dilation; body masks round to
+# an odd width, since a dilation would let the larger of two overlapping labels win.
 def _odd(width: float) -> int:
     """A stroke width rounded to an odd number of pixels: 2 * floor(width / 2) + 1 (2 -> 3, 4 -> 5)."""
     return 2 * int(width // 2) + 1

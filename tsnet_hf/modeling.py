@@ -20,10 +20,8 @@ from torch import nn
 
 from .config import TSNetConfig
 from .errors import InputError
+from .hub import PAPER_URL, REPO_URL, load_checkpoint, render_model_card
 from .similarity import box_membership, boxes_from_masks, sampling_grid
-
-PAPER_URL = "https://openaccess.thecvf.com/content/WACV2023/html/Ni_Cross-Identity_Video_Motion_Retargeting_With_Joint_Transformation_and_Synthesis_WACV_2023_paper.html"
-REPO_URL = "https://github.com/tsnet-hf/tsnet-hf"
 
 
 def conv(in_channels: int, out_channels: int, kernel: int, stride: int = 1) -> nn.Conv2d:
@@ -480,8 +478,6 @@ class TSNet(
         unexpected or mis-shaped tensors, raise `CheckpointError`/`ConfigError` naming the
         problem. Pickled weights are never loaded. Offline, a Hub id fails at once.
         """
-        from .hub import load_checkpoint
-
         if kwargs:
             raise InputError(f"TSNet.from_pretrained got unexpected argument(s) {sorted(kwargs)}.")
         return load_checkpoint(cls, pretrained_model_name_or_path, revision=revision, cache_dir=cache_dir,
@@ -489,9 +485,7 @@ class TSNet(
                                local_files_only=local_files_only, map_location=map_location)
 
     def generate_model_card(self, *args, **kwargs) -> ModelCard:
-        """The model card rendered from the project's model_card.md template."""
-        from .hub import render_model_card
-
+        """The model card rendered from tsnet_hf/model_card_template.md."""
         return render_model_card(self, **kwargs)
 
 
@@ -565,7 +559,8 @@ def _check_subject(config: TSNetConfig, frames, masks, boxes):
 
 def _check_driving(config: TSNetConfig, memory: SubjectMemory, masks, boxes):
     if not isinstance(memory, SubjectMemory):
-        raise InputError(f"generate expects the SubjectMemory that encode_subject returns, got {type(memory).__name__}.")
+        raise InputError(f"generate expects the SubjectMemory that encode_subject returns, "
+                         f"got {type(memory).__name__}.")
     _check_tensor("driving masks", masks, 4, "(N, C, H, W)")
     _check_masks(config, "driving masks", masks)
     if masks.shape[-2:] != memory.frames.shape[-2:]:

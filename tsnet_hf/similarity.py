@@ -1,18 +1,10 @@
 """The transformation branch's sampling grid: mask-aware similarity (paper section 3.1, eq. 1-2).
 
-For every driving-feature position q, the sampling grid is the softmax-weighted average of the
-regular coordinate grid over subject-feature positions p, with weights exp(tau * S_pq) and S the
-cosine similarity. The mask-aware version (Fig. 3) only compares positions on the same side of the
-two bounding boxes: inside(driving box) x inside(subject box) and outside x outside. The authors'
-code multiplies zero-masked features and so still computes two full products; here positions are
-partitioned and only the allowed pairs are multiplied, so the work falls with the box areas a_z,
-a_y as a_z * a_y + (1 - a_z) * (1 - a_y) of the dense product.
-
-Rule for an empty side: a driving position whose side has no subject position at all (for example
-an empty subject box) compares with every subject position instead, so the grid stays defined.
-
-One grid convention everywhere: coordinates are cell centres in grid_sample's align_corners=False
-convention, x_j = (2j + 1) / w - 1, so identical features give an identity warp (tested).
+For every driving-feature position q the grid is the softmax-weighted average of the regular
+coordinate grid over subject-feature positions p, with weights exp(tau * S_pq), S the cosine
+similarity; the mask-aware version (Fig. 3) compares only positions on the same side of the two
+bounding boxes. Coordinates are cell centres in grid_sample's align_corners=False convention,
+x_j = (2j + 1) / w - 1, so identical features give an identity warp (tested).
 """
 
 import torch
@@ -110,6 +102,12 @@ def _gather_rows(values: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
 
 def _side_grid(driving, subject, coords, rows, cols, temperature):
     """Grid rows for one side (inside or outside) of the boxes.
+
+    The authors' code multiplies zero-masked features and so still computes two full products; here
+    positions are partitioned and only the allowed pairs are multiplied, so the work falls with the
+    box areas a_z, a_y as a_z * a_y + (1 - a_z) * (1 - a_y) of the dense product. A driving position
+    whose side has no subject position at all (an empty subject box) compares with every subject
+    position instead, so the grid stays defined.
 
     driving (N, L, C) and subject (Ns, K, L, C) unit features, coords (L, 2), rows (N, L) and
     cols (Ns, K, L) bool selections. Returns (indices (N, M), valid (N, M), grid (N, K, M, 2)).

@@ -1,44 +1,8 @@
 """Temporal smoothing of landmark tracks with the One-Euro filter (Casiez et al., CHI 2012).
 
-The One-Euro filter is a first-order low-pass filter whose cutoff frequency rises with the
-speed of the signal: at rest it removes detector jitter (cutoff `min_cutoff`), in fast motion
-the cutoff grows by `beta` times the speed so the filtered point does not lag behind. The
-velocity itself is low-passed at `d_cutoff`. Per sample, with `dt` the time step in seconds:
-
-    alpha(f)  = 1 / (1 + 1 / (2 * pi * f * dt))
-    dx_hat    = low-pass((x - x_hat_prev) / dt, alpha(d_cutoff))
-    cutoff    = min_cutoff + beta * |dx_hat|
-    x_hat     = low-pass(x, alpha(cutoff))
-
-Choices made here:
-- Points are filtered as 2-D vectors: the velocity is low-passed as a vector and its norm sets
-  one cutoff per point and frame, so the filter does not depend on the image axes (for motion
-  along one axis this is exactly the published scalar filter; tests/test_smoothing.py checks).
-- Resolution independence: coordinates are divided by the track's size (the median over frames
-  of the diagonal of the bounding box of the confident points) before filtering, so `beta` is
-  in 1 / (sizes per second) and the same preset works on a 256 px crop and a 4K frame.
-- Missing points (confidence 0) are never smoothed into: they are left as they are and the
-  filter of that point restarts at its next confident sample.
-- Uneven time steps (frames dropped from a track) are handled by passing `times`.
-
-Why not the `oneeurofilter` package (PyPI, 0.2.1, 2024): it filters one scalar per Python call
-(one object per coordinate: 135 points x 2 axes x T frames of Python calls for a body track),
-it has no notion of missing samples, and it filters each axis separately. The algorithm is a
-dozen lines of numpy; vectorised over points it costs microseconds per frame (see
-benchmarks/bench_landmarks.py) and adds no dependency.
-
-Presets. Detector jitter measured on the shared clips (robust sigma of the second temporal
-difference / sqrt(6)): FaceMesh about 0.15 % of the face size, Holistic's pose about 0.2 % of
-the body size (sizes as above). On synthetic tracks with that noise (40 points in sinusoidal
-motion, 20 s at 30 fps; tests/test_smoothing.py checks the same properties):
-- "face": min_cutoff 1.0 Hz, beta 40 per (face size / s), d_cutoff 1.0 Hz. Jitter at rest falls
-  to 0.40 of the raw jitter; the error left is about 0.4 frame of motion for head motion
-  (0.3 face sizes / s) and for lips (1 face size / s at 2-4 Hz), where lip sync needs it.
-  (A smaller beta smooths more but lets the lips lag: beta 10 gives 0.34 and 0.8 frame.)
-- "body": min_cutoff 1.0 Hz, beta 20 per (body size / s), d_cutoff 1.0 Hz. Jitter at rest 0.38
-  of raw; the error left is about 0.6 frame of motion for the torso (0.3 body sizes / s) and a
-  quarter frame for dancing limbs (1.5 body sizes / s). Holistic's own landmark filter is turned off
-  (tsnet_hf.landmarks), so this is the only smoothing.
+Points are filtered as 2-D vectors in units of the track's size, so one preset fits any resolution;
+missing points are never smoothed into. docs/landmarks.md gives the filter's equations, why it is
+not the `oneeurofilter` package, and how the "face" and "body" presets were measured.
 """
 
 from __future__ import annotations

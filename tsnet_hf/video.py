@@ -1,27 +1,10 @@
 """Reading and writing videos: frames in and out as HxWx3 uint8 RGB numpy arrays.
 
-Reading streams frames one at a time (`iter_frames`), so a long video never sits in memory whole.
-Videos (mp4, mov, webm, avi, gif, anything ffmpeg reads) are decoded by the ffmpeg binary that
-imageio-ffmpeg ships, piped straight into numpy buffers; images (jpg, png, webp, bmp, tif) are
-read by OpenCV as one-frame videos with fps None, their EXIF orientation applied.
-
-Why ffmpeg and not cv2.VideoCapture for videos, although cv2 decodes 25-30 % faster here
-(2.4 vs 3.4 ms per 512x512 frame): OpenCV's FFmpeg backend ignores the colour matrix a video is
-tagged with and always converts with BT.601, so every BT.709 video (most HD and phone videos)
-comes out with shifted colours (pure red 255 -> 232, measured), and it does not apply rotation
-metadata unless asked. The ffmpeg command line honours both, and passes frames through at their
-own timing (`-fps_mode passthrough`: no frames duplicated or dropped for variable frame rates).
-
-Writing (`VideoWriter`) makes an mp4 that browsers play: H.264 in yuv420p, BT.709 tagged, even
-width and height, `+faststart`, optionally with the audio of another file (AAC, trimmed to the
-video's length). It writes to a hidden temporary file beside the target and renames it on
-success, so a failed or interrupted write leaves no file behind.
-
-Errors: a file that cannot be read (missing, empty, not a video, truncated to nothing, frames
-under 16 px, an image where a video is required) raises VideoError; bad arguments or frames
-handed to the writer (wrong dtype or shape, a size change, a bad fps) raise InputError. A
-truncated video that still yields frames is accepted with a UserWarning when fewer than 90 % of
-the frames its header announces could be decoded. BGR never leaves this module.
+Videos are decoded and encoded by the ffmpeg binary that imageio-ffmpeg ships (it honours colour
+matrices and rotation, which cv2.VideoCapture does not) and stream frame by frame; images are read
+by OpenCV as one-frame videos. `VideoWriter` writes browser-playable H.264 mp4 files atomically.
+Unreadable files raise VideoError, bad arguments InputError; BGR never leaves this module
+(docs/video.md).
 """
 
 from __future__ import annotations
@@ -38,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
+import imageio_ffmpeg
 import numpy as np
 
 from .errors import InputError, VideoError
@@ -77,8 +61,6 @@ class VideoInfo:
 
 
 def _ffmpeg_exe() -> str:
-    import imageio_ffmpeg  # imported here: nothing happens at `import tsnet_hf`
-
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
