@@ -21,12 +21,12 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
-from common import append_report, machine_line, markdown_table  # noqa: E402
-
 from training.evaluate import PRECISIONS, Evaluator, _open_videos  # noqa: E402
 from training.lpips import load_lpips  # noqa: E402
 from tsnet_hf import TSNet  # noqa: E402
 from tsnet_hf.errors import TSNetError  # noqa: E402
+
+from common import append_report, machine_line, markdown_table  # noqa: E402
 
 TOLERANCE = 0.005  # LPIPS
 

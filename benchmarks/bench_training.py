@@ -17,6 +17,7 @@ one's median with its ratio to the first: the measurement behind the CPU recipes
 """
 
 import argparse
+import functools
 import sys
 import time
 from pathlib import Path
@@ -25,9 +26,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
-from common import append_report, machine_line, markdown_table  # noqa: E402
+from tsnet_hf import TSNet, preset_config
 
-from tsnet_hf import TSNet, preset_config  # noqa: E402
+from common import append_report, machine_line, markdown_table
 
 
 def synthetic_batch(config, clips: int, frames_per: int, targets: int, device):
@@ -139,8 +140,8 @@ def compare(args) -> str:
         opt_g = torch.optim.Adam(model.parameters(), lr=2e-4, betas=(0.5, 0.999))
         opt_d = torch.optim.Adam(list(d.parameters()) + (list(face_d.parameters()) if face_d else []), lr=1e-4)
         batch = synthetic_batch(config, args.batch, args.k, args.targets, args.device)
-        step = (lambda a=accelerator, l=losses, m=model, dd=d, f=face_d, g=opt_g, o=opt_d, b=batch:
-                optimisation_step(a, l, m, dd, f, g, o, b, adversarial=not args.no_adversarial))
+        step = functools.partial(optimisation_step, accelerator, losses, model, d, face_d, opt_g, opt_d, batch,
+                                 adversarial=not args.no_adversarial)
         variants.append((f"{precision}, {layout}", step, []))
     for _, step, _ in variants:
         step()  # warm-up

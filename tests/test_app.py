@@ -8,11 +8,9 @@ missing). Media are generated (tests/synthetic.py): nothing here needs ../shared
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import cv2
@@ -24,10 +22,10 @@ from tsnet_hf import TSNet, tiny_config
 from tsnet_hf.demo import OUTPUT_ORDER
 from tsnet_hf.video import probe_video, read_frames
 
+from helpers import serve_app
 from synthetic import astronaut, moving_face_frames, write_video
 
 REPO = Path(__file__).resolve().parents[1]
-OFFLINE = {"GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
@@ -58,50 +56,13 @@ def media(tmp_path_factory):
     }
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_until_serving(url: str, process: subprocess.Popen, log: Path, timeout: float = 120.0):
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never through a proxy
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"app.py exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with opener.open(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.3)
-    pytest.fail(f"app.py did not serve {url} within {timeout:.0f} s:\n{log.read_text()[-3000:]}")
-
-
 @pytest.fixture(scope="module")
 def server(media):
     """`python app.py --checkpoint TINY --port P` running offline; yields its URL."""
     pytest.importorskip("gradio")
-    port = free_port()
-    log = media["folder"] / "app.log"
-    env = {**os.environ, **OFFLINE, "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
-    env.pop("TSNET_BODY_CHECKPOINT", None)
-    command = [sys.executable, str(REPO / "app.py"), "--checkpoint", str(media["checkpoint"]), "--port", str(port),
-               "--cache-dir", str(media["folder"] / "cache"), "--no-shipped"]  # a face model only
-    with open(log, "w") as handle:
-        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=handle, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        wait_until_serving(url, process, log)
+    app_args = ["--checkpoint", str(media["checkpoint"]), "--no-shipped"]  # a face model only
+    with serve_app(app_args, media["folder"], unset=("TSNET_BODY_CHECKPOINT",)) as url:
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @pytest.fixture(scope="module")
@@ -337,7 +298,7 @@ def test_the_spaces_gpu_path_wraps_the_handler(monkeypatch, media):
 
     applied, called = [], []
 
-    def GPU(duration=None):  # noqa: N802 (the spaces package's name)
+    def GPU(duration=None):  # the spaces package's name
         def decorate(function):
             applied.append((duration, function.__name__))
 

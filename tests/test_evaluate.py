@@ -14,11 +14,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `training` is a folder of scripts beside the package, not installed
     sys.path.insert(0, str(ROOT))
 
-from test_losses import random_lpips_files  # noqa: E402
-from test_training import SIZE, write_face_videos  # noqa: E402
-
 from training import evaluate, preprocess  # noqa: E402
 from tsnet_hf import TSNet, tiny_config  # noqa: E402
+
+from helpers import SIZE, random_lpips_files, run_training, train_args, write_face_videos  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -138,8 +137,6 @@ def test_nearest_selection_gives_the_model_the_frame_the_baseline_copies(cache):
 
 
 def test_a_blend_checkpoint_is_evaluated_and_exported_with_its_card(cache, tmp_path):
-    from test_training import run_training, train_args
-
     from training import export
 
     run = tmp_path / "run"

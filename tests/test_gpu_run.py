@@ -19,13 +19,13 @@ for _path in (ROOT, ROOT / "benchmarks"):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
-import gpu_run  # noqa: E402
-from test_training import write_cache_index, write_cached_video  # noqa: E402
-
 from training import preprocess  # noqa: E402
 from tsnet_hf import TSNet, preset_config  # noqa: E402
 from tsnet_hf.errors import InputError  # noqa: E402
 from tsnet_hf.layouts import BODY_POINTS, FACE_POINTS  # noqa: E402
+
+import gpu_run  # noqa: E402
+from helpers import write_cache_index, write_cached_video  # noqa: E402
 
 SIZE = 64
 SCRIPT = ROOT / "benchmarks" / "gpu_run.py"

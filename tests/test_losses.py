@@ -17,6 +17,8 @@ if str(ROOT) not in sys.path:  # `training` is a folder of scripts beside the pa
 from training import discriminators, losses, lpips, vision  # noqa: E402
 from tsnet_hf.errors import CheckpointError  # noqa: E402
 
+from helpers import random_lpips_files  # noqa: E402
+
 
 def images(n=2, size=32, seed=0):
     generator = torch.Generator().manual_seed(seed)
@@ -178,18 +180,6 @@ def test_local_vgg16_weights_load(shared_dir):
 
 
 # ----- LPIPS ------------------------------------------------------------------------------------------------
-
-
-def random_lpips_files(folder: Path, seed: int = 0) -> tuple[Path, Path]:
-    """AlexNet and linear weights with random values, in the key layout of the real files."""
-    generator = torch.Generator().manual_seed(seed)
-    trunk = vision.alexnet_features(None).state_dict()
-    alexnet = folder / "alexnet.safetensors"
-    save_file({f"features.{k}": torch.randn(v.shape, generator=generator) * 0.05 for k, v in trunk.items()}, str(alexnet))
-    linear = folder / "lin.safetensors"
-    save_file({f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1, generator=generator)
-               for i, c in enumerate(lpips.CHANNELS)}, str(linear))
-    return alexnet, linear
 
 
 def test_lpips_is_zero_for_equal_images_and_symmetric(tmp_path):

@@ -215,8 +215,8 @@ def test_a_decoder_model_makes_no_blend_mask(face_pipe, tmp_path):
 
 def test_the_warped_video_of_a_blend_model_is_its_pixel_warp():
     from tsnet_hf.modeling import TSNetOutput
-    from tsnet_hf.utils import to_uint8_images
     from tsnet_hf.runner import _warped_pictures, mask_pictures
+    from tsnet_hf.utils import to_uint8_images
 
     image, sharp = torch.zeros(2, 3, 8, 8), torch.rand(2, 3, 8, 8) * 2 - 1
     patch = torch.rand(2, 3, 3, 8, 8) * 2 - 1

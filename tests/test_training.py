@@ -23,22 +23,16 @@ from tsnet_hf import TSNet  # noqa: E402
 from tsnet_hf.errors import CheckpointError, ConfigError, InputError  # noqa: E402
 from tsnet_hf.layouts import BODY_POINTS, FACE_POINTS  # noqa: E402
 
-SIZE = 64
-
+from helpers import (  # noqa: E402
+    SIZE,
+    run_training,
+    train_args,
+    write_cache_index,
+    write_cached_video,
+    write_face_videos,
+)
 
 # ----- fixtures and helpers -----------------------------------------------------------------------------
-
-
-def write_face_videos(folder: Path, count: int = 2, frames: int = 40, noise: bool = True) -> Path:
-    """`count` generated talking-face clips (the astronaut, moving) and a flat clip with no face."""
-    from synthetic import moving_face_frames, write_video
-
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in range(count):
-        write_video(folder / f"face{i}.mp4", moving_face_frames(frames, 256, seed=i))
-    if noise:
-        write_video(folder / "blank.mp4", np.full((8, 64, 64, 3), 90, np.uint8))
-    return folder
 
 
 @pytest.fixture(scope="session")
@@ -52,27 +46,6 @@ def face_cache(face_videos, tmp_path_factory):
     cache = tmp_path_factory.mktemp("cache") / "face-64"
     report = preprocess.preprocess_folder(face_videos, cache, preprocess.CacheSettings("face", SIZE), progress=None)
     return cache, report
-
-
-def write_cached_video(folder: Path, name: str, settings, images: np.ndarray, points: np.ndarray) -> str:
-    """One video's raw cache in preprocess.py's format under folder/name, every frame detected;
-    images (T, S', S', 3) uint8 RGB, points (T, P, 3) float32. Returns `name`."""
-    video = folder / name
-    video.mkdir(parents=True)
-    np.save(video / "frames.npy", images)
-    np.save(video / "landmarks.npy", points)
-    np.save(video / "detected.npy", np.ones(len(images), bool))
-    meta = {"format": preprocess.FORMAT_VERSION, "settings": settings.__dict__, "stored_size": settings.stored_size,
-            "num_frames": len(images), "fps": 25.0}
-    (video / preprocess.META_NAME).write_text(json.dumps(meta))
-    return name
-
-
-def write_cache_index(folder: Path, settings, names: list[str]) -> Path:
-    """The index.json that makes `folder` a cache of the videos `names`."""
-    (folder / preprocess.INDEX_NAME).write_text(json.dumps({"format": preprocess.FORMAT_VERSION,
-                                                            "settings": settings.__dict__, "videos": names}))
-    return folder
 
 
 def write_body_cache(folder: Path, frames: int = 12, size: int = SIZE) -> Path:
@@ -95,21 +68,9 @@ def write_body_cache(folder: Path, frames: int = 12, size: int = SIZE) -> Path:
     return write_cache_index(folder, settings, [name])
 
 
-def train_args(cache, output, *extra) -> list[str]:
-    return ["--data", str(cache), "--mode", "face", "--preset", "tiny", "--output", str(output), "--batch-size", "2",
-            "--no-vgg", "--workers", "0", "--log-every", "1", "--val-every", "0", "--val-clips", "2",
-            "--image-every", "1000", "--quiet", *extra]
-
-
 def read_metrics(output, kind="train") -> list[dict]:
     lines = (Path(output) / "metrics.jsonl").read_text().splitlines()
     return [row for row in map(json.loads, lines) if row["kind"] == kind]
-
-
-def run_training(argv) -> train.Trainer:
-    trainer = train.Trainer(train.parse_args(argv))
-    trainer.run()
-    return trainer
 
 
 # ----- the scripts --------------------------------------------------------------------------------------
