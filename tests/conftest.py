@@ -25,17 +25,12 @@ import pytest
 
 from tsnet_hf.landmarks import detect
 
+from helpers import find_shared_dir
+
 TIER_MARKERS = ("slow", "browser", "shared")
 # Seconds a fast test may take, setup included: a generous bound for a loaded 2-core machine, meant to
 # catch a test that belongs in `slow`; TSNET_FAST_LIMIT_S=0 turns it off.
 FAST_LIMIT_S = float(os.environ.get("TSNET_FAST_LIMIT_S", "20"))
-
-
-def find_shared_dir() -> Path | None:
-    """The shared folder if it exists: $TSNET_SHARED_DIR, else ../shared beside the repository."""
-    override = os.environ.get("TSNET_SHARED_DIR")
-    path = Path(override) if override else Path(__file__).resolve().parents[1].parent / "shared"
-    return path if path.is_dir() else None
 
 
 @pytest.fixture(scope="session")

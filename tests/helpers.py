@@ -1,6 +1,6 @@
-"""Helpers that several test files (and benchmarks/bench_app.py) share: seeded tiny models and their
-random inputs, random LPIPS weights, training caches and runs at 64x64, and a live `app.py` server.
-Generated frames, videos and landmarks live in tests/synthetic.py."""
+"""Helpers that several test files (and benchmarks/bench_app.py) share: where ../shared is, seeded
+tiny models and their random inputs, random LPIPS weights, training caches and runs at 64x64, and a
+live `app.py` server. Generated frames, videos and landmarks live in tests/synthetic.py."""
 
 import contextlib
 import json
@@ -24,6 +24,14 @@ from synthetic import moving_face_frames, write_video
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 64  # frame size of the training tests' caches and tiny models
+
+
+def find_shared_dir() -> Path | None:
+    """The shared folder if it exists: $TSNET_SHARED_DIR, else ../shared beside the repository."""
+    override = os.environ.get("TSNET_SHARED_DIR")
+    path = Path(override) if override else ROOT.parent / "shared"
+    return path if path.is_dir() else None
+
 
 # ----- models ---------------------------------------------------------------------------------------------
 

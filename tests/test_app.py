@@ -90,6 +90,7 @@ def unpack(outputs) -> dict:
 
 # ----- the /retarget API ---------------------------------------------------------------------------
 
+@pytest.mark.slow  # the app server (app.py in a subprocess)
 def test_api_returns_every_output_with_the_driving_length(client, media):
     out = unpack(retarget(client, subject_photo=media["photo"], driving_video=media["driving"]))
     for name in VIDEO_NAMES:
@@ -106,6 +107,7 @@ def test_api_returns_every_output_with_the_driving_length(client, media):
     assert "**30 frames** at 25 fps (face)" in out["summary"] and "Time per stage" in out["summary"]
 
 
+@pytest.mark.slow  # the app server (app.py in a subprocess)
 def test_api_subject_video_with_a_motion_template_and_a_length_limit(client, media):
     out = unpack(retarget(client, subject_video=media["subject_video"], motion_template="face_expressions",
                           mode="face", subject_frames=2, max_seconds=2))
@@ -128,6 +130,7 @@ def test_api_subject_video_with_a_motion_template_and_a_length_limit(client, med
     ({"subject_photo": "photo", "motion_template": "body_kpop", "mode": "auto"}, "no body checkpoint loaded"),
     ({"subject_photo": "photo", "motion_template": "face_talking", "mode": "body"}, "template is a face motion"),
 ])
+@pytest.mark.slow  # the app server (app.py in a subprocess)
 def test_api_bad_input_gives_one_sentence(client, media, inputs, expected):
     from gradio_client.exceptions import AppError
 
@@ -139,6 +142,7 @@ def test_api_bad_input_gives_one_sentence(client, media, inputs, expected):
     assert "Traceback" not in message and "\n" not in message.strip()
 
 
+@pytest.mark.slow  # the app server (app.py in a subprocess)
 def test_api_still_works_after_errors(client, media):
     out = unpack(retarget(client, subject_photo=media["photo"], motion_template="face_talking", max_seconds=1))
     assert len(read_frames(out["output"])[0]) == 25
@@ -289,6 +293,7 @@ def test_gpu_decorator_changes_nothing_without_spaces():
     assert gpu_decorator()(function) is function
 
 
+@pytest.mark.slow  # mediapipe
 def test_the_spaces_gpu_path_wraps_the_handler(monkeypatch, media):
     """On a Space the `spaces` package is there: its GPU decorator wraps the /retarget handler, and
     ZeroGPU (SPACES_ZERO_GPU) gives the GPU's length limit. A stand-in module records what happens."""
@@ -327,6 +332,7 @@ def test_the_spaces_gpu_path_wraps_the_handler(monkeypatch, media):
     assert probe_video(outputs[OUTPUT_ORDER.index("output")]).frame_count > 0
 
 
+@pytest.mark.slow  # a Python subprocess
 def test_importing_the_package_or_the_demo_does_not_import_gradio():
     code = "import sys, tsnet_hf, tsnet_hf.demo; sys.exit('gradio' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0
@@ -355,6 +361,7 @@ def test_build_space_dry_run_writes_a_runnable_folder(tmp_path, monkeypatch, cap
     assert build_space.main([str(tmp_path / "other")]) == 1  # neither --repo-id nor --dry-run
 
 
+@pytest.mark.slow  # build_space --check runs the page in a Python subprocess
 def test_build_space_lists_the_upload_and_checks_the_folder(tmp_path, capsys):
     """--dry-run lists every file it would upload; --check passes where the pins are installed (here:
     the folder's pins rewritten to this environment's versions) and names the mismatches elsewhere."""
@@ -451,6 +458,7 @@ def test_constraints_pin_every_requirement_inside_its_range():
     assert '-e ".[all]" -c constraints.txt' in (REPO / ".ci" / "run").read_text()
 
 
+@pytest.mark.slow  # mediapipe
 def test_a_blend_model_adds_the_blend_mask_video(media, tmp_path):
     """No server: the page with a blend checkpoint shows the blend-mask video, and a run fills it."""
     gr = pytest.importorskip("gradio")
@@ -470,6 +478,7 @@ def test_a_blend_model_adds_the_blend_mask_video(media, tmp_path):
     assert read_frames(out["side_by_side"])[0].shape[2] == 6 * 64  # the blend mask is one more panel
 
 
+@pytest.mark.slow  # mediapipe
 def test_the_run_streams_previews_and_stops_when_closed(media, tmp_path, monkeypatch):
     """No server: the Run handler yields the newest side-by-side frame while it runs; closing it
     (what the Stop button does) stops the pipeline and leaves no files."""

@@ -120,6 +120,7 @@ def test_pipeline_reproduces_their_demo_frames(reference, model, inputs, monkeyp
     assert gap.max() <= 1 and (gap == 0).mean() > 0.99, (gap.max(), (gap == 0).mean())
 
 
+@pytest.mark.slow  # mediapipe
 @pytest.mark.parametrize("authors_compat", [True, False])
 def test_cli_gives_whole_pixel_boxes_only_to_authors_models(tmp_path, monkeypatch, authors_compat):
     from tsnet_hf import tiny_config
@@ -175,6 +176,7 @@ def test_bf16_needs_fp32_encoders_to_stay_near_their_frames(reference, model, in
     assert gaps[False].mean() > 5 * gaps[True].mean()
 
 
+@pytest.mark.slow  # a Python subprocess
 def test_bad_checkouts_get_one_sentence(tmp_path, capsys):
     import authors_reference
 

@@ -68,6 +68,7 @@ def test_match_statistics_gives_the_reference_mean_and_std():
     assert torch.allclose(matched.std(dim=(-2, -1)), reference.std(dim=(-2, -1)), atol=1e-4)
 
 
+@pytest.mark.slow  # VGG-16 and VGG-19 (about 20 s)
 def test_perceptual_loss_weights_relu_outputs():
     vgg = vision.random_vgg("vgg19")
     assert vgg.taps == (1, 6, 11, 20, 29)  # relu1_1, relu2_1, relu3_1, relu4_1, relu5_1
@@ -141,6 +142,7 @@ def test_torchvision_imports_with_the_shim():
     assert hasattr(tv.models, "vgg19")
 
 
+@pytest.mark.slow  # VGG-16 and VGG-19 (about 20 s)
 def test_vgg_weight_file_errors_are_one_sentence(tmp_path, monkeypatch):
     with pytest.raises(CheckpointError, match="does not exist: give a safetensors file"):
         vision.load_vgg(tmp_path / "missing.safetensors")

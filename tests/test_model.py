@@ -221,6 +221,7 @@ def test_bad_input_raises_one_clear_error(tiny):
         tiny(subject, subject_masks.long(), driving_masks)
 
 
+@pytest.mark.slow  # the small preset, run (a few seconds)
 def test_small_preset_runs_on_cpu():
     config = small_config("face")
     model = seeded_model(config)
