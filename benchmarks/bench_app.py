@@ -10,47 +10,19 @@ every run is listed.
 """
 
 import argparse
-import os
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "tests"))
-from common import append_report, machine_line, markdown_table  # noqa: E402
-
 from bench_pipeline import clips  # noqa: E402
+from common import append_report, machine_line, markdown_table  # noqa: E402
+from helpers import ServerError, serve_app  # noqa: E402
 
 FIRST_FRAME_TARGET = 10.0  # seconds from Run to the first frame on the page, on the CPU
-OFFLINE = {"GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1",
-           "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
-
-
-def serve(folder: Path, extra: list[str]) -> tuple[subprocess.Popen, str]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    log = open(folder / "app.log", "w")
-    process = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--port", str(port), "--cache-dir",
-                                str(folder / "cache"), *extra], cwd=ROOT, env={**os.environ, **OFFLINE},
-                               stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    for _ in range(600):
-        if process.poll() is not None:
-            raise SystemExit(f"error: app.py exited with {process.returncode}: see {folder / 'app.log'}")
-        try:
-            with opener.open(url, timeout=2):
-                return process, url
-        except OSError:
-            time.sleep(0.5)
-    process.terminate()
-    raise SystemExit("error: app.py did not start serving within 5 minutes.")
 
 
 def one_run(client, subject: Path, driving: Path, seconds: float) -> dict:
@@ -85,13 +57,12 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         subject, driving, source = clips(args.shared if args.shared.is_dir() else None, tmp)
-        process, url = serve(tmp, args.app_args)
         try:
-            client = gradio_client.Client(url, verbose=False)
-            runs = [one_run(client, subject, driving, args.seconds) for _ in range(args.runs)]
-        finally:
-            process.terminate()
-            process.wait(timeout=30)
+            with serve_app(args.app_args, tmp, timeout=300) as url:
+                client = gradio_client.Client(url, verbose=False)
+                runs = [one_run(client, subject, driving, args.seconds) for _ in range(args.runs)]
+        except ServerError as error:
+            raise SystemExit(f"error: {error}") from None
     rows = [[number, f"{run['first']:.1f}", f"{run['total']:.1f}", run["updates"]]
             for number, run in enumerate(runs, 1)]
     worst = max(run["first"] for run in runs)

@@ -30,11 +30,11 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import append_report, machine_line, markdown_table  # noqa: E402
+from tsnet_hf import TSNet, preset_config
+from tsnet_hf.config import AUTHORS_FACE_MEAN_BGR
+from tsnet_hf.similarity import boxes_from_masks
 
-from tsnet_hf import TSNet, preset_config  # noqa: E402
-from tsnet_hf.config import AUTHORS_FACE_MEAN_BGR  # noqa: E402
-from tsnet_hf.similarity import boxes_from_masks  # noqa: E402
+from common import append_report, machine_line, markdown_table
 
 
 def synthetic_inputs(config, frames_per, batch, seed=0):
@@ -62,8 +62,9 @@ def counted_flops(function) -> int:
 def their_generator(repo, ours: TSNet, frames_per: int):
     """The authors' TSNet (their model/TSNet.py) holding `ours`'s weights, in eval mode."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from authors_reference import load_authors_code
     from tsnet_hf.convert import PARTS, authors_key_map
+
+    from authors_reference import load_authors_code
 
     load_authors_code(repo)
     from model.TSNet import TSNet as TheirTSNet

@@ -18,12 +18,12 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import append_report, best_time, cpu_name, markdown_table  # noqa: E402
+from tsnet_hf.alignment import align_body, align_face
+from tsnet_hf.landmarks import detect_body, detect_face
+from tsnet_hf.smoothing import smooth_track
+from tsnet_hf.video import iter_frames, read_frames
 
-from tsnet_hf.alignment import align_body, align_face  # noqa: E402
-from tsnet_hf.landmarks import detect_body, detect_face  # noqa: E402
-from tsnet_hf.smoothing import smooth_track  # noqa: E402
-from tsnet_hf.video import iter_frames, read_frames  # noqa: E402
+from common import append_report, best_time, cpu_name, markdown_table
 
 FACE_CLIP = "face/liveportrait_d14.mp4"  # 512x512, 30 fps
 FACE_SUBJECT = "face/liveportrait_d19.mp4"
@@ -86,7 +86,8 @@ def post_rows(face, face_subject, body, body_subject) -> list[list]:
     """Rows for smoothing and alignment of the given tracks (repeated, best time)."""
     rows = []
     for name, track, preset in (("face", face, "face"), ("body", body, "body")):
-        ms = per_frame_ms(lambda: smooth_track(track, 30.0, preset=preset), len(track), repeats=5)
+        ms = per_frame_ms(lambda track=track, preset=preset: smooth_track(track, 30.0, preset=preset), len(track),
+                          repeats=5)
         rows.append([f"smoothing, One-Euro {name} preset ({track.shape[1]} points)", len(track),
                      f"{ms:.3f}"])
     ms = per_frame_ms(lambda: align_face(face, face_subject), len(face), repeats=5)

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import append_report, best_time, machine_line, markdown_table  # noqa: E402
+from common import append_report, best_time, machine_line, markdown_table
 
 # (in, out, kernel, output side, where in the generator); paper preset unless noted
 LAYERS = [

@@ -31,6 +31,8 @@ from tsnet_hf.cli import default_checkpoint  # noqa: E402
 from tsnet_hf.pipeline import RetargetPipeline  # noqa: E402
 from tsnet_hf.utils import cpu_threads  # noqa: E402
 
+from common import append_report, machine_line, markdown_table  # noqa: E402
+
 TARGET_SECONDS = 120.0
 STRETCH_SECONDS = 60.0
 
@@ -141,6 +143,7 @@ def main(argv=None):
     compare = [[variant, run["dtype"], run["threads"], f"{run['total']:.1f}",
                 f"{run['timings'].get('generator', 0):.1f}", f"{run['first']:.1f}",
                 f"{first['total'] / run['total']:.2f}x"] for variant, run in runs.items()]
+    compare_header = ["variant", "dtype", "threads", "total s", "generator s", "first frame s", "speed vs first"]
     command = " ".join(argv if argv is not None else sys.argv[1:])
     total = first["total"]
     verdict = ("met, and the stretch target of 60 s too" if total < STRETCH_SECONDS else "met" if total < TARGET_SECONDS
@@ -151,7 +154,7 @@ def main(argv=None):
             f"Stages of the first variant ({args.variants[0]}):\n\n"
             f"{markdown_table(['stage', 'seconds', 'ms per output frame', 'share'], rows)}\n\n"
             f"Variants, one whole run each in this process, in this order:\n\n"
-            f"{markdown_table(['variant', 'dtype', 'threads', 'total s', 'generator s', 'first frame s', 'speed vs first'], compare)}\n\n"
+            f"{markdown_table(compare_header, compare)}\n\n"
             f"Target: under {TARGET_SECONDS:.0f} s for the whole clip; measured {total:.0f} s ({verdict}).\n\n"
             f"FLOP floor of the generator ({args.variants[0]}, {first['dtype']}): {floor['gflop']:.2f} GFLOP per frame "
             f"at a measured conv peak of {2 * floor['peak_gmac']:.0f} GFLOP/s ({first['dtype']}, bench_layers.py's "

@@ -17,6 +17,7 @@ one's median with its ratio to the first: the measurement behind the CPU recipes
 """
 
 import argparse
+import functools
 import itertools
 import sys
 import time
@@ -131,8 +132,8 @@ def compare(args) -> str:
         opt_g = torch.optim.Adam(model.parameters(), lr=2e-4, betas=(0.5, 0.999))
         opt_d = torch.optim.Adam(list(d.parameters()) + (list(face_d.parameters()) if face_d else []), lr=1e-4)
         batch = synthetic_batch(config, args.batch, args.k, args.targets, args.device)
-        step = (lambda a=accelerator, l=losses, m=model, dd=d, f=face_d, g=opt_g, o=opt_d, b=batch:
-                train_step(a, l, m, dd, f, g, o, b, adversarial=not args.no_adversarial))
+        step = functools.partial(train_step, accelerator, losses, model, d, face_d, opt_g, opt_d, batch,
+                                 adversarial=not args.no_adversarial)
         variants.append((f"{precision}, {layout}", step, []))
     for _, step, _ in variants:
         step()  # warm-up

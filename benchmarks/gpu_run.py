@@ -662,7 +662,7 @@ def decode_check(cache: Path) -> str | None:
     try:
         frames = preprocess.read_frames(cache / names[0])
         return None if len(frames) else "no frame decoded"
-    except Exception as error:  # noqa: BLE001 - any failure means: do not train on it
+    except Exception as error:  # any failure means: do not train on it
         return one_line(error)
 
 
@@ -709,7 +709,7 @@ def probe_batch(step, start: int, on_oom=None) -> tuple[int, float, list[dict]]:
         failed = False
         try:
             seconds = step(batch)
-        except Exception as error:  # noqa: BLE001 - only memory errors halve, the rest propagate
+        except Exception as error:  # only memory errors halve, the rest propagate
             if not is_oom(error):
                 raise
             failed = True
@@ -919,6 +919,7 @@ def _reset_peak(device: torch.device) -> None:
 def measure_ours(spec: dict, models: BenchModels, plan: BenchPlan, gmacs: dict) -> dict:
     """Frames/s of `generate` for a batch of driving masks from a subject encoded once (not counted)."""
     from bench_generator import counted_flops, synthetic_inputs
+
     from common import best_time
 
     device = models.device
@@ -960,6 +961,7 @@ def measure_authors(spec: dict, models: BenchModels, plan: BenchPlan) -> dict:
     """The authors' way (bench_generator.py's imitation): fp32, batch 1, the subject re-encoded
     for every driving frame, the plain fusion block."""
     from bench_generator import counted_flops, synthetic_inputs
+
     from common import best_time
 
     device = models.device
@@ -1010,7 +1012,7 @@ def stage_bench(args) -> None:
                     row = measure_authors(spec, models, plan)
                 else:
                     row = measure_ours(spec, models, plan, gmacs)
-            except Exception as error:  # noqa: BLE001 - one failed row (OOM, compile error) must not end the stage
+            except Exception as error:  # one failed row (OOM, compile error) must not end the stage
                 row = {**spec, "error": one_line(error)}
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
@@ -1234,7 +1236,7 @@ def stage_pipeline(args) -> None:
                                                  12 if args.smoke else None, work / "pipeline")
             entry["status"] = "done"
             _sample_frames(work / "pipeline" / f"{mode}-warm" / "side_by_side.mp4", work / f"pipeline-{mode}.jpg")
-        except Exception as error:  # noqa: BLE001 - the other mode may still run
+        except Exception as error:  # the other mode may still run
             entry = {"model": which, "status": f"failed: {one_line(error)}"}
         results[mode] = entry
         write_json(path, results)
@@ -1307,7 +1309,7 @@ class GpuRun:
             return self.finish(self.overall())
         except _Stopped as signal_name:
             return self.finish(f"stopped by {signal_name}")
-        except Exception as error:  # noqa: BLE001 - whatever broke, the results so far are written
+        except Exception as error:  # whatever broke, the results so far are written
             import traceback
 
             self.log(traceback.format_exc())
@@ -1368,7 +1370,7 @@ class GpuRun:
             self.results["bundle"] = {k: info[k] for k in kept}
             self.stage("setup", "done", decode_errors=self.decode)
             return True
-        except Exception as error:  # noqa: BLE001 - reported in results.json, the run ends there
+        except Exception as error:  # reported in results.json, the run ends there
             self.stage("setup", f"failed: {one_line(error)}")
             return False
 
@@ -1434,7 +1436,7 @@ class GpuRun:
             export_checkpoint(self.work / "runs" / mode, target, ROOT / "training" / "recipes" / f"gpu-{mode}.json",
                               "Exported from the newest checkpoint of a GPU run cut short (benchmarks/gpu_run.py).")
             return "exported the newest checkpoint"
-        except Exception as error:  # noqa: BLE001 - nothing to export is a result, not a crash
+        except Exception as error:  # nothing to export is a result, not a crash
             return f"none: {one_line(error)}"
 
     def pack_model(self, mode: str, name: str, exported: Path) -> dict:

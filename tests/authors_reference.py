@@ -32,6 +32,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from synthetic import face_shape, place
+
 HERE = Path(__file__).resolve().parent
 REFERENCE = HERE / "data" / "authors_face_reference.safetensors"
 NUM_FRAMES = 6  # their moving average needs 5; the first and last driving frames stay unsmoothed
@@ -89,8 +91,6 @@ def load_authors_code(repo) -> None:
 def face_keypoints(crop_coords) -> np.ndarray:
     """(NUM_FRAMES, 68, 2) float32 dlib-layout faces moving a little; frame 0 placed so that
     `crop_coords(frame 0)` (their get_crop_coords) is the whole 256x256 frame."""
-    from test_alignment import face_shape, place
-
     def frame(k, center_y):
         shape = face_shape(mouth_open=6 + 4 * math.sin(k))
         center = (128.3 + 3 * math.sin(0.7 * k), center_y + 2 * math.sin(0.9 * k))

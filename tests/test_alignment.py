@@ -18,44 +18,13 @@ from tsnet_hf.alignment import (
 )
 from tsnet_hf.errors import InputError
 
+from synthetic import face_shape, place
+
 FACE_PARTS_CHECKED = ("jaw", "brows", "nose", "eyes", "mouth")
 
 
 # ----------------------------------------------------------------------------------------------
 # Synthetic faces
-
-
-def ellipse(center, width, height, start, count, clockwise=True):
-    """`count` points on an ellipse from angle `start` (radians, 0 = +x), y pointing down."""
-    step = 2 * math.pi / count * (1 if clockwise else -1)
-    angles = start + step * np.arange(count)
-    return np.stack([center[0] + width / 2 * np.cos(angles),
-                     center[1] + height / 2 * np.sin(angles)], -1)
-
-
-def face_shape(eye=18.0, mouth=40.0, jaw=(100.0, 60.0), nose=1.0, brow=30.0, mouth_open=6.0):
-    """(68, 2) dlib-layout face, upright, centred near the origin, ~100 px wide."""
-    jaw_angles = np.linspace(math.pi, 0, 17)
-    jaw_pts = np.stack([jaw[0] / 2 * np.cos(jaw_angles), jaw[1] * np.sin(jaw_angles)], -1)
-    brow_x = np.linspace(0, brow, 5)
-    right_brow = np.stack([-10 - brow + brow_x, -25 - 3 * np.sin(brow_x / brow * math.pi)], -1)
-    left_brow = np.stack([10 + brow_x, -25 - 3 * np.sin(brow_x / brow * math.pi)], -1)
-    bridge = np.stack([np.zeros(4), np.linspace(-15, 15, 4) * nose], -1)
-    base_x = np.linspace(-10, 10, 5) * nose
-    base = np.stack([base_x, 20 * nose + 2 * np.cos(np.linspace(-1, 1, 5))], -1)
-    right_eye = ellipse((-22, -8), eye, eye / 3, math.pi, 6)  # outer corner, upper lid, ...
-    left_eye = ellipse((22, -8), eye, eye / 3, math.pi, 6)  # inner corner first
-    outer = ellipse((0, 38), mouth, 14, math.pi, 12)
-    inner = ellipse((0, 38), 0.75 * mouth, mouth_open, math.pi, 8)
-    return np.concatenate([jaw_pts, right_brow, left_brow, bridge, base, right_eye, left_eye,
-                           outer, inner]).astype(np.float64)
-
-
-def place(shape, scale, center, angle=0.0):
-    """(68, 2) shape scaled, rotated by `angle` radians and moved to `center`, as (68, 3)."""
-    cos, sin = math.cos(angle), math.sin(angle)
-    xy = scale * shape @ np.array([[cos, sin], [-sin, cos]]) + np.asarray(center)
-    return np.concatenate([xy, np.ones((len(xy), 1))], axis=1)
 
 
 def talking_face(num_frames=60, seed=0, **shape):

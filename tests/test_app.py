@@ -9,7 +9,6 @@ missing). Media are generated (tests/synthetic.py): nothing here needs ../shared
 import inspect
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -28,10 +27,10 @@ from tsnet_hf.demo import OUTPUT_ORDER
 from tsnet_hf.options import MISSING_POLICIES, RUN_MODES, SELECTIONS, RunOptions
 from tsnet_hf.video import probe_video, read_frames
 
+from helpers import serve_app
 from synthetic import astronaut, moving_face_frames, write_video
 
 REPO = Path(__file__).resolve().parents[1]
-OFFLINE = {"GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
@@ -62,50 +61,13 @@ def media(tmp_path_factory):
     }
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_until_serving(url: str, process: subprocess.Popen, log: Path, timeout: float = 120.0):
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never through a proxy
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"app.py exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with opener.open(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.3)
-    pytest.fail(f"app.py did not serve {url} within {timeout:.0f} s:\n{log.read_text()[-3000:]}")
-
-
 @pytest.fixture(scope="module")
 def server(media):
     """`python app.py --checkpoint TINY --port P` running offline; yields its URL."""
     pytest.importorskip("gradio")
-    port = free_port()
-    log = media["folder"] / "app.log"
-    env = {**os.environ, **OFFLINE, "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
-    env.pop("TSNET_BODY_CHECKPOINT", None)
-    command = [sys.executable, str(REPO / "app.py"), "--checkpoint", str(media["checkpoint"]), "--port", str(port),
-               "--cache-dir", str(media["folder"] / "cache"), "--no-shipped"]  # a face model only
-    with open(log, "w") as handle:
-        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=handle, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        wait_until_serving(url, process, log)
+    app_args = ["--checkpoint", str(media["checkpoint"]), "--no-shipped"]  # a face model only
+    with serve_app(app_args, media["folder"], unset=("TSNET_BODY_CHECKPOINT",)) as url:
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @pytest.fixture(scope="module")
@@ -133,6 +95,7 @@ def unpack(outputs) -> dict:
 
 # ----- the /retarget API ---------------------------------------------------------------------------
 
+@pytest.mark.slow  # the app server (app.py in a subprocess)
 def test_api_returns_every_output_with_the_driving_length(client, media):
     out = unpack(retarget(client, subject_photo=media["photo"], driving_video=media["driving"]))
     for name in VIDEO_NAMES:
@@ -149,6 +112,7 @@ def test_api_returns_every_output_with_the_driving_length(client, media):
     assert "**30 frames** at 25 fps (face)" in out["summary"] and "Time per stage" in out["summary"]
 
 
+@pytest.mark.slow  # the app server (app.py in a subprocess)
 def test_api_subject_video_with_a_motion_template_and_a_length_limit(client, media):
     out = unpack(retarget(client, subject_video=media["subject_video"], motion_template="face_expressions",
                           mode="face", subject_frames=2, max_seconds=2))
@@ -171,6 +135,7 @@ def test_api_subject_video_with_a_motion_template_and_a_length_limit(client, med
     ({"subject_photo": "photo", "motion_template": "body_kpop", "mode": "auto"}, "no body checkpoint loaded"),
     ({"subject_photo": "photo", "motion_template": "face_talking", "mode": "body"}, "template is a face motion"),
 ])
+@pytest.mark.slow  # the app server (app.py in a subprocess)
 def test_api_bad_input_gives_one_sentence(client, media, inputs, expected):
     from gradio_client.exceptions import AppError
 
@@ -182,6 +147,7 @@ def test_api_bad_input_gives_one_sentence(client, media, inputs, expected):
     assert "Traceback" not in message and "\n" not in message.strip()
 
 
+@pytest.mark.slow  # the app server (app.py in a subprocess)
 def test_api_still_works_after_errors(client, media):
     out = unpack(retarget(client, subject_photo=media["photo"], motion_template="face_talking", max_seconds=1))
     assert len(read_frames(out["output"])[0]) == 25
@@ -330,6 +296,7 @@ def test_gpu_decorator_changes_nothing_without_spaces():
     assert gpu_decorator()(function) is function
 
 
+@pytest.mark.slow  # mediapipe
 def test_the_spaces_gpu_path_wraps_the_handler(monkeypatch, media):
     """On a Space the `spaces` package is there: its GPU decorator wraps the /retarget handler, and
     ZeroGPU (SPACES_ZERO_GPU) gives the GPU's length limit. A stand-in module records what happens."""
@@ -339,7 +306,7 @@ def test_the_spaces_gpu_path_wraps_the_handler(monkeypatch, media):
 
     applied, called = [], []
 
-    def GPU(duration=None):  # noqa: N802 (the spaces package's name)
+    def GPU(duration=None):  # the spaces package's name
         def decorate(function):
             applied.append((duration, function.__name__))
 
@@ -368,6 +335,7 @@ def test_the_spaces_gpu_path_wraps_the_handler(monkeypatch, media):
     assert probe_video(outputs[OUTPUT_ORDER.index("output")]).frame_count > 0
 
 
+@pytest.mark.slow  # a Python subprocess
 def test_importing_the_package_or_the_demo_does_not_import_gradio():
     code = "import sys, tsnet_hf, tsnet_hf.demo; sys.exit('gradio' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0
@@ -396,6 +364,7 @@ def test_build_space_dry_run_writes_a_runnable_folder(tmp_path, monkeypatch, cap
     assert build_space.main([str(tmp_path / "other")]) == 1  # neither --repo-id nor --dry-run
 
 
+@pytest.mark.slow  # build_space --check runs the page in a Python subprocess
 def test_build_space_lists_the_upload_and_checks_the_folder(tmp_path, capsys):
     """--dry-run lists every file it would upload; --check passes where the pins are installed (here:
     the folder's pins rewritten to this environment's versions) and names the mismatches elsewhere."""
@@ -492,6 +461,7 @@ def test_constraints_pin_every_requirement_inside_its_range():
     assert '-e ".[all]" -c constraints.txt' in (REPO / ".ci" / "run").read_text()
 
 
+@pytest.mark.slow  # mediapipe
 def test_a_blend_model_adds_the_blend_mask_video(media, tmp_path):
     """No server: the page with a blend checkpoint shows the blend-mask video, and a run fills it."""
     gr = pytest.importorskip("gradio")
@@ -511,6 +481,7 @@ def test_a_blend_model_adds_the_blend_mask_video(media, tmp_path):
     assert read_frames(out["side_by_side"])[0].shape[2] == 6 * 64  # the blend mask is one more panel
 
 
+@pytest.mark.slow  # mediapipe
 def test_the_run_streams_previews_and_stops_when_closed(media, tmp_path, monkeypatch):
     """No server: the Run handler yields the newest side-by-side frame while it runs; closing it
     (what the Stop button does) stops the pipeline and leaves no files."""

@@ -20,16 +20,17 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from authors_reference import REFERENCE, authors_state, subject_images, unpack
 from tsnet_hf import TSNet
 from tsnet_hf.config import AUTHORS_FACE_MEAN_BGR
 from tsnet_hf.convert import main as convert_main
 from tsnet_hf.masks import labels_to_onehot, mask_box
 from tsnet_hf.options import RunOptions
 from tsnet_hf.pipeline import RetargetPipeline
-from tsnet_hf.utils import to_model_frames
 from tsnet_hf.runner import DrivingPlan, Run, SubjectPool, authors_pictures
 from tsnet_hf.similarity import box_membership
+from tsnet_hf.utils import to_model_frames
+
+from authors_reference import REFERENCE, authors_state, subject_images, unpack
 
 SIZE = (256, 256)
 
@@ -119,11 +120,13 @@ def test_pipeline_reproduces_their_demo_frames(reference, model, inputs, monkeyp
     assert gap.max() <= 1 and (gap == 0).mean() > 0.99, (gap.max(), (gap == 0).mean())
 
 
+@pytest.mark.slow  # mediapipe
 @pytest.mark.parametrize("authors_compat", [True, False])
 def test_cli_gives_whole_pixel_boxes_only_to_authors_models(tmp_path, monkeypatch, authors_compat):
-    from synthetic import moving_face_frames, write_video
     from tsnet_hf import tiny_config
     from tsnet_hf.cli import main as cli_main
+
+    from synthetic import moving_face_frames, write_video
 
     torch.manual_seed(0)
     TSNet(tiny_config("face", authors_compat=authors_compat)).save_pretrained(tmp_path / "model")
@@ -173,6 +176,7 @@ def test_bf16_needs_fp32_encoders_to_stay_near_their_frames(reference, model, in
     assert gaps[False].mean() > 5 * gaps[True].mean()
 
 
+@pytest.mark.slow  # a Python subprocess
 def test_bad_checkouts_get_one_sentence(tmp_path, capsys):
     import authors_reference
 

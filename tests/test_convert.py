@@ -10,7 +10,7 @@ from tsnet_hf import CheckpointError, TSNet, tiny_config
 from tsnet_hf.config import AUTHORS_FACE_MEAN_BGR
 from tsnet_hf.convert import authors_key_map, main, read_authors_checkpoint
 
-from test_model import random_masks
+from helpers import random_masks
 
 STEPS = 3
 

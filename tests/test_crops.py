@@ -3,11 +3,10 @@
 import numpy as np
 import pytest
 
-from tsnet_hf.crops import (CropTransform, body_crop_boxes, crop_frame, face_crop_boxes,
-                            transforms_from_boxes)
+from tsnet_hf.crops import CropTransform, body_crop_boxes, crop_frame, face_crop_boxes, transforms_from_boxes
 from tsnet_hf.errors import DetectionError, InputError
 
-from test_masks import synthetic_body, synthetic_face
+from synthetic import synthetic_body, synthetic_face
 
 FRAME_SIZE = (360, 640)  # (H, W)
 

@@ -14,11 +14,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `training` is a folder of scripts beside the package, not installed
     sys.path.insert(0, str(ROOT))
 
-from test_losses import random_lpips_files  # noqa: E402
-from test_training import SIZE, write_face_videos  # noqa: E402
-
 from training import evaluate, preprocess  # noqa: E402
 from tsnet_hf import TSNet, tiny_config  # noqa: E402
+
+from helpers import SIZE, random_lpips_files, run_training, train_args, write_face_videos  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +48,7 @@ def test_landmark_distance_uses_points_confident_in_both():
     assert distance[0] == pytest.approx(0.1) and math.isnan(distance[1])
 
 
+@pytest.mark.slow  # mediapipe (the cache fixture)
 def test_evaluation_of_a_tiny_checkpoint_reports_every_metric(cache, tmp_path):
     torch.manual_seed(0)
     checkpoint = tmp_path / "tiny"
@@ -76,6 +76,7 @@ def test_evaluation_of_a_tiny_checkpoint_reports_every_metric(cache, tmp_path):
         assert needle in table
 
 
+@pytest.mark.slow  # mediapipe (the cache fixture)
 def test_missing_lpips_weights_are_one_clear_error(cache, tmp_path, capsys):
     checkpoint = tmp_path / "tiny"
     TSNet(tiny_config("face")).save_pretrained(checkpoint)
@@ -119,6 +120,7 @@ class CopyFirstFrame(torch.nn.Module):
                            if memory.num_subjects == 1 else memory.frames[:, 0])
 
 
+@pytest.mark.slow  # mediapipe (the cache fixture)
 def test_nearest_selection_gives_the_model_the_frame_the_baseline_copies(cache):
     """K = 1 nearest: a generator that copies its subject frame equals the baseline exactly; drawn
     once at random, it does not."""
@@ -137,9 +139,8 @@ def test_nearest_selection_gives_the_model_the_frame_the_baseline_copies(cache):
         evaluate.Evaluator(copier, torch.device("cpu"), selection="best")
 
 
+@pytest.mark.slow  # mediapipe (the cache fixture), a training run
 def test_a_blend_checkpoint_is_evaluated_and_exported_with_its_card(cache, tmp_path):
-    from test_training import run_training, train_args
-
     from training import export
 
     run = tmp_path / "run"
@@ -204,6 +205,7 @@ def test_inference_ablations_take_a_blend_output_apart():
         evaluate.Evaluator(TSNet(tiny_config("face")), torch.device("cpu"), ablation="warp-only")
 
 
+@pytest.mark.slow  # mediapipe (the cache fixture)
 def test_precision_option_runs_the_model_in_bf16_and_bench_precision_compares_it(cache, tmp_path, capsys):
     """--precision bf16 changes the model's arithmetic only (metrics stay fp32); bench_precision
     reports both precisions and the LPIPS between them on the same frames."""

@@ -36,6 +36,7 @@ def finetune_args(video, base, output, *extra):
             "--batch-size", "2", "--quiet", *extra]
 
 
+@pytest.mark.slow  # mediapipe, a training run
 def test_finetune_writes_a_checkpoint_the_app_loads(subject_video, base, tmp_path, capsys):
     output = tmp_path / "me-face"
     assert finetune.main(finetune_args(subject_video, base, output)) == 0
@@ -64,6 +65,7 @@ def test_finetune_writes_a_checkpoint_the_app_loads(subject_video, base, tmp_pat
     assert settings.sources == {"face": str(output)}
 
 
+@pytest.mark.slow  # mediapipe, a training run
 def test_a_hub_id_for_the_base_model_goes_into_the_card(subject_video, base, tmp_path):
     from huggingface_hub import ModelCard
 
@@ -105,6 +107,7 @@ def test_bad_input_gives_one_sentence_and_writes_nothing(subject_video, base, tm
     assert not output.exists()
 
 
+@pytest.mark.slow  # mediapipe
 def test_a_video_without_a_face_leaves_nothing_behind(base, tmp_path, capsys):
     import numpy as np
 

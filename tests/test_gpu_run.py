@@ -19,13 +19,13 @@ for _path in (ROOT, ROOT / "benchmarks"):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
-import gpu_run  # noqa: E402
-from test_training import write_cache_index, write_cached_video  # noqa: E402
-
 from training import preprocess  # noqa: E402
 from tsnet_hf import TSNet, preset_config  # noqa: E402
 from tsnet_hf.errors import InputError  # noqa: E402
 from tsnet_hf.layouts import BODY_POINTS, FACE_POINTS  # noqa: E402
+
+import gpu_run  # noqa: E402
+from helpers import write_cache_index, write_cached_video  # noqa: E402
 
 SIZE = 64
 SCRIPT = ROOT / "benchmarks" / "gpu_run.py"
@@ -209,6 +209,7 @@ def test_bench_specs_put_the_headline_first_and_compile_rows_last():
 # ----- --prepare ---------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # gpu_run.py in a subprocess (the bundle fixture)
 def test_prepare_builds_a_checked_bundle_and_prints_the_run_call(bundle, inputs):
     folder, printed = bundle
     info = json.loads((folder / "bundle.json").read_text())
@@ -229,6 +230,7 @@ def test_prepare_builds_a_checked_bundle_and_prints_the_run_call(bundle, inputs)
     assert gpu_run.read_bundle(folder)["size"] == SIZE
 
 
+@pytest.mark.slow  # gpu_run.py in a subprocess
 def test_prepare_refuses_a_bundle_over_the_carry_limit_in_one_sentence(inputs, tmp_path):
     # What counts: the tree without checkpoints/ (the bundle carries the starting weights; they move aside).
     tree = sum(v for k, v in gpu_run.tree_files().items() if not k.startswith("checkpoints/")) / gpu_run.MiB
@@ -254,6 +256,7 @@ def test_the_caches_take_the_smallest_frame_stride_that_fits(inputs, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["all", "fitted"]  # no trial folder left behind
 
 
+@pytest.mark.slow  # gpu_run.py in a subprocess
 def test_a_damaged_bundle_is_refused_before_the_run(bundle, tmp_path):
     import shutil
 
@@ -268,6 +271,7 @@ def test_a_damaged_bundle_is_refused_before_the_run(bundle, tmp_path):
 # ----- the smoke run -----------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # gpu_run.py in a subprocess
 def test_the_smoke_run_trains_benchmarks_and_runs_the_pipeline(smoke_run, tmp_path):
     out, result = smoke_run
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -298,6 +302,7 @@ def test_the_smoke_run_trains_benchmarks_and_runs_the_pipeline(smoke_run, tmp_pa
     assert (joined / "face-64" / "log.txt").is_file() and (joined / "body-64" / "metrics.jsonl").is_file()
 
 
+@pytest.mark.slow  # gpu_run.py in a subprocess
 def test_a_run_cut_short_by_its_budget_still_leaves_valid_results(bundle, tmp_path):
     out = tmp_path / "out"
     result = run_gpu_script(bundle[0], out, "--budget", "3")
@@ -312,6 +317,7 @@ def test_a_run_cut_short_by_its_budget_still_leaves_valid_results(bundle, tmp_pa
     assert set(manifest["files"]) <= {"face-64.tar.gz", "body-64.tar.gz", "extras.tar.gz"}
 
 
+@pytest.mark.slow  # gpu_run.py in a subprocess
 def test_a_run_stopped_mid_way_keeps_what_it_finished(bundle, tmp_path):
     """SIGTERM (a tool's time limit) while the body model trains: the face archive, a valid
     results.json naming the signal, and no stage process left running."""

@@ -9,7 +9,6 @@ per run (the `landmark_cache` fixture of conftest.py) and reused by tests/test_a
 
 import numpy as np
 import pytest
-from conftest import find_shared_dir
 
 from tsnet_hf import layouts, masks
 from tsnet_hf.errors import DetectionError, InputError
@@ -29,6 +28,8 @@ from tsnet_hf.landmarks import (
     fill_point_gaps,
 )
 from tsnet_hf.video import VideoWriter, iter_frames, read_frames
+
+from helpers import find_shared_dir
 
 SHARED = find_shared_dir()
 FACE_CLIPS = sorted(p.name for p in (SHARED / "data" / "face").glob("*.mp4")) if SHARED else []
@@ -182,6 +183,7 @@ def test_pick_face_prefers_the_largest_then_the_one_it_followed():
 # Bad input (mediapipe runs on tiny blank frames only)
 
 
+@pytest.mark.slow  # mediapipe
 def test_a_video_without_a_face_or_person_is_a_detection_error(tmp_path):
     path = tmp_path / "empty_room.mp4"
     gradient = np.linspace(40, 200, 128, dtype=np.uint8)[None, :, None].repeat(96, 0).repeat(3, 2)
@@ -194,6 +196,7 @@ def test_a_video_without_a_face_or_person_is_a_detection_error(tmp_path):
         detect_body(path)
 
 
+@pytest.mark.slow  # mediapipe
 def test_bad_frames_are_input_errors():
     with pytest.raises(InputError, match="uint8"):
         detect_face(np.zeros((2, 64, 64, 3), np.float32))

@@ -17,6 +17,8 @@ if str(ROOT) not in sys.path:  # `training` is a folder of scripts beside the pa
 from training import discriminators, losses, lpips, vision  # noqa: E402
 from tsnet_hf.errors import CheckpointError  # noqa: E402
 
+from helpers import random_lpips_files  # noqa: E402
+
 
 def images(n=2, size=32, seed=0):
     generator = torch.Generator().manual_seed(seed)
@@ -66,6 +68,7 @@ def test_match_statistics_gives_the_reference_mean_and_std():
     assert torch.allclose(matched.std(dim=(-2, -1)), reference.std(dim=(-2, -1)), atol=1e-4)
 
 
+@pytest.mark.slow  # VGG-16 and VGG-19 (about 20 s)
 def test_perceptual_loss_weights_relu_outputs():
     vgg = vision.random_vgg("vgg19")
     assert vgg.taps == (1, 6, 11, 20, 29)  # relu1_1, relu2_1, relu3_1, relu4_1, relu5_1
@@ -139,6 +142,7 @@ def test_torchvision_imports_with_the_shim():
     assert hasattr(tv.models, "vgg19")
 
 
+@pytest.mark.slow  # VGG-16 and VGG-19 (about 20 s)
 def test_vgg_weight_file_errors_are_one_sentence(tmp_path, monkeypatch):
     with pytest.raises(CheckpointError, match="does not exist: give a safetensors file"):
         vision.load_vgg(tmp_path / "missing.safetensors")
@@ -178,18 +182,6 @@ def test_local_vgg16_weights_load(shared_dir):
 
 
 # ----- LPIPS ------------------------------------------------------------------------------------------------
-
-
-def random_lpips_files(folder: Path, seed: int = 0) -> tuple[Path, Path]:
-    """AlexNet and linear weights with random values, in the key layout of the real files."""
-    generator = torch.Generator().manual_seed(seed)
-    trunk = vision.alexnet_features(None).state_dict()
-    alexnet = folder / "alexnet.safetensors"
-    save_file({f"features.{k}": torch.randn(v.shape, generator=generator) * 0.05 for k, v in trunk.items()}, str(alexnet))
-    linear = folder / "lin.safetensors"
-    save_file({f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1, generator=generator)
-               for i, c in enumerate(lpips.CHANNELS)}, str(linear))
-    return alexnet, linear
 
 
 def test_lpips_is_zero_for_equal_images_and_symmetric(tmp_path):

@@ -1,7 +1,5 @@
 """Masks drawn from known synthetic landmarks, and the keypoint layouts they use."""
 
-import time
-
 import numpy as np
 import pytest
 import torch
@@ -9,57 +7,7 @@ import torch
 from tsnet_hf import layouts, masks
 from tsnet_hf.errors import InputError
 
-
-def ellipse(cx, cy, rx, ry, degrees):
-    """Points on an ellipse at the given angles (degrees, counter-clockwise as seen on screen)."""
-    a = np.radians(np.asarray(degrees, dtype=np.float64))
-    return np.stack([cx + rx * np.cos(a), cy - ry * np.sin(a)], axis=1)
-
-
-def synthetic_face(cx=127.5, cy=128.0, s=60.0) -> np.ndarray:
-    """(68, 3) float32 dlib-layout face, mirror-symmetric about x = cx, all confidences 1."""
-    t = np.linspace(0, np.pi, 17)
-    parts = [
-        np.stack([cx - s * np.cos(t), cy + 0.9 * s * np.sin(t)], axis=1),          # jaw 0-16
-        np.stack([np.linspace(cx - 0.75 * s, cx - 0.15 * s, 5), np.full(5, cy - 0.55 * s)], 1),
-        np.stack([np.linspace(cx + 0.15 * s, cx + 0.75 * s, 5), np.full(5, cy - 0.55 * s)], 1),
-        np.stack([np.full(4, cx), np.linspace(cy - 0.4 * s, cy + 0.05 * s, 4)], axis=1),
-        np.stack([np.linspace(cx - 0.2 * s, cx + 0.2 * s, 5), np.full(5, cy + 0.15 * s)], 1),
-        ellipse(cx - 0.4 * s, cy - 0.3 * s, 0.15 * s, 0.07 * s, [180, 120, 60, 0, -60, -120]),
-        ellipse(cx + 0.4 * s, cy - 0.3 * s, 0.15 * s, 0.07 * s, [180, 120, 60, 0, -60, -120]),
-        ellipse(cx, cy + 0.45 * s, 0.35 * s, 0.15 * s, np.arange(180, -180, -30)),  # outer lips
-        ellipse(cx, cy + 0.45 * s, 0.25 * s, 0.06 * s, np.arange(180, -180, -45)),  # inner lips
-    ]
-    xy = np.concatenate(parts)
-    return np.concatenate([xy, np.ones((68, 1))], axis=1).astype(np.float32)
-
-
-BODY25_XY = [
-    (127.5, 40), (127.5, 70), (97.5, 70), (67.5, 70), (37.5, 70), (157.5, 70), (187.5, 70),
-    (217.5, 70), (127.5, 140), (112.5, 140), (107.5, 185), (102.5, 222), (142.5, 140),
-    (147.5, 185), (152.5, 222), (121.5, 35), (133.5, 35), (115.5, 38), (139.5, 38), (164.5, 240),
-    (172.5, 236), (150.5, 236), (90.5, 240), (82.5, 236), (104.5, 236),
-]
-
-
-def synthetic_hand(wrist, direction) -> np.ndarray:
-    """(21, 2) hand: five straight fingers fanned 20 degrees apart, 6 px per segment."""
-    points = [wrist]
-    for finger in range(5):
-        angle = np.radians((finger - 2) * 20)
-        unit = np.array([direction * np.cos(angle), np.sin(angle)])
-        points += [np.asarray(wrist) + unit * 6 * k for k in range(1, 5)]
-    return np.asarray(points)
-
-
-def synthetic_body(with_face=True) -> np.ndarray:
-    """(135, 3) float32 T-pose person in a 256x256 canvas, mirror-symmetric about x = 127.5."""
-    xy = np.concatenate([np.asarray(BODY25_XY), synthetic_hand(BODY25_XY[7], 1),
-                         synthetic_hand(BODY25_XY[4], -1), synthetic_face(127.5, 40, 14)[:, :2]])
-    confidence = np.ones((135, 1))
-    if not with_face:
-        confidence[layouts.FACE_SLICE] = 0
-    return np.concatenate([xy, confidence], axis=1).astype(np.float32)
+from synthetic import synthetic_body, synthetic_face
 
 
 def midpoint_label(labels, points, i, j):
@@ -260,15 +208,3 @@ def test_bad_mask_inputs():
         masks.render_mask_rgb(np.zeros((4, 4), np.uint8), "hands")
     with pytest.raises(InputError, match="size"):
         masks.draw_face_mask(synthetic_face(), (0, 256))
-
-
-def test_mask_drawing_speed():
-    """At most 2 ms per 256x256 mask (issue 4); best of 20 so a busy machine does not fail it."""
-    for draw, points in ((masks.draw_face_mask, synthetic_face()),
-                         (masks.draw_body_mask, synthetic_body())):
-        times = []
-        for _ in range(20):
-            start = time.perf_counter()
-            draw(points, (256, 256))
-            times.append(time.perf_counter() - start)
-        assert min(times) < 0.002

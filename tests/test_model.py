@@ -11,30 +11,7 @@ from tsnet_hf.modeling import patch_warp, pixel_warp
 from tsnet_hf.similarity import (allowed_pairs, box_membership, boxes_from_masks, dense_reference_grid,
                                  regular_grid, sampling_grid)
 
-
-def random_masks(*shape, channels, size, seed=0):
-    """One-hot masks with a random blob of drawn pixels (channels 1..C-1) in a random box."""
-    generator = torch.Generator().manual_seed(seed)
-    labels = torch.zeros(*shape, size, size, dtype=torch.long)
-    flat = labels.view(-1, size, size)
-    for i in range(flat.shape[0]):
-        x0, y0 = torch.randint(0, size // 2, (2,), generator=generator).tolist()
-        x1, y1 = x0 + size // 4 + i % 5, y0 + size // 3
-        flat[i, y0:y1, x0:x1] = torch.randint(1, channels, (y1 - y0, x1 - x0), generator=generator)
-    return torch.nn.functional.one_hot(labels, channels).movedim(-1, -3).float()
-
-
-def random_inputs(config, batch=1, frames=3, driving=2, seed=0):
-    generator = torch.Generator().manual_seed(seed)
-    size, channels = config.image_size, config.mask_channels
-    subject = torch.rand(batch, frames, 3, size, size, generator=generator) * 2 - 1
-    return (subject, random_masks(batch, frames, channels=channels, size=size, seed=seed),
-            random_masks(driving, channels=channels, size=size, seed=seed + 1))
-
-
-def seeded_model(config, seed=0):
-    torch.manual_seed(seed)
-    return TSNet(config).eval()
+from helpers import random_inputs, seeded_model
 
 
 @pytest.mark.parametrize("mode", ["face", "body"])
@@ -238,6 +215,7 @@ def test_bad_input_raises_one_clear_error(tiny):
         tiny(subject, subject_masks.long(), driving_masks)
 
 
+@pytest.mark.slow  # the small preset, run (a few seconds)
 def test_small_preset_runs_on_cpu():
     config = small_config("face")
     model = seeded_model(config)

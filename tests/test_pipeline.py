@@ -52,6 +52,7 @@ def blend_pipe(media):
     return RetargetPipeline.from_pretrained(media["face_blend"], device="cpu")
 
 
+@pytest.mark.slow  # mediapipe
 def test_outputs_have_driving_length_fps_and_audio(face_pipe, media):
     result = face_pipe(media["subject"], media["driving"], mode="face")
     assert result.num_frames == 30 and result.fps == 24
@@ -73,6 +74,7 @@ def test_outputs_have_driving_length_fps_and_audio(face_pipe, media):
     assert "30/30 frames detected" in result.summary()
 
 
+@pytest.mark.slow  # mediapipe
 def test_max_frames_crop_only_and_random_selection(face_pipe, media):
     result = face_pipe(media["subject"], media["driving"], mode="face", max_frames=7, paste_back=False,
                        selection="random", seed=3, num_subject_frames=2, batch_size=3)
@@ -82,6 +84,7 @@ def test_max_frames_crop_only_and_random_selection(face_pipe, media):
     assert len(chosen) == 1 and len(next(iter(chosen))) == 2  # drawn once, as the paper
 
 
+@pytest.mark.slow  # mediapipe
 def test_nearest_selection_finds_the_identical_pose(face_pipe, media):
     """Self-reconstruction with the subject as driver: each frame's nearest subject frame is itself."""
     result = face_pipe(media["subject"], media["subject"], mode="face", align=False)
@@ -102,6 +105,7 @@ def test_choose_subject_frames_unit():
     assert len(diverse_rows(pool, 3)) == 3 and 0 in diverse_rows(pool, 3)
 
 
+@pytest.mark.slow  # mediapipe
 def test_photo_subject_and_array_inputs(face_pipe, media):
     photo = astronaut(300)
     driving = moving_face_frames(5, seed=4)
@@ -112,6 +116,7 @@ def test_photo_subject_and_array_inputs(face_pipe, media):
         face_pipe(photo, driving, mode="face", num_subject_frames=3)
 
 
+@pytest.mark.slow  # mediapipe
 def test_motion_template_drives_without_frames(face_pipe, media):
     from tsnet_hf.landmarks import detect
 
@@ -120,6 +125,7 @@ def test_motion_template_drives_without_frames(face_pipe, media):
     assert result.num_frames == 6 and result.frames.shape[1:3] == (face_pipe.size, face_pipe.size)
 
 
+@pytest.mark.slow  # mediapipe
 def test_bad_inputs(face_pipe, media, tmp_path):
     text = tmp_path / "notes.mp4"
     text.write_text("not a video")
@@ -158,6 +164,7 @@ def test_bad_checkpoints(media, tmp_path, monkeypatch):
         RetargetPipeline.from_pretrained("someone/tsnet-face", cache_dir=tmp_path / "cache")
 
 
+@pytest.mark.slow  # mediapipe
 def test_cli_writes_outputs_and_fails_cleanly(media, tmp_path, capfd):
     out = tmp_path / "cli.mp4"
     code = cli_main([str(media["subject"]), str(media["driving"]), "-o", str(out), "--checkpoint", str(media["face"]),
@@ -175,6 +182,7 @@ def test_cli_writes_outputs_and_fails_cleanly(media, tmp_path, capfd):
     assert not bad.exists() and not list(tmp_path.glob(".bad*"))
 
 
+@pytest.mark.slow  # mediapipe
 def test_cli_blend_mask_flag(media, tmp_path, capfd):
     out, blend = tmp_path / "cli.mp4", tmp_path / "blend.mp4"
     code = cli_main([str(media["subject"]), str(media["driving"]), "-o", str(out), "--checkpoint",
@@ -190,6 +198,7 @@ def test_cli_blend_mask_flag(media, tmp_path, capfd):
     assert not decoder_out.exists() and not (tmp_path / "none.mp4").exists()
 
 
+@pytest.mark.slow  # mediapipe
 def test_blend_model_writes_its_blend_mask_and_a_high_res_output(blend_pipe, tmp_path):
     subject, driving = moving_face_frames(6, seed=1), moving_face_frames(5, seed=2)
     result = blend_pipe(subject, driving, mode="face")
@@ -207,6 +216,7 @@ def test_blend_model_writes_its_blend_mask_and_a_high_res_output(blend_pipe, tmp
     assert len(read_frames(tmp_path / "blend.mp4")[0]) == 5
 
 
+@pytest.mark.slow  # mediapipe
 def test_a_decoder_model_makes_no_blend_mask(face_pipe, tmp_path):
     result = face_pipe(moving_face_frames(4, seed=1), moving_face_frames(3, seed=2), mode="face")
     assert "blend_mask" not in result.videos and "high-res warp" not in result.timings
@@ -222,8 +232,8 @@ def test_a_decoder_model_makes_no_blend_mask(face_pipe, tmp_path):
 
 def test_the_warped_video_of_a_blend_model_is_its_pixel_warp():
     from tsnet_hf.modeling import TSNetOutput
-    from tsnet_hf.utils import to_uint8_images
     from tsnet_hf.runner import _warped_pictures, mask_pictures
+    from tsnet_hf.utils import to_uint8_images
 
     image, sharp = torch.zeros(2, 3, 8, 8), torch.rand(2, 3, 8, 8) * 2 - 1
     patch = torch.rand(2, 3, 3, 8, 8) * 2 - 1
@@ -273,6 +283,7 @@ def test_real_face_and_dance_clips(media, shared_dir):
         face(clips / "liveportrait_d12.mp4", dance / "ipercore_akun_1.mp4", max_frames=4)
 
 
+@pytest.mark.slow  # mediapipe
 def test_channels_last_gives_the_same_frames(media):
     model = TSNet.from_pretrained(media["face"])
     subject, driving = moving_face_frames(6, seed=1), moving_face_frames(5, seed=2)
@@ -284,6 +295,7 @@ def test_channels_last_gives_the_same_frames(media):
     assert gaps.mean(axis=1).max() < 0.5 and np.percentile(gaps, 99) <= 4
 
 
+@pytest.mark.slow  # mediapipe
 def test_a_workdir_the_caller_gives_is_kept(face_pipe, tmp_path):
     folder = tmp_path / "mine"
     result = face_pipe(moving_face_frames(4, seed=1), moving_face_frames(3, seed=2), mode="face", workdir=folder)
@@ -294,6 +306,7 @@ def test_a_workdir_the_caller_gives_is_kept(face_pipe, tmp_path):
     assert not own.workdir.exists()
 
 
+@pytest.mark.slow  # mediapipe
 def test_preview_shows_each_chunk_as_it_is_written(face_pipe):
     seen = []
     result = face_pipe(moving_face_frames(6, seed=1), moving_face_frames(10, seed=2), mode="face", batch_size=4,
@@ -305,6 +318,7 @@ def test_preview_shows_each_chunk_as_it_is_written(face_pipe):
     assert np.abs(seen[-1][2].astype(int) - side_by_side[-1].astype(int)).mean() < 4
 
 
+@pytest.mark.slow  # mediapipe
 def test_a_cancelled_run_stops_and_leaves_no_files(face_pipe, tmp_path):
     from tsnet_hf import Cancelled
 

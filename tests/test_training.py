@@ -23,22 +23,16 @@ from tsnet_hf import TSNet  # noqa: E402
 from tsnet_hf.errors import CheckpointError, ConfigError, InputError  # noqa: E402
 from tsnet_hf.layouts import BODY_POINTS, FACE_POINTS  # noqa: E402
 
-SIZE = 64
-
+from helpers import (  # noqa: E402
+    SIZE,
+    run_training,
+    train_args,
+    write_cache_index,
+    write_cached_video,
+    write_face_videos,
+)
 
 # ----- fixtures and helpers -----------------------------------------------------------------------------
-
-
-def write_face_videos(folder: Path, count: int = 2, frames: int = 40, noise: bool = True) -> Path:
-    """`count` generated talking-face clips (the astronaut, moving) and a flat clip with no face."""
-    from synthetic import moving_face_frames, write_video
-
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in range(count):
-        write_video(folder / f"face{i}.mp4", moving_face_frames(frames, 256, seed=i))
-    if noise:
-        write_video(folder / "blank.mp4", np.full((8, 64, 64, 3), 90, np.uint8))
-    return folder
 
 
 @pytest.fixture(scope="session")
@@ -52,27 +46,6 @@ def face_cache(face_videos, tmp_path_factory):
     cache = tmp_path_factory.mktemp("cache") / "face-64"
     report = preprocess.preprocess_folder(face_videos, cache, preprocess.CacheSettings("face", SIZE), progress=None)
     return cache, report
-
-
-def write_cached_video(folder: Path, name: str, settings, images: np.ndarray, points: np.ndarray) -> str:
-    """One video's raw cache in preprocess.py's format under folder/name, every frame detected;
-    images (T, S', S', 3) uint8 RGB, points (T, P, 3) float32. Returns `name`."""
-    video = folder / name
-    video.mkdir(parents=True)
-    np.save(video / "frames.npy", images)
-    np.save(video / "landmarks.npy", points)
-    np.save(video / "detected.npy", np.ones(len(images), bool))
-    meta = {"format": preprocess.FORMAT_VERSION, "settings": settings.__dict__, "stored_size": settings.stored_size,
-            "num_frames": len(images), "fps": 25.0}
-    (video / preprocess.META_NAME).write_text(json.dumps(meta))
-    return name
-
-
-def write_cache_index(folder: Path, settings, names: list[str]) -> Path:
-    """The index.json that makes `folder` a cache of the videos `names`."""
-    (folder / preprocess.INDEX_NAME).write_text(json.dumps({"format": preprocess.FORMAT_VERSION,
-                                                            "settings": settings.__dict__, "videos": names}))
-    return folder
 
 
 def write_body_cache(folder: Path, frames: int = 12, size: int = SIZE) -> Path:
@@ -95,26 +68,15 @@ def write_body_cache(folder: Path, frames: int = 12, size: int = SIZE) -> Path:
     return write_cache_index(folder, settings, [name])
 
 
-def train_args(cache, output, *extra) -> list[str]:
-    return ["--data", str(cache), "--mode", "face", "--preset", "tiny", "--output", str(output), "--batch-size", "2",
-            "--no-vgg", "--workers", "0", "--log-every", "1", "--val-every", "0", "--val-clips", "2",
-            "--image-every", "1000", "--quiet", *extra]
-
-
 def read_metrics(output, kind="train") -> list[dict]:
     lines = (Path(output) / "metrics.jsonl").read_text().splitlines()
     return [row for row in map(json.loads, lines) if row["kind"] == kind]
 
 
-def run_training(argv) -> train.Trainer:
-    trainer = train.Trainer(options.parse_args(argv))
-    trainer.run()
-    return trainer
-
-
 # ----- the scripts --------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # Python subprocesses
 def test_scripts_show_help_from_the_repository_root():
     for script in ("train.py", "preprocess.py", "evaluate.py"):
         result = subprocess.run([sys.executable, f"training/{script}", "--help"], cwd=ROOT, capture_output=True,
@@ -126,6 +88,7 @@ def test_scripts_show_help_from_the_repository_root():
 # ----- preprocessing ------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # mediapipe (the face_cache fixture)
 def test_preprocess_caches_each_video_and_lists_the_failures(face_cache):
     cache, report = face_cache
     assert len(report.made) == 2 and not report.reused
@@ -148,6 +111,7 @@ def test_preprocess_caches_each_video_and_lists_the_failures(face_cache):
     assert np.load(folder / "boxes.npy").shape == (40, 4)
 
 
+@pytest.mark.slow  # mediapipe (the face_cache fixture)
 def test_preprocess_rerun_reuses_caches_and_does_not_retry_failures(face_cache, face_videos):
     cache, first = face_cache
     lines = []
@@ -158,6 +122,7 @@ def test_preprocess_rerun_reuses_caches_and_does_not_retry_failures(face_cache, 
     assert again.bytes == first.bytes
 
 
+@pytest.mark.slow  # mediapipe
 def test_preprocess_frame_stride_keeps_every_nth_frame(face_videos, tmp_path):
     settings = preprocess.CacheSettings("face", 32, frame_stride=4, max_frames=20)
     report = preprocess.preprocess_folder(face_videos, tmp_path, settings, progress=None)
@@ -166,6 +131,7 @@ def test_preprocess_frame_stride_keeps_every_nth_frame(face_videos, tmp_path):
     assert np.load(folder / "frames.npy").shape == (5, 40, 40, 3)
 
 
+@pytest.mark.slow  # mediapipe
 def test_a_folder_without_usable_video_is_one_clear_error(face_videos, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -183,6 +149,7 @@ def test_a_folder_without_usable_video_is_one_clear_error(face_videos, tmp_path)
     assert code == 2
 
 
+@pytest.mark.slow  # mediapipe (the face_cache fixture)
 def test_cache_of_another_mode_or_size_is_refused(face_cache):
     cache, _ = face_cache
     with pytest.raises(InputError, match="made for mode 'face' at 64 px"):
@@ -192,6 +159,7 @@ def test_cache_of_another_mode_or_size_is_refused(face_cache):
 # ----- clips ------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # mediapipe (the face_cache fixture)
 def test_clips_are_reproducible_and_come_from_two_segments(face_cache):
     cache, _ = face_cache
     sources, _ = data.split_sources(data.open_cache(cache, "face", SIZE), 0.0)
@@ -210,6 +178,7 @@ def test_clips_are_reproducible_and_come_from_two_segments(face_cache):
         assert max(subject) < min(targets) or max(targets) < min(subject)
 
 
+@pytest.mark.slow  # mediapipe (the face_cache fixture)
 def test_validation_split_holds_out_whole_videos(face_cache):
     cache, _ = face_cache
     videos = data.open_cache(cache, "face", SIZE)
@@ -220,6 +189,7 @@ def test_validation_split_holds_out_whole_videos(face_cache):
     assert held[0].rows.min() > by_time[0].rows.max()
 
 
+@pytest.mark.slow  # mediapipe (the face_cache fixture)
 def test_flip_mirrors_the_frame_and_renumbers_the_landmarks(face_cache):
     cache, _ = face_cache
     sources, _ = data.split_sources(data.open_cache(cache, "face", SIZE), 0.0)
@@ -275,6 +245,7 @@ def test_learning_rate_is_constant_then_falls_linearly_to_zero():
 # ----- training ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # mediapipe (the face_cache fixture), a training run
 def test_tiny_model_training_loss_falls(face_cache, tmp_path):
     cache, _ = face_cache
     steps = 40
@@ -312,6 +283,7 @@ def test_tiny_model_training_loss_falls_on_a_real_clip(shared_dir, tmp_path):
     assert np.mean([r["l1"] for r in rows[-10:]]) < np.mean([r["l1"] for r in rows[:10]])
 
 
+@pytest.mark.slow  # a training run
 def test_body_training_uses_the_face_discriminator(tmp_path):
     cache = write_body_cache(tmp_path / "body")
     args = train_args(cache, tmp_path / "run", "--steps", "2", "--val-fraction", "0", "--save-every", "1000")
@@ -322,6 +294,7 @@ def test_body_training_uses_the_face_discriminator(tmp_path):
     assert all(np.isfinite(v) for k, v in row.items() if isinstance(v, float))
 
 
+@pytest.mark.slow  # mediapipe (the face_cache fixture), a training run
 def test_resume_continues_exactly(face_cache, tmp_path):
     cache, _ = face_cache
     run_training(train_args(cache, tmp_path / "a", "--steps", "6", "--save-every", "3", "--val-fraction", "0"))
@@ -340,6 +313,7 @@ def test_resume_continues_exactly(face_cache, tmp_path):
     assert all(torch.equal(first[k], second[k]) for k in first)
 
 
+@pytest.mark.slow  # mediapipe (the face_cache fixture), a training run
 def test_resume_with_other_settings_is_one_clear_error(face_cache, tmp_path):
     cache, _ = face_cache
     run_training(train_args(cache, tmp_path / "run", "--steps", "1", "--val-fraction", "0"))
@@ -349,6 +323,7 @@ def test_resume_with_other_settings_is_one_clear_error(face_cache, tmp_path):
         train.Trainer(options.parse_args(["--output", str(tmp_path / "new"), "--resume"]))
 
 
+@pytest.mark.slow  # mediapipe (the face_cache fixture), a training run
 def test_killed_run_leaves_a_loadable_checkpoint(face_cache, tmp_path):
     cache, _ = face_cache
     output = tmp_path / "run"
@@ -399,6 +374,7 @@ def test_a_config_file_sets_options_and_the_command_line_wins(tmp_path):
         options.parse_args(["--config", str(config), "--output", str(tmp_path)])
 
 
+@pytest.mark.slow  # mediapipe (the face_cache fixture)
 def test_an_output_folder_that_cannot_be_written_is_one_clear_error(face_cache, tmp_path):
     cache, _ = face_cache
     blocker = tmp_path / "file"
@@ -417,6 +393,7 @@ def test_missing_options_are_reported(tmp_path):
                           "--preset", "tiny"])
 
 
+@pytest.mark.slow  # mediapipe (the face_cache fixture), a training run
 def test_fine_tuning_starts_from_a_checkpoint(face_cache, tmp_path):
     cache, _ = face_cache
     run_training(train_args(cache, tmp_path / "base", "--steps", "2", "--val-fraction", "0"))
@@ -475,6 +452,7 @@ def test_leftovers_of_an_interrupted_write_are_tidied(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["final", "step-0000001"]
 
 
+@pytest.mark.slow  # mediapipe (the face_cache fixture), a training run
 def test_two_processes_train_together_and_save_once(face_cache, tmp_path):
     """DistributedDataParallel on two CPU processes (gloo), as `accelerate launch` runs on GPUs."""
     cache, _ = face_cache
@@ -496,6 +474,7 @@ def test_two_processes_train_together_and_save_once(face_cache, tmp_path):
 # ----- the CPU recipe: blend path, warm-up, hold-out by name, time budget, progressive resolution ------------
 
 
+@pytest.mark.slow  # mediapipe (the face_cache fixture), a training run
 def test_blend_model_trains_after_a_warm_up_on_videos_held_out_by_name(face_cache, tmp_path):
     cache, _ = face_cache
     steps, warmup = 12, 6
@@ -519,6 +498,7 @@ def test_blend_model_trains_after_a_warm_up_on_videos_held_out_by_name(face_cach
         train.Trainer(options.parse_args(train_args(cache, tmp_path / "bad", "--steps", "1", "--holdout", "nobody")))
 
 
+@pytest.mark.slow  # mediapipe (the face_cache fixture), a training run
 def test_time_budget_ends_with_a_complete_checkpoint_and_covers_resumed_runs(face_cache, tmp_path):
     cache, _ = face_cache
     output = tmp_path / "run"
@@ -537,6 +517,7 @@ def test_time_budget_ends_with_a_complete_checkpoint_and_covers_resumed_runs(fac
     assert again.step == trainer.step
 
 
+@pytest.mark.slow  # mediapipe (the face_cache fixture), a training run
 def test_progressive_resolution_starts_from_the_lower_resolution_weights(face_cache, face_videos, tmp_path):
     cache, _ = face_cache
     run_training(train_args(cache, tmp_path / "low", "--steps", "1", "--val-fraction", "0", "--output-path", "blend"))
@@ -552,6 +533,7 @@ def test_progressive_resolution_starts_from_the_lower_resolution_weights(face_ca
     assert all(torch.equal(a, b) for a, b in zip(low.state_dict().values(), high_model.state_dict().values()))
 
 
+@pytest.mark.slow  # mediapipe (the face_cache fixture), a training run
 def test_bf16_autocast_on_the_cpu_follows_the_fp32_loss_curve(face_cache, tmp_path):
     """The check behind the CPU recipes' bf16: same seed and clips, the losses agree to a few percent."""
     cache, _ = face_cache
@@ -613,6 +595,7 @@ def strip_storage_settings(cache: Path) -> None:
         path.write_text(json.dumps(record))
 
 
+@pytest.mark.slow  # mediapipe (the face_cache fixture)
 def test_compact_preprocessing_round_trips_frames_and_landmarks(face_cache, face_videos, tmp_path):
     raw_cache, raw_report = face_cache
     settings = preprocess.CacheSettings("face", SIZE, storage="webp")
@@ -631,6 +614,7 @@ def test_compact_preprocessing_round_trips_frames_and_landmarks(face_cache, face
     assert sorted(again.reused) == report.usable and not again.made
 
 
+@pytest.mark.slow  # mediapipe (the face_cache fixture)
 def test_compact_storage_settings_are_checked(face_videos, face_cache, tmp_path, monkeypatch):
     assert preprocess.CacheSettings(storage="jpeg").quality == 90
     for bad in ({"storage": "png"}, {"storage": "webp", "quality": 0}, {"storage": "jpeg", "quality": 101},
@@ -647,6 +631,7 @@ def test_compact_storage_settings_are_checked(face_videos, face_cache, tmp_path,
         preprocess.convert_cache(face_cache[0], tmp_path / "b", "webp", progress=None)
 
 
+@pytest.mark.slow  # mediapipe (the face_cache fixture)
 def test_a_raw_cache_made_before_compact_storage_opens_and_is_reused(face_cache, face_videos, tmp_path):
     import shutil
 
@@ -668,6 +653,7 @@ def test_a_raw_cache_made_before_compact_storage_opens_and_is_reused(face_cache,
     assert data.open_cache(body, "body", SIZE)[0].frames.shape == (12, 80, 80, 3)
 
 
+@pytest.mark.slow  # mediapipe (the face_cache fixture)
 def test_compact_conversion_keeps_landmarks_and_nearly_the_frames(face_cache, compact_cache, face_videos):
     raw_cache, raw_report = face_cache
     cache, report = compact_cache
@@ -690,6 +676,7 @@ def test_compact_conversion_keeps_landmarks_and_nearly_the_frames(face_cache, co
     assert sorted(preprocess.convert_cache(raw_cache, cache, "webp", progress=None).reused) == report.usable
 
 
+@pytest.mark.slow  # mediapipe (the face_cache fixture)
 def test_compact_conversion_from_the_command_line_takes_every_nth_row(face_cache, compact_cache, tmp_path, capsys):
     raw_cache, report = face_cache
     target = tmp_path / "jpeg"
@@ -710,6 +697,7 @@ def test_compact_conversion_from_the_command_line_takes_every_nth_row(face_cache
     assert preprocess.main([str(raw_cache), "--cache-dir", str(raw_cache), "--storage", "webp"]) == 2
 
 
+@pytest.mark.slow  # mediapipe (the face_cache fixture)
 def test_clips_come_from_a_compact_cache_as_from_the_raw_one(face_cache, compact_cache):
     import pickle
 
@@ -730,6 +718,7 @@ def test_clips_come_from_a_compact_cache_as_from_the_raw_one(face_cache, compact
     assert np.array_equal(pickle.loads(state).frames, video.frames)
 
 
+@pytest.mark.slow  # mediapipe (the face_cache fixture)
 def test_a_damaged_compact_cache_is_one_clear_error(compact_cache, tmp_path):
     import shutil
 
@@ -745,6 +734,7 @@ def test_a_damaged_compact_cache_is_one_clear_error(compact_cache, tmp_path):
     assert str(caught.value).count(". ") == 0
 
 
+@pytest.mark.slow  # mediapipe (the face_cache fixture)
 def test_compact_mp4v_storage_round_trips_and_checks_what_it_reads(face_cache, tmp_path):
     raw_cache, raw_report = face_cache
     report = preprocess.convert_cache(raw_cache, tmp_path / "mp4v", "mp4v", progress=None)
