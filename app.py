@@ -8,7 +8,7 @@ import sys
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
-from tsnet_hf.demo import main  # noqa: E402 (after the environment above)
+from tsnet_hf.demo import main
 
 if __name__ == "__main__":
     sys.exit(main())

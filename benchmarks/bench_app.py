@@ -30,10 +30,21 @@ def one_run(client, subject: Path, driving: Path, seconds: float) -> dict:
     import gradio_client
 
     start = time.perf_counter()
-    job = client.submit(subject_photo=None, subject_video=gradio_client.handle_file(str(subject)),
-                        driving_video=gradio_client.handle_file(str(driving)), motion_template="", mode="auto",
-                        subject_frames=3, selection="nearest", align=True, smooth=True, max_seconds=seconds,
-                        missing="interpolate", color_match=False, api_name="/retarget")
+    job = client.submit(
+        subject_photo=None,
+        subject_video=gradio_client.handle_file(str(subject)),
+        driving_video=gradio_client.handle_file(str(driving)),
+        motion_template="",
+        mode="auto",
+        subject_frames=3,
+        selection="nearest",
+        align=True,
+        smooth=True,
+        max_seconds=seconds,
+        missing="interpolate",
+        color_match=False,
+        api_name="/retarget",
+    )
     first = None
     while not job.done():
         if first is None and job.outputs():
@@ -63,17 +74,20 @@ def main(argv=None) -> int:
                 runs = [one_run(client, subject, driving, args.seconds) for _ in range(args.runs)]
         except ServerError as error:
             raise SystemExit(f"error: {error}") from None
-    rows = [[number, f"{run['first']:.1f}", f"{run['total']:.1f}", run["updates"]]
-            for number, run in enumerate(runs, 1)]
+    rows = [
+        [number, f"{run['first']:.1f}", f"{run['total']:.1f}", run["updates"]] for number, run in enumerate(runs, 1)
+    ]
     worst = max(run["first"] for run in runs)
     verdict = "met" if worst < FIRST_FRAME_TARGET else f"missed by {worst - FIRST_FRAME_TARGET:.1f} s"
     command = " ".join(argv if argv is not None else sys.argv[1:])
-    body = (f"Machine: {machine_line()}.\n\n`python app.py {' '.join(args.app_args)}` (shipped checkpoints), "
-            f"one Run at a time through /retarget: a subject video and {args.seconds:g} s of a 512x512 25 fps "
-            f"driving video ({source}). Command: `python benchmarks/bench_app.py {command}`\n\n"
-            f"{markdown_table(['run', 'first frame s', 'finished s', 'updates sent'], rows)}\n\n"
-            f"Target: the first frame within {FIRST_FRAME_TARGET:.0f} s of Run on the CPU; slowest {worst:.1f} s "
-            f"({verdict}).")
+    body = (
+        f"Machine: {machine_line()}.\n\n`python app.py {' '.join(args.app_args)}` (shipped checkpoints), "
+        f"one Run at a time through /retarget: a subject video and {args.seconds:g} s of a 512x512 25 fps "
+        f"driving video ({source}). Command: `python benchmarks/bench_app.py {command}`\n\n"
+        f"{markdown_table(['run', 'first frame s', 'finished s', 'updates sent'], rows)}\n\n"
+        f"Target: the first frame within {FIRST_FRAME_TARGET:.0f} s of Run on the CPU; slowest {worst:.1f} s "
+        f"({verdict})."
+    )
     print(body)
     if args.write:
         append_report(args.write, "App: time to the first frame (CPU)", body)

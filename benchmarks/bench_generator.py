@@ -46,7 +46,7 @@ def synthetic_inputs(config, frames_per, batch, seed=0):
         labels = torch.zeros(count, size, size, dtype=torch.long)
         for i in range(count):
             x0, y0 = 60 + 4 * (i % 5), 50 + 3 * (i % 7)
-            labels[i, y0:y0 + 140, x0:x0 + 130:7] = torch.randint(1, channels, (1,), generator=generator)
+            labels[i, y0 : y0 + 140, x0 : x0 + 130 : 7] = torch.randint(1, channels, (1,), generator=generator)
         return torch.nn.functional.one_hot(labels, channels).movedim(-1, 1).float()
 
     subject = torch.rand(1, frames_per, 3, size, size, generator=generator) * 2 - 1
@@ -70,8 +70,13 @@ def their_generator(repo, ours: TSNet, frames_per: int):
     from model.TSNet import TSNet as TheirTSNet
 
     config = ours.config
-    theirs = TheirTSNet(is_train=False, label_nc=config.mask_channels, n_blocks=config.decoder_blocks,
-                        n_downsampling=config.num_downsamples, n_source=frames_per)
+    theirs = TheirTSNet(
+        is_train=False,
+        label_nc=config.mask_channels,
+        n_blocks=config.decoder_blocks,
+        n_downsampling=config.num_downsamples,
+        n_source=frames_per,
+    )
     state, mapping = ours.state_dict(), authors_key_map(config)
     for part in PARTS:
         names = {key.split(".", 1)[1]: value for key, value in mapping.items() if key.startswith(part + ".")}
@@ -95,10 +100,15 @@ def their_loop(theirs, subject, subject_masks, driving, margin):
 
     def run():
         for i in range(len(driving)):
-            theirs.set_test_input(src_img_list=images[:, None], src_lbl_list=subject_masks[0][:, None],
-                                  src_bbox_list=subject_boxes[:, None], tar_lbl=driving[i:i + 1],
-                                  tar_bbox=driving_boxes[i:i + 1])
+            theirs.set_test_input(
+                src_img_list=images[:, None],
+                src_lbl_list=subject_masks[0][:, None],
+                src_bbox_list=subject_boxes[:, None],
+                tar_lbl=driving[i : i + 1],
+                tar_bbox=driving_boxes[i : i + 1],
+            )
             theirs.forward()
+
     return run
 
 
@@ -118,11 +128,12 @@ def variants(config, frames_per, batch, extras, authors_repo):
     def their_way():
         for i in range(batch):  # their fusion block runs whole on every (driving, subject) pair
             memory = compat.encode_subject(subject, subject_masks, precompute_fusion=False)
-            compat.generate(memory, frames[i:i + 1])
+            compat.generate(memory, frames[i : i + 1])
+
     rows["their way in tsnet-hf, batch 1"] = their_way
 
     plain = compat.encode_subject(subject, subject_masks, precompute_fusion=False)
-    rows["+ subject encoded once, batch 1"] = lambda: [compat.generate(plain, frames[i:i + 1]) for i in range(batch)]
+    rows["+ subject encoded once, batch 1"] = lambda: [compat.generate(plain, frames[i : i + 1]) for i in range(batch)]
     rows[f"+ batch {batch}"] = lambda: compat.generate(plain, frames)
     split = compat.encode_subject(subject, subject_masks)
     rows["+ fusion split"] = lambda: compat.generate(split, frames)
@@ -140,7 +151,9 @@ def variants(config, frames_per, batch, extras, authors_repo):
                 rows[label] = _bf16_row(model, subject, subject_masks, masks[:batch], exact)
         for size in extras.get("batches", []):
             rows[f"tsnet-hf + bf16 (fp32 encoders) + channels_last, batch {size}"] = (
-                size, _bf16_row(nhwc, subject, subject_masks, nhwc_driving[:size], True))
+                size,
+                _bf16_row(nhwc, subject, subject_masks, nhwc_driving[:size], True),
+            )
     return rows, (ours, subject, subject_masks, frames)
 
 
@@ -152,6 +165,7 @@ def _bf16_row(model, subject, subject_masks, masks, fp32_encoders):
     def run():
         with torch.autocast("cpu", dtype=torch.bfloat16):
             model.generate(memory, masks, fp32_encoders=fp32_encoders)
+
     return run
 
 
@@ -191,7 +205,7 @@ def checkpoint_variants(path, frames_per, batch):
     def their_way():
         for i in range(batch):
             memory = model.encode_subject(subject, subject_masks, precompute_fusion=False)
-            model.generate(memory, driving[i:i + 1])
+            model.generate(memory, driving[i : i + 1])
 
     memory = model.encode_subject(subject, subject_masks)
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
@@ -201,9 +215,11 @@ def checkpoint_variants(path, frames_per, batch):
         with torch.autocast("cpu", dtype=torch.bfloat16):
             model.generate(half_memory, driving)
 
-    return {"their way: subject re-encoded per frame, batch 1, fp32": their_way,
-            f"tsnet-hf, batch {batch}, fp32": lambda: model.generate(memory, driving),
-            f"tsnet-hf, batch {batch}, bf16": bf16}
+    return {
+        "their way: subject re-encoded per frame, batch 1, fp32": their_way,
+        f"tsnet-hf, batch {batch}, fp32": lambda: model.generate(memory, driving),
+        f"tsnet-hf, batch {batch}, bf16": bf16,
+    }
 
 
 def profile_shares(function, top: int = 8) -> str:
@@ -214,8 +230,9 @@ def profile_shares(function, top: int = 8) -> str:
             function()
     events = sorted(profiler.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
     total = sum(e.self_cpu_time_total for e in events)
-    return markdown_table(["op", "share of self CPU time"],
-                          [[e.key, f"{100 * e.self_cpu_time_total / total:.0f}%"] for e in events[:top]])
+    return markdown_table(
+        ["op", "share of self CPU time"], [[e.key, f"{100 * e.self_cpu_time_total / total:.0f}%"] for e in events[:top]]
+    )
 
 
 def measure(preset, frames_per, batch, rounds, extras, authors_repo) -> tuple[list, str]:
@@ -232,10 +249,21 @@ def measure(preset, frames_per, batch, rounds, extras, authors_repo) -> tuple[li
             seconds = interleaved(rows, batch, rounds)
             load_after = os.getloadavg()
         first = next(iter(seconds))
-        table = [[f"`{Path(preset).name}`", frames_per, name, f"{value:.3f}", f"{seconds[first] / value:.2f}x",
-                  "" if name not in flops else f"{flops[name] / 2e9:.1f}"] for name, value in seconds.items()]
-        return table, (f"load average (1, 5, 15 min) {', '.join(f'{v:.2f}' for v in load_before)} before, "
-                       f"{', '.join(f'{v:.2f}' for v in load_after)} after")
+        table = [
+            [
+                f"`{Path(preset).name}`",
+                frames_per,
+                name,
+                f"{value:.3f}",
+                f"{seconds[first] / value:.2f}x",
+                "" if name not in flops else f"{flops[name] / 2e9:.1f}",
+            ]
+            for name, value in seconds.items()
+        ]
+        return table, (
+            f"load average (1, 5, 15 min) {', '.join(f'{v:.2f}' for v in load_before)} before, "
+            f"{', '.join(f'{v:.2f}' for v in load_after)} after"
+        )
 
     config = preset_config(preset, "face")
     repo = authors_repo if preset == "paper" else None
@@ -250,37 +278,66 @@ def measure(preset, frames_per, batch, rounds, extras, authors_repo) -> tuple[li
     table = []
     for name, value in seconds.items():
         gmac = flops.get(name)
-        table.append([preset, frames_per, name, f"{value:.3f}", f"{seconds[base_name] / value:.2f}x",
-                      "" if gmac is None else f"{gmac / 2e9:.1f}"])
+        table.append(
+            [
+                preset,
+                frames_per,
+                name,
+                f"{value:.3f}",
+                f"{seconds[base_name] / value:.2f}x",
+                "" if gmac is None else f"{gmac / 2e9:.1f}",
+            ]
+        )
     if extras.get("fast"):
         with torch.inference_mode():
             gaps = [bf16_gap(ours, subject, subject_masks, frames, exact) for exact in (False, True)]
-        loads_note = ("; bf16 output vs fp32 (RGB in [-1, 1]), max / mean |diff|: "
-                      f"{gaps[0][0]:.3f} / {gaps[0][1]:.4f}, with fp32 encoders {gaps[1][0]:.3f} / {gaps[1][1]:.4f}")
+        loads_note = (
+            "; bf16 output vs fp32 (RGB in [-1, 1]), max / mean |diff|: "
+            f"{gaps[0][0]:.3f} / {gaps[0][1]:.4f}, with fp32 encoders {gaps[1][0]:.3f} / {gaps[1][1]:.4f}"
+        )
     else:
         loads_note = ""
-    loads = (f"load average (1, 5, 15 min) {', '.join(f'{v:.2f}' for v in load_before)} before, "
-             f"{', '.join(f'{v:.2f}' for v in load_after)} after{loads_note}")
+    loads = (
+        f"load average (1, 5, 15 min) {', '.join(f'{v:.2f}' for v in load_before)} before, "
+        f"{', '.join(f'{v:.2f}' for v in load_after)} after{loads_note}"
+    )
     return table, loads
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--preset", nargs="*", default=["paper"], choices=["paper", "small", "tiny"],
-                        help="random-weight presets to time (none: only --checkpoint)")
+    parser.add_argument(
+        "--preset",
+        nargs="*",
+        default=["paper"],
+        choices=["paper", "small", "tiny"],
+        help="random-weight presets to time (none: only --checkpoint)",
+    )
     parser.add_argument("--frames", type=int, nargs="+", default=[3], help="K values")
     parser.add_argument("--batch", type=int, default=4, help="driving frames per generate call (ours)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds (the best counts)")
-    parser.add_argument("--authors-repo", type=Path, metavar="PATH",
-                        help="a checkout of nihaomiao/WACV23_TSNet: also time their generator itself")
+    parser.add_argument(
+        "--authors-repo",
+        type=Path,
+        metavar="PATH",
+        help="a checkout of nihaomiao/WACV23_TSNet: also time their generator itself",
+    )
     parser.add_argument("--fast", action="store_true", help="also time channels_last and bf16 autocast")
     parser.add_argument("--batches", type=int, nargs="*", default=[], help="with --fast: larger bf16 batches")
-    parser.add_argument("--checkpoint", nargs="+", default=[], metavar="FOLDER",
-                        help="also trained checkpoints of any design (e.g. checkpoints/face-blend-128): their way "
-                             "of running it beside ours, fp32 and bf16")
-    parser.add_argument("--profile", action="store_true",
-                        help="with --checkpoint: print the ops that take the most of the bf16 row's time")
+    parser.add_argument(
+        "--checkpoint",
+        nargs="+",
+        default=[],
+        metavar="FOLDER",
+        help="also trained checkpoints of any design (e.g. checkpoints/face-blend-128): their way "
+        "of running it beside ours, fp32 and bf16",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="with --checkpoint: print the ops that take the most of the bf16 row's time",
+    )
     parser.add_argument("--write", metavar="MARKDOWN", help="append the table to this file (docs/benchmarks.md)")
     args = parser.parse_args(argv)
     for folder in args.checkpoint:
@@ -299,10 +356,12 @@ def main(argv=None):
             loads.append(f"{preset} K={frames_per}: {load}")
             print(f"done {preset} K={frames_per}", file=sys.stderr)
     table = markdown_table(["preset", "K", "generator", "s/frame", "speed-up vs first row", "GMAC/frame"], rows)
-    body = (f"Machine: {machine_line()}.\n\nFace frames at the preset's size (paper: 256x256); rows timed in "
-            f"{args.rounds} interleaved rounds, best round. "
-            f"Command: `python benchmarks/bench_generator.py {' '.join(argv or sys.argv[1:])}`\n\n"
-            f"{table}\n\n" + "\n".join(f"- {line}" for line in loads))
+    body = (
+        f"Machine: {machine_line()}.\n\nFace frames at the preset's size (paper: 256x256); rows timed in "
+        f"{args.rounds} interleaved rounds, best round. "
+        f"Command: `python benchmarks/bench_generator.py {' '.join(argv or sys.argv[1:])}`\n\n"
+        f"{table}\n\n" + "\n".join(f"- {line}" for line in loads)
+    )
     print(body)
     if args.write:
         append_report(args.write, "Generator: the authors' code versus ours", body)

@@ -20,8 +20,10 @@ from tsnet_hf import CheckpointError, TSNet
 from common import machine_line, markdown_table
 
 FAIL_FAST_TARGET = 5.0  # seconds from the call to the error
-CASES = {"offline (HF_HUB_OFFLINE)": {"HF_HUB_OFFLINE": True},
-         "unreachable Hub (https://127.0.0.1:9)": {"HF_HUB_OFFLINE": False, "ENDPOINT": "https://127.0.0.1:9"}}
+CASES = {
+    "offline (HF_HUB_OFFLINE)": {"HF_HUB_OFFLINE": True},
+    "unreachable Hub (https://127.0.0.1:9)": {"HF_HUB_OFFLINE": False, "ENDPOINT": "https://127.0.0.1:9"},
+}
 
 
 def seconds_to_fail(settings: dict, cache_dir: Path) -> float:

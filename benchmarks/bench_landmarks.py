@@ -38,8 +38,10 @@ def shared_dir() -> Path | None:
 
 
 def machine() -> str:
-    return (f"{cpu_name()}, {os.cpu_count()} threads; mediapipe "
-            f"{importlib.metadata.version('mediapipe')}, numpy {np.__version__}")
+    return (
+        f"{cpu_name()}, {os.cpu_count()} threads; mediapipe "
+        f"{importlib.metadata.version('mediapipe')}, numpy {np.__version__}"
+    )
 
 
 def per_frame_ms(function, frames: int, repeats: int = 1) -> float:
@@ -67,10 +69,8 @@ def detection_rows(path: Path, detect, frames: int, label: str) -> tuple[list[li
     total = per_frame_ms(whole, count, 2)
     rows = [
         [f"{label}: decode ({path.name}, {size})", count, f"{decode:.1f}"],
-        [f"{label}: mediapipe + mapping, frames in memory (incl. graph start)", count,
-         f"{detector:.1f}"],
-        [f"{label}: whole call from the file (decode, detect, fill, smooth)", count,
-         f"{total:.1f}"],
+        [f"{label}: mediapipe + mapping, frames in memory (incl. graph start)", count, f"{detector:.1f}"],
+        [f"{label}: whole call from the file (decode, detect, fill, smooth)", count, f"{total:.1f}"],
     ]
     return rows, track.points
 
@@ -86,10 +86,10 @@ def post_rows(face, face_subject, body, body_subject) -> list[list]:
     """Rows for smoothing and alignment of the given tracks (repeated, best time)."""
     rows = []
     for name, track, preset in (("face", face, "face"), ("body", body, "body")):
-        ms = per_frame_ms(lambda track=track, preset=preset: smooth_track(track, 30.0, preset=preset), len(track),
-                          repeats=5)
-        rows.append([f"smoothing, One-Euro {name} preset ({track.shape[1]} points)", len(track),
-                     f"{ms:.3f}"])
+        ms = per_frame_ms(
+            lambda track=track, preset=preset: smooth_track(track, 30.0, preset=preset), len(track), repeats=5
+        )
+        rows.append([f"smoothing, One-Euro {name} preset ({track.shape[1]} points)", len(track), f"{ms:.3f}"])
     ms = per_frame_ms(lambda: align_face(face, face_subject), len(face), repeats=5)
     rows.append(["alignment, face (68 points)", len(face), f"{ms:.3f}"])
     ms = per_frame_ms(lambda: align_body(body, body_subject), len(body), repeats=5)
@@ -113,8 +113,7 @@ def main(argv=None) -> str:
         face_subject = detect_face(data / FACE_SUBJECT, max_frames=args.face_frames).points
         body_subject = detect_body(data / BODY_SUBJECT, max_frames=args.body_frames).points
     else:
-        print("../shared is absent: detection not timed; smoothing and alignment timed on "
-              "synthetic tracks")
+        print("../shared is absent: detection not timed; smoothing and alignment timed on synthetic tracks")
         face, face_subject = synthetic_track(args.face_frames, 68, 0), synthetic_track(100, 68, 1)
         body, body_subject = synthetic_track(args.body_frames, 135, 2), synthetic_track(60, 135, 3)
     rows += post_rows(face, face_subject, body, body_subject)

@@ -45,13 +45,17 @@ def main(argv=None):
     rows, best = [], 0.0
     for cin, cout, kernel, side, where in LAYERS:
         batch = max(1, args.batch // 4) if cin >= 1024 else args.batch
-        rates = [rate(cin, cout, kernel, side, batch, cl, dtype)
-                 for cl, dtype in ((False, torch.float32), (True, torch.float32), (True, torch.bfloat16))]
+        rates = [
+            rate(cin, cout, kernel, side, batch, cl, dtype)
+            for cl, dtype in ((False, torch.float32), (True, torch.float32), (True, torch.bfloat16))
+        ]
         best = max(best, rates[0], rates[1])
         rows.append([f"{cin}->{cout} {kernel}x{kernel} at {side}x{side}", where] + [f"{r:.0f}" for r in rates])
     table = markdown_table(["conv", "where", "NCHW fp32 GMAC/s", "channels_last fp32", "channels_last bf16"], rows)
-    body = (f"Machine: {machine_line()}.\n\nBatch {args.batch}. Best fp32 rate (the measured conv peak): "
-            f"{best:.0f} GMAC/s = {2 * best:.0f} GFLOP/s.\n\n{table}")
+    body = (
+        f"Machine: {machine_line()}.\n\nBatch {args.batch}. Best fp32 rate (the measured conv peak): "
+        f"{best:.0f} GMAC/s = {2 * best:.0f} GFLOP/s.\n\n{table}"
+    )
     print(body)
     if args.write:
         append_report(args.write, "Conv layers: layout and dtype", body)

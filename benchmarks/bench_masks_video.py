@@ -29,8 +29,7 @@ from tsnet_hf.video import VideoWriter, iter_frames
 from common import best_time, machine_line, markdown_table
 from synthetic import synthetic_body, synthetic_face
 
-REAL_CLIPS = {"512x512": "data/face/liveportrait_d0.mp4",
-              "720p": "data/dance/musev_bilibili_queencard_s2_8s.mp4"}
+REAL_CLIPS = {"512x512": "data/face/liveportrait_d0.mp4", "720p": "data/dance/musev_bilibili_queencard_s2_8s.mp4"}
 GENERATED_SIZES = {"512x512": (512, 512), "720p": (720, 1280)}  # (H, W)
 MASK_TARGET_MS = 2.0  # drawing one mask, on the CPU
 
@@ -51,7 +50,7 @@ def generated_clip(folder: Path, size: tuple[int, int], count: int = 60) -> Path
         for t in range(count):
             frame = base.copy()
             y, x = (t * 7) % (height - 64), (t * 11) % (width - 64)
-            frame[y:y + 64, x:x + 64] = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+            frame[y : y + 64, x : x + 64] = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
             writer.write(frame)
     return path
 
@@ -70,8 +69,10 @@ def mask_rows(repeats: int) -> tuple[list[list], float]:
     """Table rows, and the slower of the face and body label-map drawing times (ms per mask)."""
     rows, slowest = [], 0.0
     for name, draw, points, channels in (
-            ("face mask", masks.draw_face_mask, synthetic_face(), 2),
-            ("body mask", masks.draw_body_mask, synthetic_body(), 36)):
+        ("face mask", masks.draw_face_mask, synthetic_face(), 2),
+        ("body mask", masks.draw_body_mask, synthetic_body(), 36),
+    ):
+
         def draw_onehot(draw=draw, points=points, channels=channels):
             return masks.labels_to_onehot(draw(points, (256, 256)), channels)
 
@@ -79,8 +80,7 @@ def mask_rows(repeats: int) -> tuple[list[list], float]:
         slowest = max(slowest, draw_time)
         onehot_time = per_call_ms(draw_onehot, 50, repeats)
         rows.append([f"draw {name} (label map)", "256x256", f"{draw_time:.3f}", "synthetic landmarks"])
-        rows.append([f"draw {name} + one-hot ({channels} ch)", "256x256", f"{onehot_time:.3f}",
-                     "synthetic landmarks"])
+        rows.append([f"draw {name} + one-hot ({channels} ch)", "256x256", f"{onehot_time:.3f}", "synthetic landmarks"])
     return rows, slowest
 
 
@@ -112,29 +112,37 @@ def crop_rows(repeats: int) -> list[list]:
     crop = crop_frame(frame, transform)
     crop_time = per_call_ms(lambda: crop_frame(frame, transform), 50, repeats)
     paste_time = per_call_ms(lambda: transform.paste_back(crop, frame), 50, repeats)
-    return [["crop_frame 400 px box -> 256", "1280x720", f"{crop_time:.2f}", "random frame"],
-            ["paste_back 256 -> 400 px box", "1280x720", f"{paste_time:.2f}", "random frame"]]
+    return [
+        ["crop_frame 400 px box -> 256", "1280x720", f"{crop_time:.2f}", "random frame"],
+        ["paste_back 256 -> 400 px box", "1280x720", f"{paste_time:.2f}", "random frame"],
+    ]
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    default_shared = os.environ.get("TSNET_SHARED_DIR",
-                                    str(Path(__file__).resolve().parents[1].parent / "shared"))
-    parser.add_argument("--shared", default=default_shared,
-                        help="the shared folder with data/ (real clips); generated clips when absent")
+    default_shared = os.environ.get("TSNET_SHARED_DIR", str(Path(__file__).resolve().parents[1].parent / "shared"))
+    parser.add_argument(
+        "--shared",
+        default=default_shared,
+        help="the shared folder with data/ (real clips); generated clips when absent",
+    )
     parser.add_argument("--repeats", type=int, default=3, help="timing repeats (the best is kept)")
     args = parser.parse_args(argv)
     shared = Path(args.shared) if Path(args.shared).is_dir() else None
     with tempfile.TemporaryDirectory() as folder:
         rows, draw_ms = mask_rows(args.repeats)
         rows += video_rows(shared, Path(folder), args.repeats) + crop_rows(args.repeats)
-    print(f"Machine: {machine_line()}; {os.cpu_count()} CPU threads, OpenCV {cv2.__version__} "
-          f"with {cv2.getNumThreads()} threads")
+    print(
+        f"Machine: {machine_line()}; {os.cpu_count()} CPU threads, OpenCV {cv2.__version__} "
+        f"with {cv2.getNumThreads()} threads"
+    )
     print()
     print(markdown_table(["operation", "size (WxH)", "ms per item", "input"], rows))
     verdict = "met" if draw_ms < MASK_TARGET_MS else "missed"
-    print(f"\nTarget: a 256x256 mask (label map) drawn within {MASK_TARGET_MS:g} ms (issue 4); "
-          f"slower of face and body {draw_ms:.3f} ms ({verdict}).")
+    print(
+        f"\nTarget: a 256x256 mask (label map) drawn within {MASK_TARGET_MS:g} ms (issue 4); "
+        f"slower of face and body {draw_ms:.3f} ms ({verdict})."
+    )
 
 
 if __name__ == "__main__":

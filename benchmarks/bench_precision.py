@@ -21,8 +21,6 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
-from common import append_report, machine_line, markdown_table  # noqa: E402
-
 from training.data import central_view  # noqa: E402
 from training.evaluate import PRECISIONS, Evaluator, open_videos  # noqa: E402
 from training.lpips import load_lpips  # noqa: E402
@@ -30,14 +28,18 @@ from tsnet_hf import TSNet  # noqa: E402
 from tsnet_hf.errors import TSNetError  # noqa: E402
 from tsnet_hf.utils import to_model_frames  # noqa: E402
 
+from common import append_report, machine_line, markdown_table  # noqa: E402
+
 TOLERANCE = 0.005  # LPIPS
 
 
 def compare(model, videos, lpips, precision: str, k: int, frames: int, batch: int) -> dict:
     """Per-frame LPIPS (fp32 vs truth, reduced vs truth, reduced vs fp32) and grey-level gaps,
     over the self-reconstruction split of `videos`."""
-    runs = {name: Evaluator(model, torch.device("cpu"), None, k, frames, batch, landmarks=False, precision=name)
-            for name in ("fp32", precision)}
+    runs = {
+        name: Evaluator(model, torch.device("cpu"), None, k, frames, batch, landmarks=False, precision=name)
+        for name in ("fp32", precision)
+    }
     scores = {"fp32": [], precision: [], "between": [], "max_grey": [], "mean_grey": []}
     count = 0
     for video in videos:
@@ -92,16 +94,38 @@ def main(argv=None) -> int:
     means, reduced = result["means"], args.precision
     shift = means[reduced] - means["fp32"]
     passed = abs(shift) <= TOLERANCE and means["between"] <= TOLERANCE
-    rows = [[f"`{args.checkpoint}`", len(videos), result["frames"], f"{means['fp32']:.4f}", f"{means[reduced]:.4f}",
-             f"{shift:+.5f}", f"{means['between']:.5f}", f"{means['mean_grey']:.2f}", f"{means['max_grey']:.1f}",
-             "yes" if passed else "no"]]
-    header = ["checkpoint", "videos", "frames", "LPIPS fp32 vs truth", f"LPIPS {reduced} vs truth", "change",
-              f"LPIPS {reduced} vs fp32", "mean grey-level gap", "max grey-level gap (mean over frames)",
-              f"within {TOLERANCE}"]
+    rows = [
+        [
+            f"`{args.checkpoint}`",
+            len(videos),
+            result["frames"],
+            f"{means['fp32']:.4f}",
+            f"{means[reduced]:.4f}",
+            f"{shift:+.5f}",
+            f"{means['between']:.5f}",
+            f"{means['mean_grey']:.2f}",
+            f"{means['max_grey']:.1f}",
+            "yes" if passed else "no",
+        ]
+    ]
+    header = [
+        "checkpoint",
+        "videos",
+        "frames",
+        "LPIPS fp32 vs truth",
+        f"LPIPS {reduced} vs truth",
+        "change",
+        f"LPIPS {reduced} vs fp32",
+        "mean grey-level gap",
+        "max grey-level gap (mean over frames)",
+        f"within {TOLERANCE}",
+    ]
     command = " ".join(argv if argv is not None else sys.argv[1:])
-    body = (f"Machine: {machine_line()}.\n\nModel outputs at its own resolution, K = {args.k}, nearest-pose "
-            f"subject frames, self-reconstruction split of `{args.data}`. Command: "
-            f"`python benchmarks/bench_precision.py {command}`\n\n{markdown_table(header, rows)}")
+    body = (
+        f"Machine: {machine_line()}.\n\nModel outputs at its own resolution, K = {args.k}, nearest-pose "
+        f"subject frames, self-reconstruction split of `{args.data}`. Command: "
+        f"`python benchmarks/bench_precision.py {command}`\n\n{markdown_table(header, rows)}"
+    )
     print(body)
     if args.write:
         append_report(args.write, f"Reduced precision on trained weights: {reduced} vs fp32", body)

@@ -141,12 +141,18 @@ def measure(root: Path) -> dict:
                 edges_all |= targets
     longest.sort(key=lambda item: -item[1])
     classes.sort(key=lambda item: -item[1])
-    return {"files": len(files), "lines": sum(sizes.values()),
-            "largest_files": sorted(sizes.items(), key=lambda i: -i[1])[:10],
-            "longest_functions": longest[:10], "functions_over_60_lines": sum(n > 60 for _, n in longest),
-            "largest_classes": classes[:5], "inline_imports": inline,
-            "import_cycles": cycles(graph), "import_cycles_with_function_imports": cycles(graph_all),
-            "lines_over_120": long_lines}
+    return {
+        "files": len(files),
+        "lines": sum(sizes.values()),
+        "largest_files": sorted(sizes.items(), key=lambda i: -i[1])[:10],
+        "longest_functions": longest[:10],
+        "functions_over_60_lines": sum(n > 60 for _, n in longest),
+        "largest_classes": classes[:5],
+        "inline_imports": inline,
+        "import_cycles": cycles(graph),
+        "import_cycles_with_function_imports": cycles(graph_all),
+        "lines_over_120": long_lines,
+    }
 
 
 def _guarded_top(tree: ast.Module, target) -> bool:
@@ -158,16 +164,20 @@ def _guarded_top(tree: ast.Module, target) -> bool:
 
 
 def markdown(shape: dict) -> str:
-    rows = [f"- Python files: {shape['files']}, lines: {shape['lines']}",
-            f"- Functions over 60 lines: {shape['functions_over_60_lines']}",
-            *(f"- Imports inside functions ({where}): {own_count} of the project's modules, {other} of other packages"
-              for where, (own_count, other) in shape["inline_imports"].items()),
-            f"- Import cycles at module level: {shape['import_cycles'] or 'none'}; counting imports inside "
-            f"functions too: {shape['import_cycles_with_function_imports'] or 'none'}",
-            f"- Lines over 120 characters: {shape['lines_over_120']}",
-            "- Largest files: " + ", ".join(f"{name} {lines}" for name, lines in shape["largest_files"]),
-            "- Longest functions: " + ", ".join(f"{name} {lines}" for name, lines in shape["longest_functions"]),
-            "- Largest classes: " + ", ".join(f"{name} {lines}" for name, lines in shape["largest_classes"])]
+    rows = [
+        f"- Python files: {shape['files']}, lines: {shape['lines']}",
+        f"- Functions over 60 lines: {shape['functions_over_60_lines']}",
+        *(
+            f"- Imports inside functions ({where}): {own_count} of the project's modules, {other} of other packages"
+            for where, (own_count, other) in shape["inline_imports"].items()
+        ),
+        f"- Import cycles at module level: {shape['import_cycles'] or 'none'}; counting imports inside "
+        f"functions too: {shape['import_cycles_with_function_imports'] or 'none'}",
+        f"- Lines over 120 characters: {shape['lines_over_120']}",
+        "- Largest files: " + ", ".join(f"{name} {lines}" for name, lines in shape["largest_files"]),
+        "- Longest functions: " + ", ".join(f"{name} {lines}" for name, lines in shape["longest_functions"]),
+        "- Largest classes: " + ", ".join(f"{name} {lines}" for name, lines in shape["largest_classes"]),
+    ]
     return "\n".join(rows)
 
 

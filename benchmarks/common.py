@@ -14,9 +14,11 @@ from tsnet_hf.utils import cpu_name
 def machine_line() -> str:
     """One line naming the machine, the torch build and the thread count."""
     device = f"GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else "no GPU"
-    return (f"{cpu_name()}, {torch.get_num_threads()} torch threads, {device}; "
-            f"Python {platform.python_version()}, torch {torch.__version__}, "
-            f"tsnet-hf {importlib.metadata.version('tsnet-hf')}; {datetime.date.today().isoformat()}")
+    return (
+        f"{cpu_name()}, {torch.get_num_threads()} torch threads, {device}; "
+        f"Python {platform.python_version()}, torch {torch.__version__}, "
+        f"tsnet-hf {importlib.metadata.version('tsnet-hf')}; {datetime.date.today().isoformat()}"
+    )
 
 
 def best_time(function, repeats: int = 3, warmup: int = 1) -> float:

@@ -60,8 +60,11 @@ PART_BYTES = OUT_MAX_FILE - 64 * 1024  # a margin under 16 MiB per returned file
 MODES = ("face", "body")
 RESULTS, LOG, MANIFEST, EXTRAS = "results.json", "log.txt", "manifest.json", "extras.tar.gz"
 BUNDLE_INFO, BUNDLE_VERSION = "bundle.json", 1
-VGG, ALEXNET, LPIPS_LIN = ("vgg16_imagenet_features.safetensors", "alexnet_imagenet_features.safetensors",
-                           "lpips_v0.1_lin_alex.safetensors")
+VGG, ALEXNET, LPIPS_LIN = (
+    "vgg16_imagenet_features.safetensors",
+    "alexnet_imagenet_features.safetensors",
+    "lpips_v0.1_lin_alex.safetensors",
+)
 INT8_SCALE = ".__int8_scale__"  # key suffix of a per-output-channel scale in an int8 state dict
 # Wall budget shares, in run order. Training gets most; the benchmark's eager grid needs ~45 s on
 # an H200 and each torch.compile row 20-60 s more; the pipeline stage and setup ~10-20 s each.
@@ -132,7 +135,8 @@ def autocast(device: torch.device, dtype: torch.dtype):
 def is_oom(error: BaseException) -> bool:
     """Whether an exception is the GPU running out of memory (cuDNN reports some as RuntimeError)."""
     return isinstance(error, torch.OutOfMemoryError) or (
-        isinstance(error, RuntimeError) and "out of memory" in str(error).lower())
+        isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
+    )
 
 
 class Log:
@@ -200,7 +204,9 @@ def join(fetched, into, extract: bool = True) -> list[Path]:
     fetched, into = Path(fetched), Path(into)
     manifest = read_json(fetched / MANIFEST)
     if manifest is None:
-        raise InputError(f"{fetched} has no readable {MANIFEST}: give the folder the GPU run's files were fetched into.")
+        raise InputError(
+            f"{fetched} has no readable {MANIFEST}: give the folder the GPU run's files were fetched into."
+        )
     into.mkdir(parents=True, exist_ok=True)
     joined = []
     for name, entry in manifest["files"].items():
@@ -231,8 +237,9 @@ def _join_one(fetched: Path, into: Path, name: str, entry: dict) -> Path:
             sink.write(data)
     if whole.hexdigest() != entry["sha256"]:
         partial.unlink()
-        raise InputError(f"The parts of {name} join into a file whose sha256 differs from {MANIFEST}'s: "
-                         "fetch them again.")
+        raise InputError(
+            f"The parts of {name} join into a file whose sha256 differs from {MANIFEST}'s: fetch them again."
+        )
     os.replace(partial, target)
     return target
 
@@ -242,8 +249,9 @@ def _extract(archive: Path, into: Path) -> None:
         for member in tar.getmembers():  # our own archives hold plain files under one folder
             unsafe = member.name.startswith("/") or ".." in Path(member.name).parts
             if unsafe or not (member.isfile() or member.isdir()):
-                raise InputError(f"{archive} holds an unexpected entry {member.name!r}: it is not an archive this "
-                                 "script wrote.")
+                raise InputError(
+                    f"{archive} holds an unexpected entry {member.name!r}: it is not an archive this script wrote."
+                )
         tar.extractall(into)
 
 
@@ -308,11 +316,16 @@ def vgg_layers_used() -> int:
 def tree_files(root: Path = ROOT) -> dict[str, int]:
     """Bytes of every file that travels without `carry` (tracked + untracked-not-ignored), by path."""
     try:
-        listing = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=root,
-                                 capture_output=True, check=True).stdout.decode()
+        listing = subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=root,
+            capture_output=True,
+            check=True,
+        ).stdout.decode()
     except (OSError, subprocess.CalledProcessError) as error:
-        raise InputError(f"Cannot list the repository's files with git ({error}): run --prepare inside the git "
-                         "checkout.") from None
+        raise InputError(
+            f"Cannot list the repository's files with git ({error}): run --prepare inside the git checkout."
+        ) from None
     sizes = {}
     for name in filter(None, listing.split("\0")):
         path = root / name
@@ -339,18 +352,24 @@ def prepare_weights(source: Path, folder: Path, vgg_format: str) -> dict:
 
     for name in (VGG, ALEXNET, LPIPS_LIN):
         if not (source / name).is_file():
-            raise InputError(f"{source / name} is missing: give --weights a folder with {VGG}, {ALEXNET} and {LPIPS_LIN} "
-                             "(../shared/weights has them).")
+            raise InputError(
+                f"{source / name} is missing: give --weights a folder with {VGG}, {ALEXNET} and {LPIPS_LIN} "
+                "(../shared/weights has them)."
+            )
     folder.mkdir(parents=True)
     used = vgg_layers_used()
     vgg = load_file(str(source / VGG))
     kept = {k: v for k, v in vgg.items() if layer_index(k) < used}
-    save_gz(quantize_int8(kept) if vgg_format == "int8" else {k: v.half() for k, v in kept.items()},
-            folder / f"{VGG}.gz")
+    save_gz(
+        quantize_int8(kept) if vgg_format == "int8" else {k: v.half() for k, v in kept.items()}, folder / f"{VGG}.gz"
+    )
     save_gz({k: v.half() for k, v in load_file(str(source / ALEXNET)).items()}, folder / f"{ALEXNET}.gz")
     shutil.copyfile(source / LPIPS_LIN, folder / LPIPS_LIN)
-    return {"vgg_format": vgg_format, "vgg_layers_used": used,
-            "vgg_dropped": {k: list(v.shape) for k, v in vgg.items() if layer_index(k) >= used}}
+    return {
+        "vgg_format": vgg_format,
+        "vgg_layers_used": used,
+        "vgg_dropped": {k: list(v.shape) for k, v in vgg.items() if layer_index(k) >= used},
+    }
 
 
 def prepare_init(kind: str, sources: dict, folder: Path) -> dict:
@@ -362,21 +381,27 @@ def prepare_init(kind: str, sources: dict, folder: Path) -> dict:
         return record
     for mode, path in sources.items():
         if not (Path(path) / "model.safetensors").is_file():
-            raise InputError(f"{path} is not a checkpoint folder (no model.safetensors): export the CPU run first "
-                             f"(training/export.py), give --init-{mode}, or use --init none.")
+            raise InputError(
+                f"{path} is not a checkpoint folder (no model.safetensors): export the CPU run first "
+                f"(training/export.py), give --init-{mode}, or use --init none."
+            )
     if kind == "tree":
         outside = [m for m, p in record["sources"].items() if Path(p).is_absolute()]
         if outside:
-            raise InputError(f"--init tree reads the checkpoints from the working tree, but the {outside[0]} one is "
-                             "outside the checkout: use --init int8.")
+            raise InputError(
+                f"--init tree reads the checkpoints from the working tree, but the {outside[0]} one is "
+                "outside the checkout: use --init int8."
+            )
         return record
     from safetensors.torch import load_file
 
     folder.mkdir(parents=True)
     for mode, path in sources.items():
         state = load_file(str(Path(path) / "model.safetensors"))
-        save_gz(quantize_int8(state) if kind == "int8" else {k: v.half() for k, v in state.items()},
-                folder / f"{mode}.safetensors.gz")
+        save_gz(
+            quantize_int8(state) if kind == "int8" else {k: v.half() for k, v in state.items()},
+            folder / f"{mode}.safetensors.gz",
+        )
         shutil.copyfile(Path(path) / "config.json", folder / f"{mode}.config.json")
     return record
 
@@ -397,8 +422,10 @@ def raw_cache(source: Path, mode: str, size: int, work: Path, say) -> Path:
     if preprocess.is_cache_dir(source):
         made = preprocess.read_cache_settings(source)
         if made.mode != mode or made.size != size:
-            raise InputError(f"{source} is a {made.mode} cache at {made.size} px, not {mode} at {size} px: give the "
-                             "videos or a matching cache.")
+            raise InputError(
+                f"{source} is a {made.mode} cache at {made.size} px, not {mode} at {size} px: give the "
+                "videos or a matching cache."
+            )
         return source
     if not Path(source).is_dir():
         raise InputError(f"{source} does not exist: give --{mode}-data a folder of videos or a cache.")
@@ -435,13 +462,21 @@ def prepare_subject(cache: Path, holdout: list[str], size: int, path: Path, pool
     rows = rows[np.linspace(0, len(rows) - 1, min(len(rows), 300)).round().astype(int)]
     images, points = central_view(video, rows, size)
     pool = diverse_rows(points, pool_size)
-    encoded = [cv2.imencode(".webp", cv2.cvtColor(images[r], cv2.COLOR_RGB2BGR), [cv2.IMWRITE_WEBP_QUALITY, 95])[1]
-               for r in pool]
+    encoded = [
+        cv2.imencode(".webp", cv2.cvtColor(images[r], cv2.COLOR_RGB2BGR), [cv2.IMWRITE_WEBP_QUALITY, 95])[1]
+        for r in pool
+    ]
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(path, crops=np.concatenate(encoded).astype(np.uint8),
-                        offsets=np.cumsum([0] + [len(e) for e in encoded]), points=points[pool].astype(np.float32),
-                        frame_indices=rows[pool].astype(np.int64), all_points=points.astype(np.float16),
-                        size=np.int64(size), summary=np.str_(f"{name}: {len(pool)} pool crops of {len(rows)} rows"))
+    np.savez_compressed(
+        path,
+        crops=np.concatenate(encoded).astype(np.uint8),
+        offsets=np.cumsum([0] + [len(e) for e in encoded]),
+        points=points[pool].astype(np.float32),
+        frame_indices=rows[pool].astype(np.int64),
+        all_points=points.astype(np.float16),
+        size=np.int64(size),
+        summary=np.str_(f"{name}: {len(pool)} pool crops of {len(rows)} rows"),
+    )
     return {"video": name, "pool": int(len(pool)), "rows": int(len(rows))}
 
 
@@ -457,10 +492,16 @@ def fit_caches(raw: dict, target: Path, budget: int, storage: str, quality, stri
     from), so each try re-measures. Returns {"frame_stride", "bytes", "frames": {mode: rows}}."""
     from training import preprocess
 
-    rows = {m: sum(int(np.load(p / "detected.npy").sum()) for p in Path(c).iterdir() if (p / "detected.npy").is_file())
-            for m, c in raw.items()}
-    guess = stride or max(1, math.ceil(sum(rows[m] * frame_bytes_guess(storage, m, _cache_size(c))
-                                           for m, c in raw.items()) / max(budget, 1)))
+    rows = {
+        m: sum(int(np.load(p / "detected.npy").sum()) for p in Path(c).iterdir() if (p / "detected.npy").is_file())
+        for m, c in raw.items()
+    }
+    guess = stride or max(
+        1,
+        math.ceil(
+            sum(rows[m] * frame_bytes_guess(storage, m, _cache_size(c)) for m, c in raw.items()) / max(budget, 1)
+        ),
+    )
     for _ in range(8):
         trial = target.with_name(f".{target.name}-stride-{guess}")
         shutil.rmtree(trial, ignore_errors=True)
@@ -470,15 +511,24 @@ def fit_caches(raw: dict, target: Path, budget: int, storage: str, quality, stri
         say(f"caches at --frame-stride {guess} ({storage}): {mib(used)} of {mib(budget)} left for them")
         if used <= budget:
             trial.rename(target)
-            return {"frame_stride": guess, "bytes": used, "storage": storage, "quality": quality,
-                    "frames": {m: math.ceil(r / guess) for m, r in rows.items()}}
+            return {
+                "frame_stride": guess,
+                "bytes": used,
+                "storage": storage,
+                "quality": quality,
+                "frames": {m: math.ceil(r / guess) for m, r in rows.items()},
+            }
         shutil.rmtree(trial)
         if stride:
-            raise InputError(f"At --frame-stride {stride} the caches take {mib(used)} but only {mib(budget)} are left under "
-                             "the carry limit: give a larger --frame-stride, or leave it out to search.")
+            raise InputError(
+                f"At --frame-stride {stride} the caches take {mib(used)} but only {mib(budget)} are left under "
+                "the carry limit: give a larger --frame-stride, or leave it out to search."
+            )
         guess = max(guess + 1, math.ceil(guess * used / budget * 1.1))
-    raise InputError(f"No frame stride up to {guess} fits the caches in {mib(budget)}: carry less (--init none, "
-                     "--vgg int8) or store smaller (--storage mp4v).")
+    raise InputError(
+        f"No frame stride up to {guess} fits the caches in {mib(budget)}: carry less (--init none, "
+        "--vgg int8) or store smaller (--storage mp4v)."
+    )
 
 
 def _cache_size(cache: Path) -> int:
@@ -486,16 +536,18 @@ def _cache_size(cache: Path) -> int:
 
 
 def write_bundle_info(bundle: Path, record: dict) -> None:
-    files = {str(p.relative_to(bundle)): {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
-             for p in sorted(bundle.rglob("*")) if p.is_file() and p.name != BUNDLE_INFO}
+    files = {
+        str(p.relative_to(bundle)): {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
+        for p in sorted(bundle.rglob("*"))
+        if p.is_file() and p.name != BUNDLE_INFO
+    }
     write_json(bundle / BUNDLE_INFO, {**record, "files": files})
 
 
 def run_invocation(bundle: Path, budget: int) -> tuple[str, list[str]]:
     """(command, carry) for the device tool's `run`."""
     relative = _in_tree(bundle)
-    command = (f'PYTHONUNBUFFERED=1 python3 benchmarks/gpu_run.py --bundle {relative} --out "$OUT" '
-               f"--budget {budget:g}")
+    command = f'PYTHONUNBUFFERED=1 python3 benchmarks/gpu_run.py --bundle {relative} --out "$OUT" --budget {budget:g}'
     return command, [relative]
 
 
@@ -514,11 +566,15 @@ def prepare(args) -> int:
         # The bundle carries the starting weights itself, so the shipped checkpoints need not travel:
         # they are moved aside for the run (docs/gpu-run.md), and only the rest of the tree counts.
         tree_total -= checkpoints
-        say(f"checkpoints/ is carried in the bundle: move it aside for the run "
-            f"(mv checkpoints ../checkpoints-aside; back after); the tree then takes {mib(tree_total)}")
+        say(
+            f"checkpoints/ is carried in the bundle: move it aside for the run "
+            f"(mv checkpoints ../checkpoints-aside; back after); the tree then takes {mib(tree_total)}"
+        )
     if tree_total >= limit:
-        raise InputError(f"The working tree alone is {mib(tree_total)} (checkpoints/ {mib(checkpoints)}), over the "
-                         f"{mib(limit)} the device tool carries: keep large files out of the tree before a GPU run.")
+        raise InputError(
+            f"The working tree alone is {mib(tree_total)} (checkpoints/ {mib(checkpoints)}), over the "
+            f"{mib(limit)} the device tool carries: keep large files out of the tree before a GPU run."
+        )
     partial = bundle.with_name(f".{bundle.name}.partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
@@ -530,8 +586,9 @@ def prepare(args) -> int:
     total = tree_total + folder_bytes(partial)
     if total > limit:
         shutil.rmtree(partial, ignore_errors=True)
-        raise InputError(f"The bundle and the tree take {mib(total)}, over the {mib(limit)} limit: give a larger "
-                         "--frame-stride.")
+        raise InputError(
+            f"The bundle and the tree take {mib(total)}, over the {mib(limit)} limit: give a larger --frame-stride."
+        )
     shutil.rmtree(bundle, ignore_errors=True)
     partial.rename(bundle)
     _print_invocation(bundle, record, total, args.budget)
@@ -540,27 +597,39 @@ def prepare(args) -> int:
 
 def build_bundle(args, partial: Path, work: Path, tree_total: int, limit: int, say) -> dict:
     """Fill `partial` with the bundle (see docs/gpu-run.md) and return its bundle.json record."""
-    record = {"version": BUNDLE_VERSION, "created": time.strftime("%Y-%m-%d %H:%M:%S"), "git": git_state(),
-              "size": args.size, "tree_bytes": tree_total, "carry_limit": limit}
+    record = {
+        "version": BUNDLE_VERSION,
+        "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "git": git_state(),
+        "size": args.size,
+        "tree_bytes": tree_total,
+        "carry_limit": limit,
+    }
     sources = {"face": Path(args.init_face), "body": Path(args.init_body)}
     record["init"] = prepare_init(args.init, sources, partial / "init")
     record["weights"] = prepare_weights(Path(args.weights), partial / "weights", args.vgg)
-    raw = {"face": raw_cache(Path(args.face_data), "face", args.size, work, say),
-           "body": raw_cache(Path(args.body_data), "body", args.size, work, say)}
+    raw = {
+        "face": raw_cache(Path(args.face_data), "face", args.size, work, say),
+        "body": raw_cache(Path(args.body_data), "body", args.size, work, say),
+    }
     record["holdout"], record["holdout_source"], record["subject"] = {}, {}, {}
     pool_size = pipeline_defaults().pool_size
     for mode in MODES:
         recipe = json.loads((ROOT / "training" / "recipes" / f"gpu-{mode}.json").read_text(encoding="utf-8"))
         record["holdout"][mode], record["holdout_source"][mode] = holdout_names(raw[mode], recipe.get("holdout", []))
-        record["subject"][mode] = prepare_subject(raw[mode], record["holdout"][mode], args.size,
-                                                  partial / "subject" / f"{mode}.npz", pool_size)
+        record["subject"][mode] = prepare_subject(
+            raw[mode], record["holdout"][mode], args.size, partial / "subject" / f"{mode}.npz", pool_size
+        )
     fixed = tree_total + folder_bytes(partial) + 64 * 1024  # bundle.json
     say(f"weights, init and subjects: {mib(folder_bytes(partial))}")
     if fixed >= limit:
-        raise InputError(f"The tree and the weights take {mib(fixed)} of the {mib(limit)} carry limit, which leaves "
-                         "nothing for the caches: use --init none (train from scratch), or --vgg int8.")
-    record["caches"] = fit_caches(raw, partial / "data", limit - fixed, args.storage, args.quality,
-                                  args.frame_stride, say)
+        raise InputError(
+            f"The tree and the weights take {mib(fixed)} of the {mib(limit)} carry limit, which leaves "
+            "nothing for the caches: use --init none (train from scratch), or --vgg int8."
+        )
+    record["caches"] = fit_caches(
+        raw, partial / "data", limit - fixed, args.storage, args.quality, args.frame_stride, say
+    )
     record["sources"] = {m: str(c) for m, c in raw.items()}
     write_bundle_info(partial, record)
     return record
@@ -576,15 +645,19 @@ def _check_bundle_location(bundle: Path) -> None:
         return
     ignored = subprocess.run(["git", "check-ignore", "-q", str(relative)], cwd=ROOT).returncode == 0
     if not ignored:
-        raise InputError(f"{relative} is not ignored by git, so it would travel as part of the tree: use .device/bundle.")
+        raise InputError(
+            f"{relative} is not ignored by git, so it would travel as part of the tree: use .device/bundle."
+        )
 
 
 def _print_invocation(bundle: Path, record: dict, total: int, budget: int) -> None:
     command, carry = run_invocation(bundle, budget)
     caches = record["caches"]
-    print(f"\nBundle {bundle}: {mib(folder_bytes(bundle))}; with the working tree {mib(total)} of "
-          f"{mib(record['carry_limit'])}. Caches: {caches['storage']} at --frame-stride {caches['frame_stride']} "
-          f"({caches['frames']['face']} face, {caches['frames']['body']} body frames); init: {record['init']['kind']}.")
+    print(
+        f"\nBundle {bundle}: {mib(folder_bytes(bundle))}; with the working tree {mib(total)} of "
+        f"{mib(record['carry_limit'])}. Caches: {caches['storage']} at --frame-stride {caches['frame_stride']} "
+        f"({caches['frames']['face']} face, {caches['frames']['body']} body frames); init: {record['init']['kind']}."
+    )
     print("\nRun it once on the GPU machine with the device tool's `run`:")
     print(f"  command:   {command}")
     print("  timeout_s: 600")
@@ -599,8 +672,10 @@ def read_bundle(bundle: Path) -> dict:
     """bundle.json, after checking every file's sha256 (a carry cut short shows here, not mid-run)."""
     info = read_json(bundle / BUNDLE_INFO)
     if info is None or info.get("version") != BUNDLE_VERSION:
-        raise InputError(f"{bundle} is not a bundle of this script (no {BUNDLE_INFO} of version {BUNDLE_VERSION}): "
-                         "build it with --prepare and carry it.")
+        raise InputError(
+            f"{bundle} is not a bundle of this script (no {BUNDLE_INFO} of version {BUNDLE_VERSION}): "
+            "build it with --prepare and carry it."
+        )
     for name, entry in info["files"].items():
         path = bundle / name
         if not path.is_file() or path.stat().st_size != entry["bytes"] or sha256_file(path) != entry["sha256"]:
@@ -622,7 +697,9 @@ def unpack_weights(bundle: Path, info: dict, folder: Path) -> dict:
     vgg.update({k: torch.zeros(shape, dtype=torch.float16) for k, shape in record["vgg_dropped"].items()})
     save_file(vgg, str(folder / VGG))
     if len(load_vgg(folder / VGG).features) != record["vgg_layers_used"]:
-        raise InputError("This checkout's perceptual loss runs other VGG layers than the bundle kept: prepare it again.")
+        raise InputError(
+            "This checkout's perceptual loss runs other VGG layers than the bundle kept: prepare it again."
+        )
     save_file(load_gz(bundle / "weights" / f"{ALEXNET}.gz"), str(folder / ALEXNET))
     shutil.copyfile(bundle / "weights" / LPIPS_LIN, folder / LPIPS_LIN)
     return {name: str(folder / name) for name in (VGG, ALEXNET, LPIPS_LIN)}
@@ -670,12 +747,21 @@ def machine_info() -> dict:
     """What the orchestrator can tell without touching CUDA (the stages report the GPU itself)."""
     import cv2
 
-    info = {"python": platform.python_version(), "torch": torch.__version__, "cuda_build": torch.version.cuda,
-            "cpus": os.cpu_count(), "opencv": cv2.__version__,
-            "opencv_ffmpeg": any("FFMPEG" in line and "YES" in line for line in cv2.getBuildInformation().splitlines())}
+    info = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda_build": torch.version.cuda,
+        "cpus": os.cpu_count(),
+        "opencv": cv2.__version__,
+        "opencv_ffmpeg": any("FFMPEG" in line and "YES" in line for line in cv2.getBuildInformation().splitlines()),
+    }
     try:
-        smi = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=20)
+        smi = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
         info["nvidia_smi"] = smi.stdout.strip() or None
     except (OSError, subprocess.TimeoutExpired):
         info["nvidia_smi"] = None
@@ -686,8 +772,13 @@ def device_info(device: torch.device) -> dict:
     if device.type != "cuda":
         return {"device": "cpu", "threads": torch.get_num_threads()}
     props = torch.cuda.get_device_properties(device)
-    return {"device": props.name, "gpu_memory_gib": round(props.total_memory / 2**30, 1), "cuda": torch.version.cuda,
-            "cudnn": torch.backends.cudnn.version(), "torch": torch.__version__}
+    return {
+        "device": props.name,
+        "gpu_memory_gib": round(props.total_memory / 2**30, 1),
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version(),
+        "torch": torch.__version__,
+    }
 
 
 # ----- stage: train one model (a child process) --------------------------------------------------------------
@@ -755,8 +846,11 @@ def _probe_step(trainer, peaks: dict):
 
 def _snapshot(trainer):
     model = trainer.accelerator.unwrap_model(trainer.model)
-    return ({k: v.detach().clone() for k, v in model.state_dict().items()},
-            copy.deepcopy(trainer.opt_g.state_dict()), copy.deepcopy(trainer.opt_d.state_dict()))
+    return (
+        {k: v.detach().clone() for k, v in model.state_dict().items()},
+        copy.deepcopy(trainer.opt_g.state_dict()),
+        copy.deepcopy(trainer.opt_d.state_dict()),
+    )
 
 
 def _restore(trainer, snapshot) -> None:
@@ -802,15 +896,25 @@ def stage_train(args) -> None:
     if args.max_steps:
         steps = min(steps, args.max_steps)
     _set_run_length(trainer, batch, steps, left)
-    summary.update(batch=batch, step_s=round(step_s, 4), samples_per_s=round(batch / step_s, 1), probe=tries,
-                   steps_planned=steps, seconds_planned=round(max(left, 0), 1), status="training")
+    summary.update(
+        batch=batch,
+        step_s=round(step_s, 4),
+        samples_per_s=round(batch / step_s, 1),
+        probe=tries,
+        steps_planned=steps,
+        seconds_planned=round(max(left, 0), 1),
+        status="training",
+    )
     write_json(summary_path, summary)
     trainer.run()
-    summary.update(steps_done=trainer.step, train_s=round(trainer.elapsed(), 1), history=trainer.history,
-                   status="exporting")
+    summary.update(
+        steps_done=trainer.step, train_s=round(trainer.elapsed(), 1), history=trainer.history, status="exporting"
+    )
     write_json(summary_path, summary)
-    note = (f"Trained further at {trainer.config.image_size} px on {summary.get('device')} by benchmarks/gpu_run.py: "
-            f"{trainer.step} steps of {batch} clips in {trainer.elapsed() / 60:.1f} min of wall time.")
+    note = (
+        f"Trained further at {trainer.config.image_size} px on {summary.get('device')} by benchmarks/gpu_run.py: "
+        f"{trainer.step} steps of {batch} clips in {trainer.elapsed() / 60:.1f} min of wall time."
+    )
     export_checkpoint(trainer.output, Path(args.work) / "export" / args.mode, Path(args.recipe), note)
     summary["status"] = "done"
     write_json(summary_path, summary)
@@ -852,8 +956,15 @@ class BenchPlan:
     def for_run(cls, smoke: bool, batched: int) -> "BenchPlan":
         if smoke:
             return cls([("tiny", "decoder"), ("tiny", "blend")], [1, 3, 5], [1, 2], 1, "eager", 1, 2)
-        return cls([("paper", "decoder"), ("small", "decoder"), ("small", "blend")], [1, 3, 5], [1, batched], 3,
-                   "inductor", 99, 8)
+        return cls(
+            [("paper", "decoder"), ("small", "decoder"), ("small", "blend")],
+            [1, 3, 5],
+            [1, batched],
+            3,
+            "inductor",
+            99,
+            8,
+        )
 
 
 def bench_specs(plan: BenchPlan) -> list[dict]:
@@ -862,18 +973,38 @@ def bench_specs(plan: BenchPlan) -> list[dict]:
     ref, big = plan.models[0], plan.batches[-1]
 
     def ours(model, k, batch, dtype, compiled):
-        return {"kind": "ours", "preset": model[0], "output": model[1], "K": k, "batch": batch, "dtype": dtype,
-                "compile": compiled}
+        return {
+            "kind": "ours",
+            "preset": model[0],
+            "output": model[1],
+            "K": k,
+            "batch": batch,
+            "dtype": dtype,
+            "compile": compiled,
+        }
 
     def authors(k):
-        return {"kind": "authors", "preset": ref[0], "output": "decoder", "K": k, "batch": 1, "dtype": "fp32",
-                "compile": False}
+        return {
+            "kind": "authors",
+            "preset": ref[0],
+            "output": "decoder",
+            "K": k,
+            "batch": 1,
+            "dtype": "fp32",
+            "compile": False,
+        }
 
-    grid = [ours(m, k, b, d, False) for m in plan.models for k in plan.ks for b in plan.batches for d in ("bf16", "fp32")]
-    compiled = [ours(ref, 3, big, "bf16", True), ours(plan.models[-1], 3, big, "bf16", True),
-                ours(ref, 3, 1, "bf16", True), ours(ref, 3, big, "fp32", True)]
+    grid = [
+        ours(m, k, b, d, False) for m in plan.models for k in plan.ks for b in plan.batches for d in ("bf16", "fp32")
+    ]
+    compiled = [
+        ours(ref, 3, big, "bf16", True),
+        ours(plan.models[-1], 3, big, "bf16", True),
+        ours(ref, 3, 1, "bf16", True),
+        ours(ref, 3, big, "fp32", True),
+    ]
     compiled += [dict(s, compile=True) for s in grid if dict(s, compile=True) not in compiled]
-    compiled = compiled[:plan.compile_rows]
+    compiled = compiled[: plan.compile_rows]
     first = [authors(3), ours(ref, 3, big, "bf16", False), *compiled[:1]]
     specs = first + [s for s in grid if s not in first] + [authors(k) for k in plan.ks if k != 3]
     return specs + compiled[1:]
@@ -953,8 +1084,13 @@ def measure_ours(spec: dict, models: BenchModels, plan: BenchPlan, gmacs: dict) 
         _reset_peak(device)
         seconds = best_time(call, repeats=plan.repeats, warmup=1)
         row["peak_mib"] = _peak_mib(device)
-    return {**row, "s_per_call": seconds, "ms_per_frame": 1000 * seconds / spec["batch"],
-            "frames_per_s": spec["batch"] / seconds, "gmac_per_frame": round(gmacs[key], 2)}
+    return {
+        **row,
+        "s_per_call": seconds,
+        "ms_per_frame": 1000 * seconds / spec["batch"],
+        "frames_per_s": spec["batch"] / seconds,
+        "gmac_per_frame": round(gmacs[key], 2),
+    }
 
 
 def measure_authors(spec: dict, models: BenchModels, plan: BenchPlan) -> dict:
@@ -971,7 +1107,7 @@ def measure_authors(spec: dict, models: BenchModels, plan: BenchPlan) -> dict:
 
     def frame(i):
         memory = model.encode_subject(subject, masks, precompute_fusion=False)
-        return model.generate(memory, driving[i:i + 1])
+        return model.generate(memory, driving[i : i + 1])
 
     def call():
         for i in range(plan.authors_frames):
@@ -982,8 +1118,14 @@ def measure_authors(spec: dict, models: BenchModels, plan: BenchPlan) -> dict:
         _reset_peak(device)
         seconds = best_time(call, repeats=plan.repeats, warmup=1) / plan.authors_frames
         peak = _peak_mib(device)
-    return {**spec, "s_per_call": seconds, "ms_per_frame": 1000 * seconds, "frames_per_s": 1 / seconds,
-            "gmac_per_frame": round(gmac, 2), "peak_mib": peak}
+    return {
+        **spec,
+        "s_per_call": seconds,
+        "ms_per_frame": 1000 * seconds,
+        "frames_per_s": 1 / seconds,
+        "gmac_per_frame": round(gmac, 2),
+        "peak_mib": peak,
+    }
 
 
 def stage_bench(args) -> None:
@@ -997,9 +1139,14 @@ def stage_bench(args) -> None:
     plan = BenchPlan.for_run(args.smoke, args.bench_batch)
     models, gmacs, path = BenchModels(device), {}, Path(args.work) / "bench.jsonl"
     # PyTorch runs fp32 convolutions as TF32 on this GPU unless told otherwise: say so beside the rows.
-    write_json(Path(args.work) / "bench-device.json", {
-        **device_info(device), "fp32_convs_tf32": torch.backends.cudnn.allow_tf32,
-        "fp32_matmul_tf32": torch.backends.cuda.matmul.allow_tf32})
+    write_json(
+        Path(args.work) / "bench-device.json",
+        {
+            **device_info(device),
+            "fp32_convs_tf32": torch.backends.cudnn.allow_tf32,
+            "fp32_matmul_tf32": torch.backends.cuda.matmul.allow_tf32,
+        },
+    )
     compile_cost = 5.0 if args.smoke else 40.0
     for spec in bench_specs(plan):
         left = args.until - time.time()
@@ -1033,35 +1180,70 @@ def bench_summary(rows: list[dict]) -> dict:
     big = max(r["batch"] for r in rows if r["kind"] == "ours")
     summary = {"model": f"{ref[0]} {ref[1]}", "batch": big, "per_K": {}}
     for k, base in sorted(authors.items()):
-        ours = [r for r in done if r["kind"] == "ours" and (r["preset"], r["output"]) == ref and r["K"] == k
-                and r["batch"] == big and r["dtype"] == "bf16"]
+        ours = [
+            r
+            for r in done
+            if r["kind"] == "ours"
+            and (r["preset"], r["output"]) == ref
+            and r["K"] == k
+            and r["batch"] == big
+            and r["dtype"] == "bf16"
+        ]
         if not ours:
             continue
         best = max(ours, key=lambda r: r["frames_per_s"])
-        summary["per_K"][k] = {"authors_fps": round(base["frames_per_s"], 1),
-                               "ours_fps": round(best["frames_per_s"], 1), "ours_compiled": best["compile"],
-                               "speedup": round(best["frames_per_s"] / base["frames_per_s"], 1),
-                               "ours_ms_per_frame": round(best["ms_per_frame"], 3)}
+        summary["per_K"][k] = {
+            "authors_fps": round(base["frames_per_s"], 1),
+            "ours_fps": round(best["frames_per_s"], 1),
+            "ours_compiled": best["compile"],
+            "speedup": round(best["frames_per_s"] / base["frames_per_s"], 1),
+            "ours_ms_per_frame": round(best["ms_per_frame"], 3),
+        }
     k3 = summary["per_K"].get(3)
     if k3:
-        summary["targets_K3"] = {"fps_at_least_1000": k3["ours_fps"] >= 1000, "speedup_at_least_20x": k3["speedup"] >= 20,
-                                 "vs_liveportrait_15ms": round(LIVEPORTRAIT_MS / k3["ours_ms_per_frame"], 1)}
+        summary["targets_K3"] = {
+            "fps_at_least_1000": k3["ours_fps"] >= 1000,
+            "speedup_at_least_20x": k3["speedup"] >= 20,
+            "vs_liveportrait_15ms": round(LIVEPORTRAIT_MS / k3["ours_ms_per_frame"], 1),
+        }
     return summary
 
 
 def bench_markdown(rows: list[dict]) -> str:
-    header = ["way", "preset", "output", "K", "batch", "dtype", "mode", "frames/s", "ms/frame", "peak GPU MiB",
-              "compile s", "GMAC/frame"]
+    header = [
+        "way",
+        "preset",
+        "output",
+        "K",
+        "batch",
+        "dtype",
+        "mode",
+        "frames/s",
+        "ms/frame",
+        "peak GPU MiB",
+        "compile s",
+        "GMAC/frame",
+    ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
         mode = "compile" if r["compile"] else "eager"
         if "frames_per_s" in r:
-            cells = [f"{r['frames_per_s']:.1f}", f"{r['ms_per_frame']:.3f}", r.get("peak_mib") or "-",
-                     r.get("compile_s") or "-", r.get("gmac_per_frame", "-")]
+            cells = [
+                f"{r['frames_per_s']:.1f}",
+                f"{r['ms_per_frame']:.3f}",
+                r.get("peak_mib") or "-",
+                r.get("compile_s") or "-",
+                r.get("gmac_per_frame", "-"),
+            ]
         else:
             cells = [r.get("error") or f"skipped ({r.get('skipped')})", "", "", "", ""]
-        lines.append("| " + " | ".join(str(c) for c in [r["kind"], r["preset"], r["output"], r["K"], r["batch"],
-                                                           r["dtype"], mode, *cells]) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                str(c) for c in [r["kind"], r["preset"], r["output"], r["K"], r["batch"], r["dtype"], mode, *cells]
+            )
+            + " |"
+        )
     return "\n".join(lines)
 
 
@@ -1081,11 +1263,19 @@ def load_subject(path: Path, size: int) -> dict:
 
     with np.load(path, allow_pickle=False) as data:
         buffer, offsets = data["crops"], data["offsets"]
-        crops = np.stack([cv2.cvtColor(cv2.imdecode(buffer[a:b], cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-                          for a, b in zip(offsets[:-1], offsets[1:])])
-        subject = {"crops": crops, "points": data["points"].astype(np.float32),
-                   "frame_indices": data["frame_indices"], "all_points": data["all_points"].astype(np.float32),
-                   "summary": str(data["summary"])}
+        crops = np.stack(
+            [
+                cv2.cvtColor(cv2.imdecode(buffer[a:b], cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+                for a, b in zip(offsets[:-1], offsets[1:])
+            ]
+        )
+        subject = {
+            "crops": crops,
+            "points": data["points"].astype(np.float32),
+            "frame_indices": data["frame_indices"],
+            "all_points": data["all_points"].astype(np.float32),
+            "summary": str(data["summary"]),
+        }
     scale = size / crops.shape[1]
     if scale != 1:
         subject["crops"] = np.stack([cv2.resize(c, (size, size), interpolation=cv2.INTER_AREA) for c in crops])
@@ -1140,13 +1330,23 @@ def bundle_run(pipe, options, subject: dict, workdir: Path):
             onehot = labels_to_onehot(torch.from_numpy(labels).long(), self.pipe.model.config.mask_channels)
             with self.timer("encode subject"):
                 memory = self.pipe.encode(subject["crops"], onehot)
-            return SubjectPool(subject["crops"], subject["points"], labels, subject["frame_indices"],
-                               subject["all_points"], memory, subject["summary"], None)
+            return SubjectPool(
+                subject["crops"],
+                subject["points"],
+                labels,
+                subject["frame_indices"],
+                subject["all_points"],
+                memory,
+                subject["summary"],
+                None,
+            )
 
     return BundleSubjectRun(pipe, options, None, workdir)
 
 
-def pipeline_timings(model, subject: dict, mode: str, device: torch.device, batch: int, max_frames, workdir: Path) -> dict:
+def pipeline_timings(
+    model, subject: dict, mode: str, device: torch.device, batch: int, max_frames, workdir: Path
+) -> dict:
     """Two runs (cold, then warm) from the motion template: seconds per stage and frames/s."""
     import tsnet_hf.runner as runner  # the run's writers: runner imports VideoWriter at its top
     from tsnet_hf.landmarks import LandmarkTrack
@@ -1164,13 +1364,20 @@ def pipeline_timings(model, subject: dict, mode: str, device: torch.device, batc
             result = bundle_run(pipe, options, subject, workdir / f"{mode}-{name}").execute(None, track)
             synchronize(device)
             total = time.perf_counter() - start
-            runs[name] = {"frames": result.num_frames, "total_s": round(total, 3),
-                          "frames_per_s": round(result.num_frames / total, 1),
-                          "stages_s": {k: round(v, 3) for k, v in result.timings.items()}}
+            runs[name] = {
+                "frames": result.num_frames,
+                "total_s": round(total, 3),
+                "frames_per_s": round(result.num_frames / total, 1),
+                "stages_s": {k: round(v, 3) for k, v in result.timings.items()},
+            }
     finally:
         runner.VideoWriter = original
-    runs.update(template=TEMPLATES[mode], batch=batch, dtype=str(pipe.dtype).replace("torch.", ""),
-                channels_last=pipe.memory_format == torch.channels_last)
+    runs.update(
+        template=TEMPLATES[mode],
+        batch=batch,
+        dtype=str(pipe.dtype).replace("torch.", ""),
+        channels_last=pipe.memory_format == torch.channels_last,
+    )
     return runs
 
 
@@ -1181,7 +1388,9 @@ def bf16_check(model, subject: dict, lpips, device: torch.device, frames: int) -
     from tsnet_hf.utils import to_model_frames
 
     size, channels = model.config.image_size, model.config.mask_channels
-    model = model.to(device, memory_format=torch.channels_last if device.type == "cuda" else torch.contiguous_format).eval()
+    model = model.to(
+        device, memory_format=torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    ).eval()
     crops, points = subject["crops"], subject["points"]
     frames_in = to_model_frames(crops, device)
     masks = labels_to_onehot(torch.from_numpy(draw_masks(points, (size, size))).long(), channels).float().to(device)
@@ -1196,11 +1405,15 @@ def bf16_check(model, subject: dict, lpips, device: torch.device, frames: int) -
         between = lpips(outputs["bf16"], outputs["fp32"]).flatten()
         fp32_truth = lpips(outputs["fp32"], truth).flatten()
         bf16_truth = lpips(outputs["bf16"], truth).flatten()
-    return {"frames": int(between.numel()), "lpips_bf16_vs_fp32_mean": float(between.mean()),
-            "lpips_bf16_vs_fp32_max": float(between.max()), "lpips_fp32_vs_truth": float(fp32_truth.mean()),
-            "lpips_bf16_vs_truth": float(bf16_truth.mean()),
-            "max_abs_pixel_diff": float((outputs["bf16"] - outputs["fp32"]).abs().max()),
-            "within_0.005": bool(between.mean() < 0.005)}
+    return {
+        "frames": int(between.numel()),
+        "lpips_bf16_vs_fp32_mean": float(between.mean()),
+        "lpips_bf16_vs_fp32_max": float(between.max()),
+        "lpips_fp32_vs_truth": float(fp32_truth.mean()),
+        "lpips_bf16_vs_truth": float(bf16_truth.mean()),
+        "max_abs_pixel_diff": float((outputs["bf16"] - outputs["fp32"]).abs().max()),
+        "within_0.005": bool(between.mean() < 0.005),
+    }
 
 
 def pick_model(work: Path, mode: str):
@@ -1232,8 +1445,9 @@ def stage_pipeline(args) -> None:
             subject = load_subject(Path(args.bundle) / "subject" / f"{mode}.npz", model.config.image_size)
             entry = {"model": which, "size": model.config.image_size}
             entry["bf16_check"] = bf16_check(model, subject, lpips, device, 4 if args.smoke else 13)
-            entry["pipeline"] = pipeline_timings(model, subject, mode, device, 4 if args.smoke else 32,
-                                                 12 if args.smoke else None, work / "pipeline")
+            entry["pipeline"] = pipeline_timings(
+                model, subject, mode, device, 4 if args.smoke else 32, 12 if args.smoke else None, work / "pipeline"
+            )
             entry["status"] = "done"
             _sample_frames(work / "pipeline" / f"{mode}-warm" / "side_by_side.mp4", work / f"pipeline-{mode}.jpg")
         except Exception as error:  # the other mode may still run
@@ -1276,9 +1490,16 @@ class GpuRun:
         self.bundle = Path(args.bundle).resolve()
         self.t0, self.budget = time.time(), float(args.budget)
         self.log = Log(self.out / LOG)
-        self.results = {"version": 1, "status": "running", "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-                        "budget_s": self.budget, "smoke": self.smoke, "device": self.device,
-                        "command": " ".join(sys.argv), "stages": {}}
+        self.results = {
+            "version": 1,
+            "status": "running",
+            "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "budget_s": self.budget,
+            "smoke": self.smoke,
+            "device": self.device,
+            "command": " ".join(sys.argv),
+            "stages": {},
+        }
         self.deadlines, elapsed = {}, 0.0
         for stage, share in SHARES.items():
             elapsed += share * self.budget
@@ -1328,18 +1549,34 @@ class GpuRun:
         """Run `gpu_run.py --stage ...` in its own process group until `until` plus a grace, then
         stop it; its output goes to work/logs/NAME.log."""
         log_path = self.work / "logs" / f"{name}.log"
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True",
-               "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-        command = [sys.executable, str(Path(__file__).resolve()), *argv, "--work", str(self.work),
-                   "--bundle", str(self.bundle), "--device", self.device, "--until", f"{until:.3f}",
-                   *(["--smoke"] if self.smoke else [])]
+        env = {
+            **os.environ,
+            "PYTHONUNBUFFERED": "1",
+            "PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True",
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        }
+        command = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            *argv,
+            "--work",
+            str(self.work),
+            "--bundle",
+            str(self.bundle),
+            "--device",
+            self.device,
+            "--until",
+            f"{until:.3f}",
+            *(["--smoke"] if self.smoke else []),
+        ]
         grace = 5.0 if self.smoke else 20.0
         start = time.time()
         with open(log_path, "ab") as handle:
             # Its own process group (to stop it with its loader workers), but not its own session:
             # the device tool ends a command's processes with it, and would leave a new session running.
-            process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT, env=env,
-                                       process_group=0)
+            process = subprocess.Popen(
+                command, stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT, env=env, process_group=0
+            )
             try:
                 code = process.wait(timeout=max(1.0, until + grace - time.time()))
             except subprocess.TimeoutExpired:
@@ -1358,7 +1595,9 @@ class GpuRun:
     def setup(self) -> bool:
         try:
             if self.device == "cuda" and not torch.cuda.is_available():
-                raise InputError("CUDA is not available here: run on the GPU machine, or test with --device cpu --smoke.")
+                raise InputError(
+                    "CUDA is not available here: run on the GPU machine, or test with --device cpu --smoke."
+                )
             info = read_bundle(self.bundle)
             self.info, self.size = info, info["size"]
             self.weights = unpack_weights(self.bundle, info, self.work / "weights")
@@ -1386,10 +1625,21 @@ class GpuRun:
             return self.stage(name, f"skipped: {until - time.time():.0f} s left of its share")
         config = self.training_config(mode)
         reserve = min(25.0, 0.15 * (until - time.time())) if not self.smoke else 1.0
-        argv = ["--stage", "train", "--mode", mode, "--config", str(config), "--reserve", str(reserve),
-                "--recipe", str(ROOT / "training" / "recipes" / f"gpu-{mode}.json"),
-                "--max-batch", str(2 if self.smoke else self.args.max_batch),
-                *(["--max-steps", "3"] if self.smoke else [])]
+        argv = [
+            "--stage",
+            "train",
+            "--mode",
+            mode,
+            "--config",
+            str(config),
+            "--reserve",
+            str(reserve),
+            "--recipe",
+            str(ROOT / "training" / "recipes" / f"gpu-{mode}.json"),
+            "--max-batch",
+            str(2 if self.smoke else self.args.max_batch),
+            *(["--max-steps", "3"] if self.smoke else []),
+        ]
         self.log(f"{name}: {until - time.time():.0f} s")
         run = self.child(f"train-{mode}", argv, until)
         summary = read_json(self.work / f"train-{mode}.json", {})
@@ -1412,11 +1662,18 @@ class GpuRun:
         bundle's hold-out, a clip span that keeps the recipe's time window at the cache's stride."""
         recipe = json.loads((ROOT / "training" / "recipes" / f"gpu-{mode}.json").read_text(encoding="utf-8"))
         stride = self.info["caches"]["frame_stride"]
-        config = {**recipe, "data": str(self.bundle / "data" / mode), "output": str(self.work / "runs" / mode),
-                  "resolution": self.size, "holdout": self.info["holdout"][mode], "quiet": True,
-                  "span": max(round(30 / stride), recipe.get("k", 3) + recipe.get("targets", 1)),
-                  "vgg_weights": self.weights[VGG], "lpips_alexnet": self.weights[ALEXNET],
-                  "lpips_lin": self.weights[LPIPS_LIN]}
+        config = {
+            **recipe,
+            "data": str(self.bundle / "data" / mode),
+            "output": str(self.work / "runs" / mode),
+            "resolution": self.size,
+            "holdout": self.info["holdout"][mode],
+            "quiet": True,
+            "span": max(round(30 / stride), recipe.get("k", 3) + recipe.get("targets", 1)),
+            "vgg_weights": self.weights[VGG],
+            "lpips_alexnet": self.weights[ALEXNET],
+            "lpips_lin": self.weights[LPIPS_LIN],
+        }
         if mode in self.init:
             config["init_from"] = self.init[mode]
         else:  # from scratch: the shipped design
@@ -1433,8 +1690,12 @@ class GpuRun:
     def export_newest(self, mode: str, target: Path) -> str:
         """Export the newest complete checkpoint of a run its stage could not finish."""
         try:
-            export_checkpoint(self.work / "runs" / mode, target, ROOT / "training" / "recipes" / f"gpu-{mode}.json",
-                              "Exported from the newest checkpoint of a GPU run cut short (benchmarks/gpu_run.py).")
+            export_checkpoint(
+                self.work / "runs" / mode,
+                target,
+                ROOT / "training" / "recipes" / f"gpu-{mode}.json",
+                "Exported from the newest checkpoint of a GPU run cut short (benchmarks/gpu_run.py).",
+            )
             return "exported the newest checkpoint"
         except Exception as error:  # nothing to export is a result, not a crash
             return f"none: {one_line(error)}"
@@ -1463,8 +1724,12 @@ class GpuRun:
         parts = math.ceil(size / PART_BYTES)
         files, used = self.out_usage()
         if files + parts + 3 > OUT_MAX_FILES or used + size > OUT_MAX_BYTES - MiB:  # 3: results, log, manifest
-            return {"name": archive_name, "bytes": size, "returned": False,
-                    "why": f"{files} files / {mib(used)} under --out already: over the device tool's limits"}
+            return {
+                "name": archive_name,
+                "bytes": size,
+                "returned": False,
+                "why": f"{files} files / {mib(used)} under --out already: over the device tool's limits",
+            }
         entry = split_into(archive, self.out)
         record_file(self.out, archive_name, entry)
         self.log(f"wrote {archive_name}: {mib(size)} in {len(entry_files(archive_name, entry))} file(s)")
@@ -1485,8 +1750,10 @@ class GpuRun:
         results = read_json(self.work / "pipeline.json", {})
         self.results["pipeline"] = {**results, "process": run}
         modes_done = all(results.get(m, {}).get("status") == "done" for m in MODES)
-        self.stage("pipeline", "cut short" if run["timed_out"] else "done" if run["exit_code"] == 0 and modes_done
-                   else "failed")
+        self.stage(
+            "pipeline",
+            "cut short" if run["timed_out"] else "done" if run["exit_code"] == 0 and modes_done else "failed",
+        )
 
     def bench(self) -> None:
         until = self.deadlines["bench"]
@@ -1494,10 +1761,16 @@ class GpuRun:
             return self.stage("bench", f"skipped: {until - time.time():.0f} s left")
         run = self.child("bench", ["--stage", "bench", "--bench-batch", str(self.args.bench_batch)], until)
         rows = [json.loads(line) for line in _lines(self.work / "bench.jsonl")]
-        self.results["bench"] = {"device": read_json(self.work / "bench-device.json", {}), "rows": rows,
-                                 "summary": bench_summary(rows), "markdown": bench_markdown(rows), "process": run}
-        self.stage("bench", "done" if run["exit_code"] == 0 else "cut short" if run["timed_out"] else "failed",
-                   rows=len(rows))
+        self.results["bench"] = {
+            "device": read_json(self.work / "bench-device.json", {}),
+            "rows": rows,
+            "summary": bench_summary(rows),
+            "markdown": bench_markdown(rows),
+            "process": run,
+        }
+        self.stage(
+            "bench", "done" if run["exit_code"] == 0 else "cut short" if run["timed_out"] else "failed", rows=len(rows)
+        )
 
     # ----- the end ----------------------------------------------------------------------------------------------
 
@@ -1506,8 +1779,15 @@ class GpuRun:
         the final results.json, and a summary on stdout."""
         try:
             members = {f"extras/{p.name}": p for p in sorted((self.work / "logs").glob("*.log"))}
-            members.update({f"extras/{p.name}": p for p in sorted(self.work.glob("*.json")) + sorted(self.work.glob("*.jpg"))
-                            + [self.work / "bench.jsonl"] if p.is_file() and not p.name.startswith("config-")})
+            members.update(
+                {
+                    f"extras/{p.name}": p
+                    for p in sorted(self.work.glob("*.json"))
+                    + sorted(self.work.glob("*.jpg"))
+                    + [self.work / "bench.jsonl"]
+                    if p.is_file() and not p.name.startswith("config-")
+                }
+            )
             self.results["extras"] = self.deliver(EXTRAS, members)
         except OSError as error:
             self.results["extras"] = {"returned": False, "why": one_line(error)}
@@ -1521,13 +1801,17 @@ class GpuRun:
     def print_summary(self) -> None:
         for mode, entry in self.results.get("train", {}).items():
             history = (entry.get("history") or [{}])[-1]
-            self.log(f"train {mode}: batch {entry.get('batch')}, {entry.get('steps_done')} steps, "
-                     f"{entry.get('samples_per_s')} samples/s probed, validation {json.dumps(history)}")
+            self.log(
+                f"train {mode}: batch {entry.get('batch')}, {entry.get('steps_done')} steps, "
+                f"{entry.get('samples_per_s')} samples/s probed, validation {json.dumps(history)}"
+            )
         for mode in MODES:
             check = self.results.get("pipeline", {}).get(mode, {}).get("bf16_check")
             if check:
-                self.log(f"bf16 vs fp32 ({mode}): LPIPS {check['lpips_bf16_vs_fp32_mean']:.5f} "
-                         f"({'within' if check['within_0.005'] else 'NOT within'} 0.005)")
+                self.log(
+                    f"bf16 vs fp32 ({mode}): LPIPS {check['lpips_bf16_vs_fp32_mean']:.5f} "
+                    f"({'within' if check['within_0.005'] else 'NOT within'} 0.005)"
+                )
         bench = self.results.get("bench", {})
         if bench.get("markdown"):
             print(bench["markdown"], flush=True)
@@ -1587,7 +1871,9 @@ def _jpeg(png: Path, target: Path) -> bool:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     what = parser.add_mutually_exclusive_group()
-    what.add_argument("--prepare", metavar="BUNDLE", help="build the carry bundle here (an ignored folder: .device/bundle)")
+    what.add_argument(
+        "--prepare", metavar="BUNDLE", help="build the carry bundle here (an ignored folder: .device/bundle)"
+    )
     what.add_argument("--join", metavar="FETCHED", help="check, reassemble and unpack the files a GPU run wrote")
     what.add_argument("--stage", choices=("train", "bench", "pipeline"), help=argparse.SUPPRESS)
     run = parser.add_argument_group("the GPU run")
@@ -1595,38 +1881,70 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", default=os.environ.get("OUT"), help="results folder ($OUT when set)")
     run.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
     run.add_argument("--smoke", action="store_true", help="tiny models, a few steps: test the whole run on a CPU")
-    run.add_argument("--budget", type=float, default=None,
-                     help="wall seconds for the whole run (default 540; 120 with --smoke)")
-    run.add_argument("--max-batch", type=int, default=128, help="training batch probed first, halved until it fits (128)")
-    run.add_argument("--bench-batch", type=int, default=64, help="driving frames per generate call in the batched rows (64)")
+    run.add_argument(
+        "--budget", type=float, default=None, help="wall seconds for the whole run (default 540; 120 with --smoke)"
+    )
+    run.add_argument(
+        "--max-batch", type=int, default=128, help="training batch probed first, halved until it fits (128)"
+    )
+    run.add_argument(
+        "--bench-batch", type=int, default=64, help="driving frames per generate call in the batched rows (64)"
+    )
     run.add_argument("--work", help="scratch folder (default: a new temporary folder)")
     prep = parser.add_argument_group("--prepare")
     shared = ROOT.parent / "shared"
-    prep.add_argument("--face-data", default=str(shared / "data" / "face"),
-                      help="face videos, or a face cache at --size (../shared/data/face)")
-    prep.add_argument("--body-data", default=str(shared / "data" / "dance"),
-                      help="dance videos, or a body cache at --size (../shared/data/dance)")
-    prep.add_argument("--weights", default=str(shared / "weights"),
-                      help=f"folder with {VGG}, {ALEXNET}, {LPIPS_LIN} (../shared/weights)")
-    prep.add_argument("--init", choices=("int8", "fp16", "tree", "none"), default="int8",
-                      help="how the 128 px checkpoints travel: int8 (default), fp16, tree (read from the working tree), "
-                           "none (train from scratch)")
-    prep.add_argument("--init-face", default=str(ROOT / "checkpoints" / "face-blend-128"),
-                      help="the face checkpoint to start from (checkpoints/face-blend-128)")
-    prep.add_argument("--init-body", default=str(ROOT / "checkpoints" / "body-blend-128"),
-                      help="the body checkpoint to start from (checkpoints/body-blend-128)")
-    prep.add_argument("--vgg", choices=("int8", "fp16"), default="int8",
-                      help="how the perceptual network travels (int8 moves the loss by 0.2 %%, frees 9.6 MiB for data)")
+    prep.add_argument(
+        "--face-data",
+        default=str(shared / "data" / "face"),
+        help="face videos, or a face cache at --size (../shared/data/face)",
+    )
+    prep.add_argument(
+        "--body-data",
+        default=str(shared / "data" / "dance"),
+        help="dance videos, or a body cache at --size (../shared/data/dance)",
+    )
+    prep.add_argument(
+        "--weights",
+        default=str(shared / "weights"),
+        help=f"folder with {VGG}, {ALEXNET}, {LPIPS_LIN} (../shared/weights)",
+    )
+    prep.add_argument(
+        "--init",
+        choices=("int8", "fp16", "tree", "none"),
+        default="int8",
+        help="how the 128 px checkpoints travel: int8 (default), fp16, tree (read from the working tree), "
+        "none (train from scratch)",
+    )
+    prep.add_argument(
+        "--init-face",
+        default=str(ROOT / "checkpoints" / "face-blend-128"),
+        help="the face checkpoint to start from (checkpoints/face-blend-128)",
+    )
+    prep.add_argument(
+        "--init-body",
+        default=str(ROOT / "checkpoints" / "body-blend-128"),
+        help="the body checkpoint to start from (checkpoints/body-blend-128)",
+    )
+    prep.add_argument(
+        "--vgg",
+        choices=("int8", "fp16"),
+        default="int8",
+        help="how the perceptual network travels (int8 moves the loss by 0.2 %%, frees 9.6 MiB for data)",
+    )
     prep.add_argument("--size", type=int, default=256, help="training resolution of the GPU run (256)")
-    prep.add_argument("--storage", choices=("mp4v", "webp", "jpeg"), default="mp4v", help="compact cache storage (mp4v)")
+    prep.add_argument(
+        "--storage", choices=("mp4v", "webp", "jpeg"), default="mp4v", help="compact cache storage (mp4v)"
+    )
     prep.add_argument("--quality", type=int, default=None, help="webp / jpeg quality")
-    prep.add_argument("--frame-stride", type=int, default=None,
-                      help="keep every n-th cached frame (default: the smallest that fits)")
+    prep.add_argument(
+        "--frame-stride", type=int, default=None, help="keep every n-th cached frame (default: the smallest that fits)"
+    )
     prep.add_argument("--carry-limit-mib", type=float, default=CARRY_LIMIT / MiB, help=argparse.SUPPRESS)
     prep.add_argument("--margin-mib", type=float, default=1.0, help="MiB left free for later edits of the tree (1)")
     joining = parser.add_argument_group("--join")
-    joining.add_argument("--into", default=str(ROOT / "runs" / "gpu-run"),
-                         help="where joined files and archives go (runs/gpu-run)")
+    joining.add_argument(
+        "--into", default=str(ROOT / "runs" / "gpu-run"), help="where joined files and archives go (runs/gpu-run)"
+    )
     stage = parser.add_argument_group("stages (internal)")
     for option, kind in (("--until", float), ("--reserve", float), ("--max-steps", int)):
         stage.add_argument(option, type=kind, help=argparse.SUPPRESS)

@@ -63,8 +63,9 @@ def assemble(out: Path) -> list[Path]:
         raise BuildError(f"{out} is the repository or one of its parents: give a new folder for the Space.")
     if out.exists():
         if not (out / "app.py").is_file() and any(out.iterdir()):
-            raise BuildError(f"{out} exists and does not look like an earlier Space build: "
-                             "give an empty or new folder.")
+            raise BuildError(
+                f"{out} exists and does not look like an earlier Space build: give an empty or new folder."
+            )
         shutil.rmtree(out)
     out.mkdir(parents=True)
     for name, source in COPIED_FILES.items():
@@ -89,15 +90,23 @@ def upload(out: Path, repo_id: str, private: bool) -> str:
         raise BuildError(problem)
 
     def failure(error):
-        return BuildError(f"Uploading to the Space {repo_id} failed ({type(error).__name__}: "
-                          f"{str(error).splitlines()[0] if str(error) else 'no message'}): check the id, "
-                          "your token's write access and the network.")
+        return BuildError(
+            f"Uploading to the Space {repo_id} failed ({type(error).__name__}: "
+            f"{str(error).splitlines()[0] if str(error) else 'no message'}): check the id, "
+            "your token's write access and the network."
+        )
 
     # delete_patterns: files of an earlier upload that this build no longer has (a renamed
     # module, a removed checkpoint) go; README.md and .gitattributes are always rewritten or kept.
-    create_and_upload(out, repo_id, "space", {"space_sdk": "gradio", "private": private or None},
-                      {"delete_patterns": ["tsnet_hf/**", "checkpoints/**"]},
-                      "Update the TS-Net demo (space/build_space.py)", failure)
+    create_and_upload(
+        out,
+        repo_id,
+        "space",
+        {"space_sdk": "gradio", "private": private or None},
+        {"delete_patterns": ["tsnet_hf/**", "checkpoints/**"]},
+        "Update the TS-Net demo (space/build_space.py)",
+        failure,
+    )
     return f"https://huggingface.co/spaces/{repo_id}"
 
 
@@ -158,11 +167,18 @@ def check(out: Path, python: str) -> str:
     env = {**os.environ, **OFFLINE}
     env.pop("PYTHONPATH", None)  # the folder's own tsnet_hf, not a checkout's
     try:
-        result = subprocess.run([python, str(Path(__file__).resolve()), str(Path(out).resolve()), "--check-here"],
-                                capture_output=True, text=True, env=env, timeout=600)
+        result = subprocess.run(
+            [python, str(Path(__file__).resolve()), str(Path(out).resolve()), "--check-here"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=600,
+        )
     except (OSError, subprocess.TimeoutExpired) as error:
-        raise BuildError(f"Could not run {python} to check the Space ({type(error).__name__}): give a working "
-                         "interpreter with --python.") from None
+        raise BuildError(
+            f"Could not run {python} to check the Space ({type(error).__name__}): give a working "
+            "interpreter with --python."
+        ) from None
     if result.returncode != 0:
         lines = (result.stderr or result.stdout).strip().splitlines() or ["no output"]
         raise BuildError(f"the Space check under {python} failed: {lines[-1].removeprefix('error: ')}")
@@ -175,10 +191,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--repo-id", help="Space to upload to, as USER/NAME (created if missing)")
     parser.add_argument("--dry-run", action="store_true", help="write the folder only, upload nothing")
     parser.add_argument("--private", action="store_true", help="create the Space as private")
-    parser.add_argument("--check", action="store_true",
-                        help="check the built folder: pins installed, app imports, page builds (see --python)")
-    parser.add_argument("--python", default=sys.executable,
-                        help="interpreter whose environment --check uses (e.g. a venv with the Space's pins)")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="check the built folder: pins installed, app imports, page builds (see --python)",
+    )
+    parser.add_argument(
+        "--python",
+        default=sys.executable,
+        help="interpreter whose environment --check uses (e.g. a venv with the Space's pins)",
+    )
     parser.add_argument("--check-here", action="store_true", help=argparse.SUPPRESS)  # what --check runs
     return parser
 
@@ -193,8 +215,10 @@ def main(argv=None) -> int:
             raise BuildError("Give --repo-id USER/NAME to upload, or --dry-run to write the folder only.")
         files = assemble(args.out)
         size = sum(path.stat().st_size for path in files)
-        print(f"wrote {len(files)} files ({size / 1e6:.1f} MB) to {args.out}; "
-              f"checkpoints: {', '.join(p.name for p in shipped_checkpoints()) or 'none'}")
+        print(
+            f"wrote {len(files)} files ({size / 1e6:.1f} MB) to {args.out}; "
+            f"checkpoints: {', '.join(p.name for p in shipped_checkpoints()) or 'none'}"
+        )
         if args.dry_run:
             target = f"https://huggingface.co/spaces/{args.repo_id}" if args.repo_id else "the Space"
             print(f"would upload to {target}:")

@@ -45,16 +45,13 @@ class Template:
 
 
 TEMPLATES = (
-    Template("face_expressions", "face/liveportrait_d0.mp4", "face", 0.0, 3.1,
-             "Face: smile, eye and head turns (3 s)"),
-    Template("face_frown", "face/liveportrait_d3.mp4", "face", 0.0, 5.0,
-             "Face: frown and head tilt (5 s)"),
-    Template("face_talking", "face/moore_talkinghead_1.mp4", "face", 0.0, 5.0,
-             "Face: talking (5 s)"),
-    Template("body_arm_dance", "dance/musev_dance_boy.mp4", "body", 0.0, 4.0,
-             "Body: arm-wave dance, full body (4 s)"),
-    Template("body_kpop", "dance/musev_bilibili_queencard_s2_8s.mp4", "body", 0.0, 4.0,
-             "Body: K-pop dance, full body (4 s)"),
+    Template("face_expressions", "face/liveportrait_d0.mp4", "face", 0.0, 3.1, "Face: smile, eye and head turns (3 s)"),
+    Template("face_frown", "face/liveportrait_d3.mp4", "face", 0.0, 5.0, "Face: frown and head tilt (5 s)"),
+    Template("face_talking", "face/moore_talkinghead_1.mp4", "face", 0.0, 5.0, "Face: talking (5 s)"),
+    Template("body_arm_dance", "dance/musev_dance_boy.mp4", "body", 0.0, 4.0, "Body: arm-wave dance, full body (4 s)"),
+    Template(
+        "body_kpop", "dance/musev_bilibili_queencard_s2_8s.mp4", "body", 0.0, 4.0, "Body: K-pop dance, full body (4 s)"
+    ),
 )
 
 
@@ -116,9 +113,11 @@ def write_sources(rows: list, path: Path):
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for template, row, track, size in rows:
-        lines.append(f"| {template.name}.npz | {template.mode} | {len(track)} | {track.fps:g} | {size / 1024:.1f} KB "
-                     f"| https://github.com/{row['source_repo']} | {row['path_in_repo']} | {row['commit']} "
-                     f"| {row['license']} |")
+        lines.append(
+            f"| {template.name}.npz | {template.mode} | {len(track)} | {track.fps:g} | {size / 1024:.1f} KB "
+            f"| https://github.com/{row['source_repo']} | {row['path_in_repo']} | {row['commit']} "
+            f"| {row['license']} |"
+        )
     path.write_text("\n".join(lines) + "\n")
 
 

@@ -78,8 +78,12 @@ def load_authors_code(repo) -> None:
     try:
         import torchvision.transforms.functional  # noqa: F401
     except Exception:  # a CUDA torchvision beside CPU torch fails to import; they train with it only
-        for name in ("torchvision", "torchvision.models", "torchvision.transforms",
-                     "torchvision.transforms.functional"):
+        for name in (
+            "torchvision",
+            "torchvision.models",
+            "torchvision.transforms",
+            "torchvision.transforms.functional",
+        ):
             sys.modules[name] = types.ModuleType(name)
         sys.modules["torchvision"].models = sys.modules["torchvision.models"]
         sys.modules["torchvision"].transforms = sys.modules["torchvision.transforms"]
@@ -91,6 +95,7 @@ def load_authors_code(repo) -> None:
 def face_keypoints(crop_coords) -> np.ndarray:
     """(NUM_FRAMES, 68, 2) float32 dlib-layout faces moving a little; frame 0 placed so that
     `crop_coords(frame 0)` (their get_crop_coords) is the whole 256x256 frame."""
+
     def frame(k, center_y):
         shape = face_shape(mouth_open=6 + 4 * math.sin(k))
         center = (128.3 + 3 * math.sin(0.7 * k), center_y + 2 * math.sin(0.9 * k))
@@ -110,31 +115,38 @@ def write_clip(folder: Path, name: str, images: np.ndarray, keypoints: np.ndarra
     (folder / "labels" / name).mkdir(parents=True)
     for i, (image, points) in enumerate(zip(images, keypoints)):
         Image.fromarray(image).save(folder / "images" / name / f"{name}_{i:04d}.png")
-        np.savetxt(folder / "labels" / name / f"{name}_{i:04d}.txt", points.astype(np.float64),
-                   delimiter=",", fmt="%.17g")
+        np.savetxt(
+            folder / "labels" / name / f"{name}_{i:04d}.txt", points.astype(np.float64), delimiter=",", fmt="%.17g"
+        )
 
 
 def run_their_demo(repo: Path, work: Path, checkpoint: Path) -> np.ndarray:
     """Run demo/demo_face.py with its paths pointed at `work`; (T, 256, 256, 3) uint8 RGB outputs."""
     text = (repo / "demo" / "demo_face.py").read_text()
-    paths = {"sub_images_path": work / "images" / "subj", "sub_labels_path": work / "labels" / "subj",
-             "dri_images_path": work / "images" / "drv", "dri_labels_path": work / "labels" / "drv"}
+    paths = {
+        "sub_images_path": work / "images" / "subj",
+        "sub_labels_path": work / "labels" / "subj",
+        "dri_images_path": work / "images" / "drv",
+        "dri_labels_path": work / "labels" / "drv",
+    }
     text = re.sub(r'RESTORE_FROM = .*?\.pth"', f"RESTORE_FROM = {str(checkpoint)!r}", text, flags=re.S)
     text = re.sub(r"^root_dir = .*$", f"root_dir = {str(work / 'out')!r}", text, flags=re.M)
-    text = re.sub(r'^sys\.path\.append\(.*\)$', f"sys.path.append({str(repo)!r})", text, flags=re.M)
+    text = re.sub(r"^sys\.path\.append\(.*\)$", f"sys.path.append({str(repo)!r})", text, flags=re.M)
     for name, path in paths.items():
         text = re.sub(rf"^{name} = .*$", f"{name} = {str(path)!r}", text, flags=re.M)
     demo = work / "demo_face_here.py"
     demo.write_text(text)
-    prelude = (f"import sys, runpy; sys.argv = ['demo_face.py']; import authors_reference; "
-               f"authors_reference.load_authors_code({str(repo)!r}); "
-               f"runpy.run_path({str(demo)!r}, run_name='__main__')")
+    prelude = (
+        f"import sys, runpy; sys.argv = ['demo_face.py']; import authors_reference; "
+        f"authors_reference.load_authors_code({str(repo)!r}); "
+        f"runpy.run_path({str(demo)!r}, run_name='__main__')"
+    )
     env = dict(os.environ, PYTHONPATH=f"{HERE}{os.pathsep}{repo}")
     subprocess.run([sys.executable, "-c", prelude], cwd=repo, check=True, env=env)
     from PIL import Image
 
     panels = sorted((work / "out").glob("**/images/*/*_drv_*.png"))
-    return np.stack([np.asarray(Image.open(p).convert("RGB"))[:, 2 * SIZE:] for p in panels])
+    return np.stack([np.asarray(Image.open(p).convert("RGB"))[:, 2 * SIZE :] for p in panels])
 
 
 def run_their_model(checkpoint: Path, work: Path, mean_bgr) -> dict:
@@ -148,9 +160,15 @@ def run_their_model(checkpoint: Path, work: Path, mean_bgr) -> dict:
     for part in ("img_enc", "lbl_enc", "fuse_net", "dec"):
         getattr(model, part).load_state_dict(state[part])
     model.eval()
-    dataset = FaceDatasetTest(str(work / "images" / "subj"), str(work / "labels" / "subj"),
-                              str(work / "images" / "drv"), str(work / "labels" / "drv"),
-                              mean=np.array(mean_bgr, dtype=np.float32), fix_crop_pos=True, max_frame_num=40)
+    dataset = FaceDatasetTest(
+        str(work / "images" / "subj"),
+        str(work / "labels" / "subj"),
+        str(work / "images" / "drv"),
+        str(work / "labels" / "drv"),
+        mean=np.array(mean_bgr, dtype=np.float32),
+        fix_crop_pos=True,
+        max_frame_num=40,
+    )
     src_imgs, src_lbls, src_bboxs, _, _, tar_lbls, tar_bboxs, _ = dataset[0]
     src_imgs, src_lbls, src_bboxs = (torch.from_numpy(a) for a in (src_imgs, src_lbls, src_bboxs))
     tar_lbls, tar_bboxs = torch.from_numpy(tar_lbls), torch.from_numpy(tar_bboxs)
@@ -159,11 +177,13 @@ def run_their_model(checkpoint: Path, work: Path, mean_bgr) -> dict:
     raw, grids = [], []
     with torch.no_grad():
         for row in DRIVING_ROWS:
-            model.set_test_input(src_img_list=src_imgs[refs].unsqueeze(1),
-                                 src_lbl_list=vl2ch(src_lbls[refs], "face").unsqueeze(1),
-                                 src_bbox_list=src_bboxs[refs].unsqueeze(1),
-                                 tar_lbl=vl2ch(tar_lbls, "face")[row].unsqueeze(0),
-                                 tar_bbox=tar_bboxs[row].unsqueeze(0))
+            model.set_test_input(
+                src_img_list=src_imgs[refs].unsqueeze(1),
+                src_lbl_list=vl2ch(src_lbls[refs], "face").unsqueeze(1),
+                src_bbox_list=src_bboxs[refs].unsqueeze(1),
+                tar_lbl=vl2ch(tar_lbls, "face")[row].unsqueeze(0),
+                tar_bbox=tar_bboxs[row].unsqueeze(0),
+            )
             model.forward()
             raw.append(model.rec_tar_img[0])
             grids.append(torch.stack([g[0] for g in model.warp_grid2d_list]))
@@ -172,9 +192,15 @@ def run_their_model(checkpoint: Path, work: Path, mean_bgr) -> dict:
         return torch.nn.functional.interpolate(boxes[:, None].float(), (32, 32), mode="nearest")[:, 0].to(torch.uint8)
 
     rows = list(DRIVING_ROWS)
-    return {"ref_rows": torch.tensor(refs), "raw": torch.stack(raw), "grid": torch.stack(grids),
-            "subject_labels": src_lbls, "driving_labels": tar_lbls[rows],
-            "subject_box_cells": cells(src_bboxs[refs]), "driving_box_cells": cells(tar_bboxs[rows])}
+    return {
+        "ref_rows": torch.tensor(refs),
+        "raw": torch.stack(raw),
+        "grid": torch.stack(grids),
+        "subject_labels": src_lbls,
+        "driving_labels": tar_lbls[rows],
+        "subject_box_cells": cells(src_bboxs[refs]),
+        "driving_box_cells": cells(tar_bboxs[rows]),
+    }
 
 
 def pack(labels: torch.Tensor) -> torch.Tensor:
@@ -225,9 +251,14 @@ def main(argv=None):
         "demo_every_2nd": torch.from_numpy(demo[list(DRIVING_ROWS)][:, ::2, ::2].copy()),
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, args.output, metadata={
-        "source": "nihaomiao/WACV23_TSNet demo/demo_face.py and model/TSNet.py, run by tests/authors_reference.py",
-        "command": f"python tests/authors_reference.py {args.authors_repo}"})
+    save_file(
+        tensors,
+        args.output,
+        metadata={
+            "source": "nihaomiao/WACV23_TSNet demo/demo_face.py and model/TSNet.py, run by tests/authors_reference.py",
+            "command": f"python tests/authors_reference.py {args.authors_repo}",
+        },
+    )
     print(f"wrote {args.output} ({args.output.stat().st_size / 1024:.0f} KB)")
 
 

@@ -62,11 +62,13 @@ def is_fast(item: pytest.Item) -> bool:
 
 
 def pytest_collection_modifyitems(config, items):
-    unmarked = [item.nodeid for item in items if "shared_dir" in item.fixturenames
-                and not item.get_closest_marker("shared")]
+    unmarked = [
+        item.nodeid for item in items if "shared_dir" in item.fixturenames and not item.get_closest_marker("shared")
+    ]
     if unmarked:
-        raise pytest.UsageError("tests that use the shared_dir fixture need @pytest.mark.shared: "
-                                + ", ".join(unmarked))
+        raise pytest.UsageError(
+            "tests that use the shared_dir fixture need @pytest.mark.shared: " + ", ".join(unmarked)
+        )
 
 
 class FastTierGuard:
@@ -119,8 +121,12 @@ def pytest_runtest_call(item):
     guard = item.stash.get(GUARD, None)
     broken = guard.broken_rules() if guard is not None else []
     if broken:
-        pytest.fail("a fast test (no slow, browser or shared marker) broke the fast tier's rules: "
-                    + "; ".join(broken) + ". Mark it @pytest.mark.slow (tests/conftest.py says why).", pytrace=False)
+        pytest.fail(
+            "a fast test (no slow, browser or shared marker) broke the fast tier's rules: "
+            + "; ".join(broken)
+            + ". Mark it @pytest.mark.slow (tests/conftest.py says why).",
+            pytrace=False,
+        )
     return result
 
 

@@ -23,8 +23,12 @@ from tsnet_hf import TSNet, tiny_config
 from helpers import random_inputs
 
 GOLDEN = Path(__file__).resolve().parent / "data" / "golden_tiny.safetensors"
-CASES = {"face-decoder": ("face", "decoder"), "face-blend": ("face", "blend"),
-         "body-decoder": ("body", "decoder"), "body-blend": ("body", "blend")}
+CASES = {
+    "face-decoder": ("face", "decoder"),
+    "face-blend": ("face", "blend"),
+    "body-decoder": ("body", "decoder"),
+    "body-blend": ("body", "blend"),
+}
 STRIDE = 8  # pixels kept: every 8th row and column of the 64x64 frames (the file stays < 100 KB)
 # Weights drawn with std 0.1 rather than the training init's 0.02, so that every head moves the outputs
 # (at 0.02 the blend mask is 0.5 everywhere, to 1e-4).
@@ -55,8 +59,7 @@ def golden_values(case: str) -> dict[str, torch.Tensor]:
         sample = value if name == "grid" else value[..., ::STRIDE, ::STRIDE]
         projection = torch.rand(value.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
         values[f"{case}/{name}"] = sample.contiguous()
-        values[f"{case}/{name}/stats"] = torch.stack([value.mean(), value.square().mean(),
-                                                      (value * projection).mean()])
+        values[f"{case}/{name}/stats"] = torch.stack([value.mean(), value.square().mean(), (value * projection).mean()])
     return values
 
 

@@ -53,8 +53,11 @@ def random_inputs(config, batch=1, frames=3, driving=2, seed=0):
     generator = torch.Generator().manual_seed(seed)
     size, channels = config.image_size, config.mask_channels
     subject = torch.rand(batch, frames, 3, size, size, generator=generator) * 2 - 1
-    return (subject, random_masks(batch, frames, channels=channels, size=size, seed=seed),
-            random_masks(driving, channels=channels, size=size, seed=seed + 1))
+    return (
+        subject,
+        random_masks(batch, frames, channels=channels, size=size, seed=seed),
+        random_masks(driving, channels=channels, size=size, seed=seed + 1),
+    )
 
 
 def seeded_model(config, seed=0):
@@ -67,11 +70,14 @@ def random_lpips_files(folder: Path, seed: int = 0) -> tuple[Path, Path]:
     generator = torch.Generator().manual_seed(seed)
     trunk = vision.alexnet_features(None).state_dict()
     alexnet = folder / "alexnet.safetensors"
-    save_file({f"features.{k}": torch.randn(v.shape, generator=generator) * 0.05 for k, v in trunk.items()},
-              str(alexnet))
+    save_file(
+        {f"features.{k}": torch.randn(v.shape, generator=generator) * 0.05 for k, v in trunk.items()}, str(alexnet)
+    )
     linear = folder / "lin.safetensors"
-    save_file({f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1, generator=generator)
-               for i, c in enumerate(lpips.CHANNELS)}, str(linear))
+    save_file(
+        {f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1, generator=generator) for i, c in enumerate(lpips.CHANNELS)},
+        str(linear),
+    )
     return alexnet, linear
 
 
@@ -96,24 +102,52 @@ def write_cached_video(folder: Path, name: str, settings, images: np.ndarray, po
     np.save(video / "frames.npy", images)
     np.save(video / "landmarks.npy", points)
     np.save(video / "detected.npy", np.ones(len(images), bool))
-    meta = {"format": preprocess.FORMAT_VERSION, "settings": settings.__dict__, "stored_size": settings.stored_size,
-            "num_frames": len(images), "fps": 25.0}
+    meta = {
+        "format": preprocess.FORMAT_VERSION,
+        "settings": settings.__dict__,
+        "stored_size": settings.stored_size,
+        "num_frames": len(images),
+        "fps": 25.0,
+    }
     (video / preprocess.META_NAME).write_text(json.dumps(meta))
     return name
 
 
 def write_cache_index(folder: Path, settings, names: list[str]) -> Path:
     """The index.json that makes `folder` a cache of the videos `names`."""
-    (folder / preprocess.INDEX_NAME).write_text(json.dumps({"format": preprocess.FORMAT_VERSION,
-                                                            "settings": settings.__dict__, "videos": names}))
+    (folder / preprocess.INDEX_NAME).write_text(
+        json.dumps({"format": preprocess.FORMAT_VERSION, "settings": settings.__dict__, "videos": names})
+    )
     return folder
 
 
 def train_args(cache, output, *extra) -> list[str]:
     """Command line of a quick tiny face run on `cache`: batch 2, no VGG, no workers, no validation."""
-    return ["--data", str(cache), "--mode", "face", "--preset", "tiny", "--output", str(output), "--batch-size", "2",
-            "--no-vgg", "--workers", "0", "--log-every", "1", "--val-every", "0", "--val-clips", "2",
-            "--image-every", "1000", "--quiet", *extra]
+    return [
+        "--data",
+        str(cache),
+        "--mode",
+        "face",
+        "--preset",
+        "tiny",
+        "--output",
+        str(output),
+        "--batch-size",
+        "2",
+        "--no-vgg",
+        "--workers",
+        "0",
+        "--log-every",
+        "1",
+        "--val-every",
+        "0",
+        "--val-clips",
+        "2",
+        "--image-every",
+        "1000",
+        "--quiet",
+        *extra,
+    ]
 
 
 def run_training(argv) -> train.Trainer:
@@ -125,8 +159,13 @@ def run_training(argv) -> train.Trainer:
 # ----- the app server -------------------------------------------------------------------------------------
 
 # Offline, no telemetry, and never through a proxy for the local server.
-APP_ENV = {"GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1",
-           "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
+APP_ENV = {
+    "GRADIO_ANALYTICS_ENABLED": "False",
+    "HF_HUB_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "NO_PROXY": "127.0.0.1,localhost",
+    "no_proxy": "127.0.0.1,localhost",
+}
 
 
 class ServerError(RuntimeError):
@@ -162,8 +201,15 @@ def serve_app(app_args: list[str], folder: Path, timeout: float = 120.0, unset: 
     port = free_port()
     log = folder / "app.log"
     env = {key: value for key, value in {**os.environ, **APP_ENV}.items() if key not in unset}
-    command = [sys.executable, str(ROOT / "app.py"), "--port", str(port), "--cache-dir", str(folder / "cache"),
-               *app_args]
+    command = [
+        sys.executable,
+        str(ROOT / "app.py"),
+        "--port",
+        str(port),
+        "--cache-dir",
+        str(folder / "cache"),
+        *app_args,
+    ]
     with open(log, "w") as handle:
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"

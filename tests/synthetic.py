@@ -68,8 +68,7 @@ def ellipse_by_count(center, width, height, start, count, clockwise=True):
     """`count` points on an ellipse from angle `start` (radians, 0 = +x), y pointing down."""
     step = 2 * math.pi / count * (1 if clockwise else -1)
     angles = start + step * np.arange(count)
-    return np.stack([center[0] + width / 2 * np.cos(angles),
-                     center[1] + height / 2 * np.sin(angles)], -1)
+    return np.stack([center[0] + width / 2 * np.cos(angles), center[1] + height / 2 * np.sin(angles)], -1)
 
 
 def face_shape(eye=18.0, mouth=40.0, jaw=(100.0, 60.0), nose=1.0, brow=30.0, mouth_open=6.0):
@@ -86,8 +85,9 @@ def face_shape(eye=18.0, mouth=40.0, jaw=(100.0, 60.0), nose=1.0, brow=30.0, mou
     left_eye = ellipse_by_count((22, -8), eye, eye / 3, math.pi, 6)  # inner corner first
     outer = ellipse_by_count((0, 38), mouth, 14, math.pi, 12)
     inner = ellipse_by_count((0, 38), 0.75 * mouth, mouth_open, math.pi, 8)
-    return np.concatenate([jaw_pts, right_brow, left_brow, bridge, base, right_eye, left_eye,
-                           outer, inner]).astype(np.float64)
+    return np.concatenate([jaw_pts, right_brow, left_brow, bridge, base, right_eye, left_eye, outer, inner]).astype(
+        np.float64
+    )
 
 
 def place(shape, scale, center, angle=0.0):
@@ -107,7 +107,7 @@ def synthetic_face(cx=127.5, cy=128.0, s=60.0) -> np.ndarray:
     """(68, 3) float32 dlib-layout face, mirror-symmetric about x = cx, all confidences 1."""
     t = np.linspace(0, np.pi, 17)
     parts = [
-        np.stack([cx - s * np.cos(t), cy + 0.9 * s * np.sin(t)], axis=1),          # jaw 0-16
+        np.stack([cx - s * np.cos(t), cy + 0.9 * s * np.sin(t)], axis=1),  # jaw 0-16
         np.stack([np.linspace(cx - 0.75 * s, cx - 0.15 * s, 5), np.full(5, cy - 0.55 * s)], 1),
         np.stack([np.linspace(cx + 0.15 * s, cx + 0.75 * s, 5), np.full(5, cy - 0.55 * s)], 1),
         np.stack([np.full(4, cx), np.linspace(cy - 0.4 * s, cy + 0.05 * s, 4)], axis=1),
@@ -122,10 +122,31 @@ def synthetic_face(cx=127.5, cy=128.0, s=60.0) -> np.ndarray:
 
 
 BODY25_XY = [
-    (127.5, 40), (127.5, 70), (97.5, 70), (67.5, 70), (37.5, 70), (157.5, 70), (187.5, 70),
-    (217.5, 70), (127.5, 140), (112.5, 140), (107.5, 185), (102.5, 222), (142.5, 140),
-    (147.5, 185), (152.5, 222), (121.5, 35), (133.5, 35), (115.5, 38), (139.5, 38), (164.5, 240),
-    (172.5, 236), (150.5, 236), (90.5, 240), (82.5, 236), (104.5, 236),
+    (127.5, 40),
+    (127.5, 70),
+    (97.5, 70),
+    (67.5, 70),
+    (37.5, 70),
+    (157.5, 70),
+    (187.5, 70),
+    (217.5, 70),
+    (127.5, 140),
+    (112.5, 140),
+    (107.5, 185),
+    (102.5, 222),
+    (142.5, 140),
+    (147.5, 185),
+    (152.5, 222),
+    (121.5, 35),
+    (133.5, 35),
+    (115.5, 38),
+    (139.5, 38),
+    (164.5, 240),
+    (172.5, 236),
+    (150.5, 236),
+    (90.5, 240),
+    (82.5, 236),
+    (104.5, 236),
 ]
 
 
@@ -141,8 +162,14 @@ def synthetic_hand(wrist, direction) -> np.ndarray:
 
 def synthetic_body(with_face=True) -> np.ndarray:
     """(135, 3) float32 T-pose person in a 256x256 canvas, mirror-symmetric about x = 127.5."""
-    xy = np.concatenate([np.asarray(BODY25_XY), synthetic_hand(BODY25_XY[7], 1),
-                         synthetic_hand(BODY25_XY[4], -1), synthetic_face(127.5, 40, 14)[:, :2]])
+    xy = np.concatenate(
+        [
+            np.asarray(BODY25_XY),
+            synthetic_hand(BODY25_XY[7], 1),
+            synthetic_hand(BODY25_XY[4], -1),
+            synthetic_face(127.5, 40, 14)[:, :2],
+        ]
+    )
     confidence = np.ones((135, 1))
     if not with_face:
         confidence[layouts.FACE_SLICE] = 0

@@ -33,9 +33,14 @@ def talking_face(num_frames=60, seed=0, **shape):
     frames = []
     for t in range(num_frames):
         mouth_open = 4 + 6 * abs(math.sin(t / 3))
-        frames.append(place(face_shape(mouth_open=mouth_open, **shape), 1.5,
-                            (300 + 20 * math.sin(t / 10), 200 + 5 * t / num_frames),
-                            angle=0.15 * math.sin(t / 7)))
+        frames.append(
+            place(
+                face_shape(mouth_open=mouth_open, **shape),
+                1.5,
+                (300 + 20 * math.sin(t / 10), 200 + 5 * t / num_frames),
+                angle=0.15 * math.sin(t / 7),
+            )
+        )
     points = np.stack(frames)
     points[..., :2] += rng.normal(0, 0.2, points[..., :2].shape)
     return points.astype(np.float32)
@@ -69,8 +74,7 @@ def test_face_motion_is_kept():
     aligned = align_face(driving, subject)
     scale = np.median(part_sizes(subject)["face"]) / np.median(part_sizes(driving)["face"])
     # Every point moves by the driving's step times the global scale.
-    np.testing.assert_allclose(np.diff(aligned[..., :2], axis=0),
-                               scale * np.diff(driving[..., :2], axis=0), atol=1e-3)
+    np.testing.assert_allclose(np.diff(aligned[..., :2], axis=0), scale * np.diff(driving[..., :2], axis=0), atol=1e-3)
 
 
 def eye_line_angle(points):
@@ -103,7 +107,8 @@ def test_face_mirror_parts_share_one_factor():
     aligned = medians(part_sizes(align_face(driving, subject)))
     driving_sizes = medians(part_sizes(driving))
     assert aligned["right_eye"] / aligned["left_eye"] == pytest.approx(
-        driving_sizes["right_eye"] / driving_sizes["left_eye"], rel=1e-6)
+        driving_sizes["right_eye"] / driving_sizes["left_eye"], rel=1e-6
+    )
     assert aligned["eyes"] == pytest.approx(medians(part_sizes(subject))["eyes"], rel=1e-3)
 
 
@@ -131,11 +136,36 @@ def test_face_bad_input():
 # ----------------------------------------------------------------------------------------------
 # Synthetic skeletons
 
-BODY25_TEMPLATE = np.array([
-    (0, -160), (0, -130), (-25, -130), (-35, -90), (-40, -50), (25, -130), (35, -90), (40, -50),
-    (0, -40), (-12, -40), (-14, 10), (-15, 60), (12, -40), (14, 10), (15, 60), (-5, -165),
-    (5, -165), (-10, -162), (10, -162), (22, 65), (0, 0), (12, 63), (-22, 65), (0, 0), (-12, 63),
-], dtype=np.float64)
+BODY25_TEMPLATE = np.array(
+    [
+        (0, -160),
+        (0, -130),
+        (-25, -130),
+        (-35, -90),
+        (-40, -50),
+        (25, -130),
+        (35, -90),
+        (40, -50),
+        (0, -40),
+        (-12, -40),
+        (-14, 10),
+        (-15, 60),
+        (12, -40),
+        (14, 10),
+        (15, 60),
+        (-5, -165),
+        (5, -165),
+        (-10, -162),
+        (10, -162),
+        (22, 65),
+        (0, 0),
+        (12, 63),
+        (-22, 65),
+        (0, 0),
+        (-12, 63),
+    ],
+    dtype=np.float64,
+)
 
 
 def body_shape(arm=1.0, leg=1.0, torso=1.0, head=1.0):
@@ -153,9 +183,12 @@ def body_shape(arm=1.0, leg=1.0, torso=1.0, head=1.0):
     points[layouts.FACE_SLICE, :2] = 0.12 * face_shape() + BODY25_TEMPLATE[0] + (0, 2)
     points[:, 2] = 1.0
     points[[20, 23], :] = 0.0
-    factor = {**{b: arm for b in [(2, 3), (3, 4), (5, 6), (6, 7)]},
-              **{b: leg for b in [(9, 10), (10, 11), (12, 13), (13, 14)]},
-              (1, 8): torso, (1, 0): head}
+    factor = {
+        **{b: arm for b in [(2, 3), (3, 4), (5, 6), (6, 7)]},
+        **{b: leg for b in [(9, 10), (10, 11), (12, 13), (13, 14)]},
+        (1, 8): torso,
+        (1, 0): head,
+    }
     return rescale_bones(points, factor)
 
 
@@ -208,8 +241,9 @@ def paired_bone_medians(points):
     """(B,) mean of the median lengths of each BODY_25 bone and its left/right mirror (what
     align_body matches; bones on the midline: their own), over frames where measured (NaN
     when a side is measured in < 3 frames)."""
-    medians_ = np.array([np.median(c[np.isfinite(c)]) if np.isfinite(c).sum() >= 3 else np.nan
-                         for c in bone_lengths(points).T])
+    medians_ = np.array(
+        [np.median(c[np.isfinite(c)]) if np.isfinite(c).sum() >= 3 else np.nan for c in bone_lengths(points).T]
+    )
     return (medians_ + medians_[MIRROR]) / 2
 
 
@@ -262,8 +296,7 @@ def test_body_half_body_subject_and_missing_joints():
     # Legs unseen in the subject: scaled by the global factor only (the torso + head ratio).
     scale = np.median(bone_lengths(aligned)[:, 0]) / np.median(bone_lengths(driving)[:, 0])
     shin = BODY_BONES.index((10, 11))
-    ratio = (np.nanmedian(bone_lengths(aligned)[:, shin])
-             / np.nanmedian(bone_lengths(driving)[:, shin]))
+    ratio = np.nanmedian(bone_lengths(aligned)[:, shin]) / np.nanmedian(bone_lengths(driving)[:, shin])
     assert 0.8 * scale < ratio < 1.25 * scale
 
 
@@ -310,8 +343,10 @@ def test_real_face_pairs(shared_dir, landmark_cache, driving_clip, subject_clip)
     aligned = align_face(driving, subject)
     before, target, after = (medians(part_sizes(x)) for x in (driving, subject, aligned))
     for part in (*FACE_PARTS_CHECKED, "face"):
-        print(f"{driving_clip} -> {subject_clip} {part}: driving {before[part]:.1f} px, "
-              f"subject {target[part]:.1f}, aligned {after[part]:.1f}")
+        print(
+            f"{driving_clip} -> {subject_clip} {part}: driving {before[part]:.1f} px, "
+            f"subject {target[part]:.1f}, aligned {after[part]:.1f}"
+        )
         assert abs(after[part] / target[part] - 1) < 0.05, part
     assert motion_correlation(driving, aligned) > 0.95
 
@@ -333,8 +368,10 @@ def test_real_body_pairs(shared_dir, landmark_cache, driving_clip, subject_clip)
             continue  # a side unmeasured in one video: compared through its measured mirror
         checked += 1
         name = f"{layouts.BODY25_NAMES[a]}-{layouts.BODY25_NAMES[b]}"
-        print(f"{driving_clip} -> {subject_clip} {name} (mean with mirror): driving "
-              f"{before[i]:.1f} px, subject {target[i]:.1f}, aligned {after[i]:.1f}")
+        print(
+            f"{driving_clip} -> {subject_clip} {name} (mean with mirror): driving "
+            f"{before[i]:.1f} px, subject {target[i]:.1f}, aligned {after[i]:.1f}"
+        )
         assert abs(after[i] / target[i] - 1) < 0.05, name
     assert checked >= 10
     assert motion_correlation(driving[:, :25], aligned[:, :25]) > 0.9

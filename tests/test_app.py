@@ -13,7 +13,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from dataclasses import fields
 from pathlib import Path
 
@@ -32,8 +31,15 @@ from synthetic import astronaut, moving_face_frames, write_video
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 VIDEO_NAMES = ("output", "side_by_side", "warped", "driving_masks", "aligned_masks")  # every model's
 
 
@@ -79,9 +85,21 @@ def client(server):
 def retarget(client, **inputs):
     """Call /retarget with the page's defaults for whatever is not given."""
     import gradio_client
-    values = dict(subject_photo=None, subject_video=None, driving_video=None, motion_template="", mode="auto",
-                  subject_frames=3, selection="nearest", align=True, smooth=True, max_seconds=10,
-                  missing="interpolate", color_match=False)
+
+    values = dict(
+        subject_photo=None,
+        subject_video=None,
+        driving_video=None,
+        motion_template="",
+        mode="auto",
+        subject_frames=3,
+        selection="nearest",
+        align=True,
+        smooth=True,
+        max_seconds=10,
+        missing="interpolate",
+        color_match=False,
+    )
     for name in ("subject_photo", "subject_video", "driving_video"):
         if inputs.get(name) is not None:
             inputs[name] = gradio_client.handle_file(str(inputs[name]))
@@ -94,6 +112,7 @@ def unpack(outputs) -> dict:
 
 
 # ----- the /retarget API ---------------------------------------------------------------------------
+
 
 @pytest.mark.slow  # the app server (app.py in a subprocess)
 def test_api_returns_every_output_with_the_driving_length(client, media):
@@ -114,8 +133,16 @@ def test_api_returns_every_output_with_the_driving_length(client, media):
 
 @pytest.mark.slow  # the app server (app.py in a subprocess)
 def test_api_subject_video_with_a_motion_template_and_a_length_limit(client, media):
-    out = unpack(retarget(client, subject_video=media["subject_video"], motion_template="face_expressions",
-                          mode="face", subject_frames=2, max_seconds=2))
+    out = unpack(
+        retarget(
+            client,
+            subject_video=media["subject_video"],
+            motion_template="face_expressions",
+            mode="face",
+            subject_frames=2,
+            max_seconds=2,
+        )
+    )
     assert len(read_frames(out["output"])[0]) == 50  # 2 s of the 25 fps template
     assert len(read_frames(out["aligned_masks"])[0]) == 50
     assert len(out["subject_frames"]) > 2
@@ -123,18 +150,23 @@ def test_api_subject_video_with_a_motion_template_and_a_length_limit(client, med
     assert "Used the first 2 s of the 3.1 s driving video" in out["summary"]
 
 
-@pytest.mark.parametrize("inputs, expected", [
-    ({"subject_photo": "photo", "driving_video": "not_a_video"}, "not_a_video.mp4 cannot be read as a video"),
-    ({"subject_photo": "no_face", "driving_video": "driving", "mode": "face"}, "No face was found in the image"),
-    ({"driving_video": "driving"}, "Upload a subject photo or video"),
-    ({"subject_photo": "photo"}, "Upload or record a driving video, or choose a motion template"),
-    ({"subject_photo": "photo", "subject_video": "subject_video", "driving_video": "driving"}, "not both"),
-    ({"subject_photo": "photo", "driving_video": "driving", "mode": "body"}, "no body checkpoint loaded"),
-    ({"subject_photo": "photo", "driving_video": "driving", "max_seconds": 60},
-     "greater than maximum value 10"),  # gradio's own check of the slider
-    ({"subject_photo": "photo", "motion_template": "body_kpop", "mode": "auto"}, "no body checkpoint loaded"),
-    ({"subject_photo": "photo", "motion_template": "face_talking", "mode": "body"}, "template is a face motion"),
-])
+@pytest.mark.parametrize(
+    "inputs, expected",
+    [
+        ({"subject_photo": "photo", "driving_video": "not_a_video"}, "not_a_video.mp4 cannot be read as a video"),
+        ({"subject_photo": "no_face", "driving_video": "driving", "mode": "face"}, "No face was found in the image"),
+        ({"driving_video": "driving"}, "Upload a subject photo or video"),
+        ({"subject_photo": "photo"}, "Upload or record a driving video, or choose a motion template"),
+        ({"subject_photo": "photo", "subject_video": "subject_video", "driving_video": "driving"}, "not both"),
+        ({"subject_photo": "photo", "driving_video": "driving", "mode": "body"}, "no body checkpoint loaded"),
+        (
+            {"subject_photo": "photo", "driving_video": "driving", "max_seconds": 60},
+            "greater than maximum value 10",
+        ),  # gradio's own check of the slider
+        ({"subject_photo": "photo", "motion_template": "body_kpop", "mode": "auto"}, "no body checkpoint loaded"),
+        ({"subject_photo": "photo", "motion_template": "face_talking", "mode": "body"}, "template is a face motion"),
+    ],
+)
 @pytest.mark.slow  # the app server (app.py in a subprocess)
 def test_api_bad_input_gives_one_sentence(client, media, inputs, expected):
     from gradio_client.exceptions import AppError
@@ -155,11 +187,14 @@ def test_api_still_works_after_errors(client, media):
 
 # ----- the page in a real browser ----------------------------------------------------------------
 
+
 def _wait_for_playable(page, selector: str, timeout_ms: int = 120_000):
     page.wait_for_function(
         "(sel) => { const v = document.querySelector(sel + ' video');"
         " return !!(v && v.currentSrc && v.readyState >= 1 && v.duration > 0); }",
-        arg=selector, timeout=timeout_ms)
+        arg=selector,
+        timeout=timeout_ms,
+    )
 
 
 @pytest.mark.browser
@@ -204,6 +239,7 @@ def test_page_runs_and_shows_errors(server, media, tmp_path):
 
 
 # ----- settings, templates, Space: no server -------------------------------------------------------
+
 
 def test_motion_templates_load_are_small_and_name_their_sources():
     from tsnet_hf.demo import TEMPLATES_DIR, list_templates
@@ -251,8 +287,20 @@ def test_without_a_checkpoint_the_page_says_so_and_runs_nothing(monkeypatch, med
     assert settings.models == {}
     assert demo.NO_CHECKPOINT in demo.header_markdown(settings)
     with pytest.raises(gr.Error, match="No trained TS-Net checkpoint is shipped yet"):
-        demo.Retargeter(settings)(str(media["photo"]), None, str(media["driving"]), "", "auto", 3, "nearest",
-                                  True, True, 10, "interpolate", False)
+        demo.Retargeter(settings)(
+            str(media["photo"]),
+            None,
+            str(media["driving"]),
+            "",
+            "auto",
+            3,
+            "nearest",
+            True,
+            True,
+            10,
+            "interpolate",
+            False,
+        )
 
 
 def test_checkpoints_come_from_flags_or_environment(monkeypatch, media):
@@ -286,6 +334,7 @@ def test_gpu_decorator_changes_nothing_without_spaces():
 
     try:
         import spaces  # noqa: F401
+
         pytest.skip("the spaces package is installed")
     except ImportError:
         pass
@@ -313,23 +362,27 @@ def test_the_spaces_gpu_path_wraps_the_handler(monkeypatch, media):
             def on_gpu(*args, **kwargs):
                 called.append(function.__name__)
                 return function(*args, **kwargs)
+
             on_gpu.__wrapped__ = function
             return on_gpu
+
         return decorate
 
     spaces = types.ModuleType("spaces")
     spaces.GPU = GPU
     monkeypatch.setitem(sys.modules, "spaces", spaces)
     monkeypatch.setenv("SPACES_ZERO_GPU", "true")
-    settings = demo.load_settings(demo.build_parser().parse_args(["--checkpoint", str(media["checkpoint"]),
-                                                                  "--no-shipped"]))
+    settings = demo.load_settings(
+        demo.build_parser().parse_args(["--checkpoint", str(media["checkpoint"]), "--no-shipped"])
+    )
     assert (settings.device_label, settings.on_gpu, settings.max_seconds) == ("ZeroGPU", True, demo.GPU_MAX_SECONDS)
     page = demo.build_demo(settings)
     assert applied == [(demo.GPU_DURATION, "retarget")]
     handler = next(f.fn for f in page.fns.values() if f.api_name == "retarget")
     assert handler.__name__ == "on_gpu"
-    updates = handler(str(media["photo"]), None, None, "face_talking", "face", 1, "nearest", True, True, 1,
-                      "interpolate", False)  # a generator: live-view frames, then the outputs
+    updates = handler(
+        str(media["photo"]), None, None, "face_talking", "face", 1, "nearest", True, True, 1, "interpolate", False
+    )  # a generator: live-view frames, then the outputs
     *_, outputs = updates
     assert called == ["retarget"]
     assert probe_video(outputs[OUTPUT_ORDER.index("output")]).frame_count > 0
@@ -349,13 +402,21 @@ def test_build_space_dry_run_writes_a_runnable_folder(tmp_path, monkeypatch, cap
         sys.path.pop(0)
     out = tmp_path / "space"
     assert build_space.main([str(out), "--dry-run"]) == 0
-    for name in ("README.md", "app.py", "requirements.txt", "packages.txt", "tsnet_hf/__init__.py",
-                 "tsnet_hf/demo.py", "tsnet_hf/assets/templates/face_talking.npz"):
+    for name in (
+        "README.md",
+        "app.py",
+        "requirements.txt",
+        "packages.txt",
+        "tsnet_hf/__init__.py",
+        "tsnet_hf/demo.py",
+        "tsnet_hf/assets/templates/face_talking.npz",
+    ):
         assert (out / name).is_file(), name
     assert not list(out.rglob("__pycache__"))
     assert build_space.main([str(out), "--dry-run"]) == 0  # an earlier build is replaced
 
     import huggingface_hub.constants
+
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     capsys.readouterr()
     assert build_space.main([str(out), "--repo-id", "someone/tsnet-demo"]) == 1
@@ -379,7 +440,7 @@ def test_build_space_lists_the_upload_and_checks_the_folder(tmp_path, capsys):
     out = tmp_path / "space"
     assert build_space.main([str(out), "--dry-run", "--repo-id", "me/tsnet-demo"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    listed = lines[lines.index("would upload to https://huggingface.co/spaces/me/tsnet-demo:") + 1:]
+    listed = lines[lines.index("would upload to https://huggingface.co/spaces/me/tsnet-demo:") + 1 :]
     files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
     assert sorted(line.split()[0] for line in listed) == files
     assert "checkpoints/face-blend-128/model.safetensors" in files
@@ -389,8 +450,9 @@ def test_build_space_lists_the_upload_and_checks_the_folder(tmp_path, capsys):
     if mismatched:
         with pytest.raises(build_space.BuildError, match="does not match the Space's pins: " + mismatched[0]):
             build_space.check(out, sys.executable)
-    (out / "requirements.txt").write_text("".join(f"{name}=={metadata.version(name).split('+')[0]}\n"
-                                                  for name in pins if name != "gradio"))
+    (out / "requirements.txt").write_text(
+        "".join(f"{name}=={metadata.version(name).split('+')[0]}\n" for name in pins if name != "gradio")
+    )
     card = (out / "README.md").read_text()
     (out / "README.md").write_text(re.sub(r"sdk_version: .*", f"sdk_version: {metadata.version('gradio')}", card))
     report = build_space.check(out, sys.executable)
@@ -440,7 +502,9 @@ def test_space_pins_match_pyproject():
     for requirement in [*dependencies, *app]:
         name = canonicalize_name(requirement.name)
         assert name in space, f"space/requirements.txt lacks {name}"
-        assert requirement.specifier.contains(space[name]), f"the Space's {name}=={space[name]} is outside {requirement}"
+        assert requirement.specifier.contains(space[name]), (
+            f"the Space's {name}=={space[name]} is outside {requirement}"
+        )
     assert space["torch"] in build_space.ZEROGPU_TORCH
     assert build_space.card_python(REPO / "space") == build_space.ZEROGPU_PYTHON == "3.10"
 
@@ -456,7 +520,9 @@ def test_constraints_pin_every_requirement_inside_its_range():
     for requirement in [*dependencies, *extras]:
         name = canonicalize_name(requirement.name)
         assert name in pins, f"constraints.txt lacks {name}"
-        assert requirement.specifier.contains(pins[name]), f"constraints.txt's {name}=={pins[name]} is outside {requirement}"
+        assert requirement.specifier.contains(pins[name]), (
+            f"constraints.txt's {name}=={pins[name]} is outside {requirement}"
+        )
     assert 'pip install -e ".[all]" -c constraints.txt' in (REPO / "README.md").read_text()
     assert '-e ".[all]" -c constraints.txt' in (REPO / ".ci" / "run").read_text()
 
@@ -468,13 +534,29 @@ def test_a_blend_model_adds_the_blend_mask_video(media, tmp_path):
     from tsnet_hf import demo
 
     torch.manual_seed(0)
-    settings = demo.DemoSettings(models={"face": TSNet(tiny_config("face", output="blend")).eval()},
-                                 sources={"face": "random weights"}, device="cpu", cache_dir=tmp_path)
+    settings = demo.DemoSettings(
+        models={"face": TSNet(tiny_config("face", output="blend")).eval()},
+        sources={"face": "random weights"},
+        device="cpu",
+        cache_dir=tmp_path,
+    )
     page = demo.build_demo(settings)
     shown = [block for block in page.blocks.values() if getattr(block, "elem_id", None) == "blend-mask"]
     assert len(shown) == 1 and isinstance(shown[0], gr.Video) and shown[0].visible
-    outputs = demo.Retargeter(settings)(str(media["photo"]), None, str(media["driving"]), "", "face", 1,
-                                        "nearest", True, True, 0.5, "interpolate", False)
+    outputs = demo.Retargeter(settings)(
+        str(media["photo"]),
+        None,
+        str(media["driving"]),
+        "",
+        "face",
+        1,
+        "nearest",
+        True,
+        True,
+        0.5,
+        "interpolate",
+        False,
+    )
     out = unpack(outputs)
     for name in (*VIDEO_NAMES, "blend_mask"):
         assert len(read_frames(out[name])[0]) == 12, name  # 0.5 s of the 25 fps driving video
@@ -500,10 +582,26 @@ def test_the_run_streams_previews_and_stops_when_closed(media, tmp_path, monkeyp
 
     monkeypatch.setattr(RetargetPipeline, "generate", slow_generate)
 
-    settings = demo.DemoSettings(models={"face": TSNet.from_pretrained(media["checkpoint"]).eval()},
-                                 sources={"face": "tiny"}, device="cpu", cache_dir=tmp_path)
-    inputs = (str(media["photo"]), None, str(media["driving"]), "", "face", 1, "nearest", True, True, 1.2,
-              "interpolate", False)
+    settings = demo.DemoSettings(
+        models={"face": TSNet.from_pretrained(media["checkpoint"]).eval()},
+        sources={"face": "tiny"},
+        device="cpu",
+        cache_dir=tmp_path,
+    )
+    inputs = (
+        str(media["photo"]),
+        None,
+        str(media["driving"]),
+        "",
+        "face",
+        1,
+        "nearest",
+        True,
+        True,
+        1.2,
+        "interpolate",
+        False,
+    )
     updates = list(demo.Retargeter(settings).stream(*inputs))
     previews = [dict(zip(OUTPUT_ORDER, update))["preview"] for update in updates[:-1]]
     assert previews and all(isinstance(p, np.ndarray) and p.shape == (64, 5 * 64, 3) for p in previews)
@@ -528,8 +626,12 @@ def test_a_decoder_model_page_hides_the_blend_mask(media, tmp_path):
     pytest.importorskip("gradio")
     from tsnet_hf import demo
 
-    settings = demo.DemoSettings(models={"face": TSNet.from_pretrained(media["checkpoint"]).eval()},
-                                 sources={"face": "tiny"}, device="cpu", cache_dir=tmp_path)
+    settings = demo.DemoSettings(
+        models={"face": TSNet.from_pretrained(media["checkpoint"]).eval()},
+        sources={"face": "tiny"},
+        device="cpu",
+        cache_dir=tmp_path,
+    )
     page = demo.build_demo(settings)
     shown = [block for block in page.blocks.values() if getattr(block, "elem_id", None) == "blend-mask"]
     assert len(shown) == 1 and not shown[0].visible
@@ -542,8 +644,9 @@ def test_body_template_drives_a_full_body_photo(monkeypatch, shared_dir, tmp_pat
 
     settings = _settings(monkeypatch, "--random-weights", "--cache-dir", str(tmp_path))
     photo = shared_dir / "data" / "photos" / "fullbody_mimicmotion_demo1.jpg"
-    outputs = demo.Retargeter(settings)(str(photo), None, None, "body_kpop", "auto", 3, "nearest", True, True, 1,
-                                        "interpolate", False)
+    outputs = demo.Retargeter(settings)(
+        str(photo), None, None, "body_kpop", "auto", 3, "nearest", True, True, 1, "interpolate", False
+    )
     output, side, warped, driving_masks, aligned_masks, gallery, summary, report, blend_mask, preview = outputs
     assert blend_mask is None
     for path in (output, side, warped, driving_masks, aligned_masks):
@@ -558,17 +661,29 @@ def test_the_page_takes_its_inputs_and_choices_from_one_place(media, tmp_path):
     from tsnet_hf import demo
 
     assert demo.INPUT_ORDER == tuple(f.name for f in fields(demo.FormInputs))
-    settings = demo.DemoSettings(models={"face": TSNet.from_pretrained(media["checkpoint"]).eval()},
-                                 sources={"face": "tiny"}, device="cpu", cache_dir=tmp_path)
+    settings = demo.DemoSettings(
+        models={"face": TSNet.from_pretrained(media["checkpoint"]).eval()},
+        sources={"face": "tiny"},
+        device="cpu",
+        cache_dir=tmp_path,
+    )
     page = demo.build_demo(settings)
     function = next(f for f in page.fns.values() if f.api_name == "retarget")
     assert tuple(inspect.signature(function.fn).parameters) == (*demo.INPUT_ORDER, "progress")
-    assert [block.elem_id for block in function.inputs][:4] == ["subject-photo", "subject-video", "driving-video",
-                                                                 "motion-template"]
-    radios = {block.label: [value for _, value in block.choices] for block in function.inputs
-              if isinstance(block, gr.Radio)}
-    assert radios == {"Mode": list(RUN_MODES), "Subject-frame selection": list(SELECTIONS),
-                      "Frames where nothing is detected": list(MISSING_POLICIES)}
+    assert [block.elem_id for block in function.inputs][:4] == [
+        "subject-photo",
+        "subject-video",
+        "driving-video",
+        "motion-template",
+    ]
+    radios = {
+        block.label: [value for _, value in block.choices] for block in function.inputs if isinstance(block, gr.Radio)
+    }
+    assert radios == {
+        "Mode": list(RUN_MODES),
+        "Subject-frame selection": list(SELECTIONS),
+        "Frames where nothing is detected": list(MISSING_POLICIES),
+    }
 
 
 def test_a_run_the_page_left_deletes_its_finished_result():

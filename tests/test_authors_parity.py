@@ -78,16 +78,18 @@ def test_boxes_from_keypoints_match_their_box_maps(reference, inputs):
         assert torch.equal(cells, theirs), side
     # the fractional box (edges not floored) marks other cells: what issue 17 found
     loose = torch.tensor([mask_box(p, SIZE) for p in inputs["driving_points"]], dtype=torch.float32)
-    assert not torch.equal(box_membership(loose, SIZE, (32, 32), authors=True),
-                           reference["driving_box_cells"].flatten(1).bool())
+    assert not torch.equal(
+        box_membership(loose, SIZE, (32, 32), authors=True), reference["driving_box_cells"].flatten(1).bool()
+    )
 
 
 @pytest.mark.slow  # the paper-size model (86 M parameters)
 def test_converted_tsnet_reproduces_their_raw_output_and_grid(reference, model, inputs):
     frames = to_model_frames(inputs["crops"], "cpu")[None]
     with torch.inference_mode():
-        memory = model.encode_subject(frames, onehot(inputs["subject_labels"])[None],
-                                      authors_boxes(inputs["subject_points"])[None])
+        memory = model.encode_subject(
+            frames, onehot(inputs["subject_labels"])[None], authors_boxes(inputs["subject_points"])[None]
+        )
         out = model.generate(memory, onehot(inputs["driving_labels"]), authors_boxes(inputs["driving_points"]))
     mean = torch.tensor(AUTHORS_FACE_MEAN_BGR).view(3, 1, 1) / 255
     theirs_space = (out.unclamped + 1).flip(1) / 2 - mean  # RGB [-1, 1] -> their BGR minus mean / 255
@@ -105,8 +107,15 @@ def test_pipeline_reproduces_their_demo_frames(reference, model, inputs, monkeyp
     run = Run(pipe, RunOptions(), None, None)
     subject_boxes = run._authors_boxes(inputs["subject_points"])
     memory = pipe.encode(inputs["crops"], onehot(inputs["subject_labels"]), subject_boxes)
-    pool = SubjectPool(inputs["crops"], inputs["subject_points"], inputs["subject_labels"], np.arange(3),
-                       inputs["subject_points"], memory, "")
+    pool = SubjectPool(
+        inputs["crops"],
+        inputs["subject_points"],
+        inputs["subject_labels"],
+        np.arange(3),
+        inputs["subject_points"],
+        memory,
+        "",
+    )
     driving = inputs["driving_points"]
     plan = DrivingPlan(None, None, driving, driving, np.tile(np.arange(3), (len(driving), 1)), None, None)
     # the masks drawn from the driving landmarks: theirs here (our drawing is ours, not under test)
@@ -146,8 +155,22 @@ def test_cli_gives_whole_pixel_boxes_only_to_authors_models(tmp_path, monkeypatc
     monkeypatch.setattr(TSNet, "encode_subject", spy_encode)
     monkeypatch.setattr(TSNet, "generate", spy_generate)
     out = tmp_path / "out.mp4"
-    assert cli_main([str(subject), str(driving), "-o", str(out), "--checkpoint", str(tmp_path / "model"),
-                     "--device", "cpu", "-q"]) == 0
+    assert (
+        cli_main(
+            [
+                str(subject),
+                str(driving),
+                "-o",
+                str(out),
+                "--checkpoint",
+                str(tmp_path / "model"),
+                "--device",
+                "cpu",
+                "-q",
+            ]
+        )
+        == 0
+    )
     assert out.is_file() and len(seen) >= 2
     for boxes in seen:
         if authors_compat:
@@ -167,10 +190,18 @@ def test_bf16_needs_fp32_encoders_to_stay_near_their_frames(reference, model, in
     gaps = {}
     for fp32_encoders in (True, False):
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
-            memory = model.encode_subject(frames, onehot(inputs["subject_labels"])[None],
-                                          authors_boxes(inputs["subject_points"])[None], fp32_encoders=fp32_encoders)
-            out = model.generate(memory, onehot(inputs["driving_labels"]), authors_boxes(inputs["driving_points"]),
-                                 fp32_encoders=fp32_encoders)
+            memory = model.encode_subject(
+                frames,
+                onehot(inputs["subject_labels"])[None],
+                authors_boxes(inputs["subject_points"])[None],
+                fp32_encoders=fp32_encoders,
+            )
+            out = model.generate(
+                memory,
+                onehot(inputs["driving_labels"]),
+                authors_boxes(inputs["driving_points"]),
+                fp32_encoders=fp32_encoders,
+            )
         gaps[fp32_encoders] = np.abs(authors_pictures(out.unclamped, references)[:, ::2, ::2] - theirs)
     assert gaps[True].mean() < 2 and gaps[True].max() <= 12, (gaps[True].mean(), gaps[True].max())
     assert gaps[False].mean() > 5 * gaps[True].mean()
@@ -185,8 +216,11 @@ def test_bad_checkouts_get_one_sentence(tmp_path, capsys):
         authors_reference.main([str(tmp_path), "--output", str(output)])
     assert "demo/demo_face.py" in str(raised.value) and not output.exists()
     sys_path = Path(__file__).resolve().parents[1] / "benchmarks"
-    bench = subprocess.run([sys.executable, str(sys_path / "bench_generator.py"), "--authors-repo", str(tmp_path)],
-                           capture_output=True, text=True)
+    bench = subprocess.run(
+        [sys.executable, str(sys_path / "bench_generator.py"), "--authors-repo", str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
     assert bench.returncode == 2 and "no model/TSNet.py" in bench.stderr and "Traceback" not in bench.stderr
 
 

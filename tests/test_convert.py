@@ -28,6 +28,7 @@ def authors_checkpoint(config, seed=0):
 
 # ----- the authors' forward pass, written from their code's description, on their key names -------
 
+
 def norm_relu(x, relu=True):
     x = F.instance_norm(x)
     return F.relu(x) if relu else x
@@ -72,8 +73,9 @@ def decoder(state, prop, syn, blocks):
 def authors_forward(checkpoint, config, src_imgs, src_lbls, src_bboxes, tar_lbl, tar_bbox):
     """Their TSNet.forward at test time: images are BGR minus mean / 255, bboxes are 0/1 pixel maps."""
     img_enc, lbl_enc, fuse, dec = (checkpoint[k] for k in ("img_enc", "lbl_enc", "fuse_net", "dec"))
-    src_feas = [encoder(img_enc, torch.cat([img, lbl], dim=1), config.encoder_blocks)
-                for img, lbl in zip(src_imgs, src_lbls)]
+    src_feas = [
+        encoder(img_enc, torch.cat([img, lbl], dim=1), config.encoder_blocks) for img, lbl in zip(src_imgs, src_lbls)
+    ]
     tar_fea = encoder(lbl_enc, tar_lbl, 0)
     b, c, h, w = tar_fea.shape
     tar_norm = F.normalize(tar_fea, dim=1).view(b, c, h * w).transpose(1, 2)
@@ -130,8 +132,15 @@ def test_converted_weights_reproduce_the_authors_outputs(tmp_path):
 
         mean = torch.tensor(AUTHORS_FACE_MEAN_BGR).view(1, 3, 1, 1) / 255
         their_imgs = [((frames[:, k] + 1) / 2).flip(1) - mean for k in range(3)]
-        theirs = authors_forward(checkpoint, config, their_imgs, [masks[:, k] for k in range(3)],
-                                 [box_map(b, 64) for b in subject_boxes[0]], driving, box_map(driving_boxes[0], 64))
+        theirs = authors_forward(
+            checkpoint,
+            config,
+            their_imgs,
+            [masks[:, k] for k in range(3)],
+            [box_map(b, 64) for b in subject_boxes[0]],
+            driving,
+            box_map(driving_boxes[0], 64),
+        )
         theirs_rgb = ((theirs + mean).clamp(0, 1) * 2 - 1).flip(1)
     assert theirs_rgb.std() > 0.05  # a real image, not a constant
     # float32 rounding only: our fusion conv is split in two sums (see FusionNet)

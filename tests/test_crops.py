@@ -14,20 +14,22 @@ FRAME_SIZE = (360, 640)  # (H, W)
 def gradient_frame(height=360, width=640) -> np.ndarray:
     """(H, W, 3) uint8 RGB smooth gradient (no edges, so resampling errors stay small)."""
     ys, xs = np.mgrid[0:height, 0:width]
-    return np.stack([xs * 200 // width + 20, ys * 200 // height + 30,
-                     (xs + ys) * 100 // (width + height) + 80], axis=-1).astype(np.uint8)
+    return np.stack(
+        [xs * 200 // width + 20, ys * 200 // height + 30, (xs + ys) * 100 // (width + height) + 80], axis=-1
+    ).astype(np.uint8)
 
 
 def marker_centroid(crop: np.ndarray) -> np.ndarray:
     """Intensity-weighted (x, y) centre of channel 0 of a crop."""
     weight = crop[..., 0].astype(np.float64)
-    ys, xs = np.mgrid[0:crop.shape[0], 0:crop.shape[1]]
+    ys, xs = np.mgrid[0 : crop.shape[0], 0 : crop.shape[1]]
     return np.array([(xs * weight).sum(), (ys * weight).sum()]) / weight.sum()
 
 
-@pytest.mark.parametrize("box, size", [((100.0, 50.0, 400.0, 350.0), 256),
-                                       ((-80.25, -20.5, 119.75, 179.5), 128),
-                                       ((500.5, 200.0, 1100.5, 800.0), 512)])
+@pytest.mark.parametrize(
+    "box, size",
+    [((100.0, 50.0, 400.0, 350.0), 256), ((-80.25, -20.5, 119.75, 179.5), 128), ((500.5, 200.0, 1100.5, 800.0), 512)],
+)
 def test_points_round_trip(box, size):
     transform = CropTransform(box, size, FRAME_SIZE)
     points = np.random.default_rng(0).uniform(-50, 700, (5, 68, 3)).astype(np.float32)
@@ -38,9 +40,14 @@ def test_points_round_trip(box, size):
     np.testing.assert_allclose(corners, [[-0.5, -0.5], [size - 0.5, size - 0.5]], atol=1e-3)
 
 
-@pytest.mark.parametrize("box, size", [((100.0, 50.0, 400.0, 350.0), 256),   # upscale-ish
-                                       ((-100.0, -200.0, 900.0, 800.0), 128),  # strong downscale
-                                       ((10.5, 20.25, 330.5, 340.25), 96)])
+@pytest.mark.parametrize(
+    "box, size",
+    [
+        ((100.0, 50.0, 400.0, 350.0), 256),  # upscale-ish
+        ((-100.0, -200.0, 900.0, 800.0), 128),  # strong downscale
+        ((10.5, 20.25, 330.5, 340.25), 96),
+    ],
+)
 def test_crop_puts_pixels_where_to_crop_says(box, size):
     frame = np.zeros((*FRAME_SIZE, 3), np.uint8)
     frame[150:170, 250:270] = 255
@@ -78,7 +85,7 @@ def test_paste_back_returns_the_crop_where_it_came_from():
     output = np.zeros((128, 128, 3), np.uint8)  # a model output at another resolution
     output[:] = (250, 10, 10)
     pasted = transform.paste_back(output, frame, feather=0.1)
-    assert (pasted[100:250, 220:370] == (250, 10, 10)).all()        # inside: the output
+    assert (pasted[100:250, 220:370] == (250, 10, 10)).all()  # inside: the output
     np.testing.assert_array_equal(pasted[:, :199], frame[:, :199])  # outside the box: untouched
     np.testing.assert_array_equal(pasted[273:], frame[273:])
     edge = pasted[176, 201].astype(int)  # in the feathered rim: a blend of the two

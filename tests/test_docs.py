@@ -18,8 +18,9 @@ def relative_links(text: str) -> list[str]:
 
 @pytest.mark.parametrize("page", PAGES, ids=[str(p.relative_to(ROOT)) for p in PAGES])
 def test_relative_links_resolve(page):
-    missing = [t for t in relative_links(page.read_text(encoding="utf-8"))
-               if not (page.parent / t.split("#")[0]).exists()]
+    missing = [
+        t for t in relative_links(page.read_text(encoding="utf-8")) if not (page.parent / t.split("#")[0]).exists()
+    ]
     assert not missing, f"{page.relative_to(ROOT)} links to missing files: {missing}"
 
 

@@ -55,9 +55,24 @@ def test_evaluation_of_a_tiny_checkpoint_reports_every_metric(cache, tmp_path):
     TSNet(tiny_config("face")).save_pretrained(checkpoint)
     alexnet, linear = random_lpips_files(tmp_path)
     output = tmp_path / "eval"
-    code = evaluate.main(["--checkpoint", str(checkpoint), "--data", str(cache), "--output", str(output),
-                          "--lpips-alexnet", str(alexnet), "--lpips-lin", str(linear), "--frames", "6",
-                          "--device", "cpu"])
+    code = evaluate.main(
+        [
+            "--checkpoint",
+            str(checkpoint),
+            "--data",
+            str(cache),
+            "--output",
+            str(output),
+            "--lpips-alexnet",
+            str(alexnet),
+            "--lpips-lin",
+            str(linear),
+            "--frames",
+            "6",
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 0
     report = json.loads((output / "metrics.json").read_text())
     own = report["self_reconstruction"]
@@ -71,8 +86,14 @@ def test_evaluation_of_a_tiny_checkpoint_reports_every_metric(cache, tmp_path):
     assert baseline["l1"] < own["model"]["l1"]  # an untrained model loses to copying a frame
     assert report["cross_identity"]["pairs"] == 2 and len(report["per_video"]) == 2
     table = (output / "metrics.md").read_text()
-    for needle in ("| l1 |", "| lpips |", "| psnr |", "| landmark_distance |", "baseline (nearest subject frame)",
-                   "**Cross-identity**"):
+    for needle in (
+        "| l1 |",
+        "| lpips |",
+        "| psnr |",
+        "| landmark_distance |",
+        "baseline (nearest subject frame)",
+        "**Cross-identity**",
+    ):
         assert needle in table
 
 
@@ -80,8 +101,20 @@ def test_evaluation_of_a_tiny_checkpoint_reports_every_metric(cache, tmp_path):
 def test_missing_lpips_weights_are_one_clear_error(cache, tmp_path, capsys):
     checkpoint = tmp_path / "tiny"
     TSNet(tiny_config("face")).save_pretrained(checkpoint)
-    code = evaluate.main(["--checkpoint", str(checkpoint), "--data", str(cache), "--output", str(tmp_path / "e"),
-                          "--lpips-alexnet", str(tmp_path / "none.safetensors"), "--lpips-lin", str(tmp_path / "x")])
+    code = evaluate.main(
+        [
+            "--checkpoint",
+            str(checkpoint),
+            "--data",
+            str(cache),
+            "--output",
+            str(tmp_path / "e"),
+            "--lpips-alexnet",
+            str(tmp_path / "none.safetensors"),
+            "--lpips-lin",
+            str(tmp_path / "x"),
+        ]
+    )
     assert code == 2
     error = capsys.readouterr().err.strip()
     assert error.startswith("error: ") and "does not exist" in error and len(error.splitlines()) == 1
@@ -93,10 +126,26 @@ def test_evaluation_with_the_real_lpips_weights(cache, shared_dir, tmp_path):
     checkpoint = tmp_path / "tiny"
     TSNet(tiny_config("face")).save_pretrained(checkpoint)
     weights = shared_dir / "weights"
-    code = evaluate.main(["--checkpoint", str(checkpoint), "--data", str(cache), "--output", str(tmp_path / "eval"),
-                          "--lpips-alexnet", str(weights / "alexnet_imagenet_features.safetensors"),
-                          "--lpips-lin", str(weights / "lpips_v0.1_lin_alex.safetensors"), "--frames", "4",
-                          "--no-cross", "--no-landmarks", "--device", "cpu"])
+    code = evaluate.main(
+        [
+            "--checkpoint",
+            str(checkpoint),
+            "--data",
+            str(cache),
+            "--output",
+            str(tmp_path / "eval"),
+            "--lpips-alexnet",
+            str(weights / "alexnet_imagenet_features.safetensors"),
+            "--lpips-lin",
+            str(weights / "lpips_v0.1_lin_alex.safetensors"),
+            "--frames",
+            "4",
+            "--no-cross",
+            "--no-landmarks",
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 0
     own = json.loads((tmp_path / "eval" / "metrics.json").read_text())["self_reconstruction"]
     assert 0 < own["baseline"]["lpips"] < own["model"]["lpips"] < 1.5
@@ -116,8 +165,11 @@ class CopyFirstFrame(torch.nn.Module):
     def generate(self, memory, driving_masks):
         from tsnet_hf.modeling import TSNetOutput
 
-        return TSNetOutput(image=memory.frames[:, 0].expand(driving_masks.shape[0] // memory.num_subjects, -1, -1, -1)
-                           if memory.num_subjects == 1 else memory.frames[:, 0])
+        return TSNetOutput(
+            image=memory.frames[:, 0].expand(driving_masks.shape[0] // memory.num_subjects, -1, -1, -1)
+            if memory.num_subjects == 1
+            else memory.frames[:, 0]
+        )
 
 
 @pytest.mark.slow  # mediapipe (the cache fixture)
@@ -131,8 +183,9 @@ def test_nearest_selection_gives_the_model_the_frame_the_baseline_copies(cache):
     nearest = evaluate.Evaluator(copier, torch.device("cpu"), None, num_subject=1, frames=8, landmarks=False)
     result = nearest.self_reconstruction(videos[0])
     assert np.array_equal(result["model"]["l1"], result["baseline"]["l1"])
-    drawn = evaluate.Evaluator(copier, torch.device("cpu"), None, num_subject=1, frames=8, landmarks=False,
-                               selection="random", seed=3)
+    drawn = evaluate.Evaluator(
+        copier, torch.device("cpu"), None, num_subject=1, frames=8, landmarks=False, selection="random", seed=3
+    )
     result = drawn.self_reconstruction(videos[0])
     assert result["model"]["l1"].mean() > result["baseline"]["l1"].mean()
     with pytest.raises(Exception, match="selection must be one of"):
@@ -149,10 +202,33 @@ def test_a_blend_checkpoint_is_evaluated_and_exported_with_its_card(cache, tmp_p
     evals = []
     for k in (1, 3):
         evals.append(tmp_path / f"eval-k{k}")
-        assert evaluate.main(["--checkpoint", str(run / "final"), "--data", str(cache), "--output", str(evals[-1]),
-                              "--lpips-alexnet", str(alexnet), "--lpips-lin", str(linear), "--frames", "4",
-                              "--k", str(k), "--videos", "face1", "--no-cross", "--no-landmarks",
-                              "--device", "cpu"]) == 0
+        assert (
+            evaluate.main(
+                [
+                    "--checkpoint",
+                    str(run / "final"),
+                    "--data",
+                    str(cache),
+                    "--output",
+                    str(evals[-1]),
+                    "--lpips-alexnet",
+                    str(alexnet),
+                    "--lpips-lin",
+                    str(linear),
+                    "--frames",
+                    "4",
+                    "--k",
+                    str(k),
+                    "--videos",
+                    "face1",
+                    "--no-cross",
+                    "--no-landmarks",
+                    "--device",
+                    "cpu",
+                ]
+            )
+            == 0
+        )
     manifest = tmp_path / "MANIFEST.tsv"
     manifest.write_text("file\tsource_repo\tpath_in_repo\tlicense\nface/face0.mp4\tsomeone/repo\tface0.mp4\tMIT\n")
     shipped = tmp_path / "face-blend-64"
@@ -164,12 +240,20 @@ def test_a_blend_checkpoint_is_evaluated_and_exported_with_its_card(cache, tmp_p
     model = TSNet.from_pretrained(shipped)
     trained = TSNet.from_pretrained(run / "final")
     assert model.config == trained.config
-    assert all(torch.allclose(a, b.half().float()) for a, b in zip(model.state_dict().values(),
-                                                                    trained.state_dict().values()))
+    assert all(
+        torch.allclose(a, b.half().float()) for a, b in zip(model.state_dict().values(), trained.state_dict().values())
+    )
     card = (shipped / "README.md").read_text()
-    for needle in ("| face0 | training | someone/repo `face0.mp4` | MIT |", "held out (validation and evaluation)",
-                   "K = 1 (nearest)", "K = 3 (nearest)", "baseline (nearest subject frame)", "TS-Net K = 3 | 0.0271",
-                   "## Misuse", "blend output, 64 px"):
+    for needle in (
+        "| face0 | training | someone/repo `face0.mp4` | MIT |",
+        "held out (validation and evaluation)",
+        "K = 1 (nearest)",
+        "K = 3 (nearest)",
+        "baseline (nearest subject frame)",
+        "TS-Net K = 3 | 0.0271",
+        "## Misuse",
+        "blend output, 64 px",
+    ):
         assert needle in card, needle
     from huggingface_hub import ModelCard
 
@@ -178,8 +262,11 @@ def test_a_blend_checkpoint_is_evaluated_and_exported_with_its_card(cache, tmp_p
     reports = {k: json.loads((tmp_path / f"eval-k{k}" / "metrics.json").read_text()) for k in (1, 3)}
     for k, report in reports.items():
         found = {r.metric_type: r.metric_value for r in data.eval_results if r.dataset_config == f"K = {k} (nearest)"}
-        assert found == {name: round(value, 4) for name, value in report["self_reconstruction"]["model"].items()
-                         if name in ("l1", "l2", "psnr", "lpips")}
+        assert found == {
+            name: round(value, 4)
+            for name, value in report["self_reconstruction"]["model"].items()
+            if name in ("l1", "l2", "psnr", "lpips")
+        }
 
 
 def test_inference_ablations_take_a_blend_output_apart():
@@ -216,9 +303,31 @@ def test_precision_option_runs_the_model_in_bf16_and_bench_precision_compares_it
     reports = {}
     for precision in ("fp32", "bf16"):
         output = tmp_path / precision
-        assert evaluate.main(["--checkpoint", str(checkpoint), "--data", str(cache), "--output", str(output),
-                              "--lpips-alexnet", str(alexnet), "--lpips-lin", str(linear), "--frames", "4",
-                              "--no-cross", "--no-landmarks", "--device", "cpu", "--precision", precision]) == 0
+        assert (
+            evaluate.main(
+                [
+                    "--checkpoint",
+                    str(checkpoint),
+                    "--data",
+                    str(cache),
+                    "--output",
+                    str(output),
+                    "--lpips-alexnet",
+                    str(alexnet),
+                    "--lpips-lin",
+                    str(linear),
+                    "--frames",
+                    "4",
+                    "--no-cross",
+                    "--no-landmarks",
+                    "--device",
+                    "cpu",
+                    "--precision",
+                    precision,
+                ]
+            )
+            == 0
+        )
         reports[precision] = json.loads((output / "metrics.json").read_text())["self_reconstruction"]["model"]
     assert reports["fp32"]["l1"] != reports["bf16"]["l1"]  # bf16 really ran
     assert abs(reports["fp32"]["l1"] - reports["bf16"]["l1"]) < 0.05  # and stays close on the same frames
@@ -228,8 +337,23 @@ def test_precision_option_runs_the_model_in_bf16_and_bench_precision_compares_it
     import bench_precision
 
     capsys.readouterr()
-    assert bench_precision.main(["--checkpoint", str(checkpoint), "--data", str(cache), "--frames", "4",
-                                 "--lpips-alexnet", str(alexnet), "--lpips-lin", str(linear)]) == 0
+    assert (
+        bench_precision.main(
+            [
+                "--checkpoint",
+                str(checkpoint),
+                "--data",
+                str(cache),
+                "--frames",
+                "4",
+                "--lpips-alexnet",
+                str(alexnet),
+                "--lpips-lin",
+                str(linear),
+            ]
+        )
+        == 0
+    )
     row = [line for line in capsys.readouterr().out.splitlines() if line.startswith(f"| `{checkpoint}`")]
     cells = [cell.strip() for cell in row[0].strip("|").split("|")]
     assert cells[1:3] == ["2", "8"]  # 2 videos, 4 driving frames each

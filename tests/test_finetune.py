@@ -32,8 +32,22 @@ def base(tmp_path_factory) -> Path:
 
 
 def finetune_args(video, base, output, *extra):
-    return [str(video), "--from", str(base), "--minutes", "0.2", "-o", str(output), "--no-vgg", "--threads", "1",
-            "--batch-size", "2", "--quiet", *extra]
+    return [
+        str(video),
+        "--from",
+        str(base),
+        "--minutes",
+        "0.2",
+        "-o",
+        str(output),
+        "--no-vgg",
+        "--threads",
+        "1",
+        "--batch-size",
+        "2",
+        "--quiet",
+        *extra,
+    ]
 
 
 @pytest.mark.slow  # mediapipe, a training run
@@ -60,8 +74,9 @@ def test_finetune_writes_a_checkpoint_the_app_loads(subject_video, base, tmp_pat
 
     from tsnet_hf import demo
 
-    settings = demo.load_settings(demo.build_parser().parse_args(["--checkpoint", str(output), "--no-shipped",
-                                                                  "--device", "cpu"]))
+    settings = demo.load_settings(
+        demo.build_parser().parse_args(["--checkpoint", str(output), "--no-shipped", "--device", "cpu"])
+    )
     assert settings.sources == {"face": str(output)}
 
 
@@ -87,20 +102,33 @@ def test_the_progress_bar_counts_minutes():
     bar.close()
 
 
-@pytest.mark.parametrize("change, expected", [
-    ({"video": "missing.mp4"}, "does not exist"),
-    ({"video": "notes.txt"}, "is not a video"),
-    ({"minutes": "0"}, "--minutes must be positive"),
-    ({"minutes": "-3"}, "--minutes must be positive"),
-    ({"hold_out": "1.5"}, "--hold-out is a share"),
-    ({"base": "no/such folder"}, "does not exist"),
-])
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        ({"video": "missing.mp4"}, "does not exist"),
+        ({"video": "notes.txt"}, "is not a video"),
+        ({"minutes": "0"}, "--minutes must be positive"),
+        ({"minutes": "-3"}, "--minutes must be positive"),
+        ({"hold_out": "1.5"}, "--hold-out is a share"),
+        ({"base": "no/such folder"}, "does not exist"),
+    ],
+)
 def test_bad_input_gives_one_sentence_and_writes_nothing(subject_video, base, tmp_path, capsys, change, expected):
     (tmp_path / "notes.txt").write_text("not a video")
     video = tmp_path / change["video"] if "video" in change else subject_video
     output = tmp_path / "out"
-    argv = [str(video), "--from", change.get("base", str(base)), "--minutes", change.get("minutes", "1"),
-            "-o", str(output), "--hold-out", change.get("hold_out", "0.1"), "--no-vgg"]
+    argv = [
+        str(video),
+        "--from",
+        change.get("base", str(base)),
+        "--minutes",
+        change.get("minutes", "1"),
+        "-o",
+        str(output),
+        "--hold-out",
+        change.get("hold_out", "0.1"),
+        "--no-vgg",
+    ]
     assert finetune.main(argv) == 2
     error = capsys.readouterr().err.strip()
     assert error.startswith("error: ") and expected in error and len(error.splitlines()) == 1
@@ -137,8 +165,17 @@ def test_the_console_script_is_declared():
 
 def test_missing_perceptual_weights_fail_before_preprocessing(subject_video, base, tmp_path, capsys):
     output = tmp_path / "out"
-    argv = [str(subject_video), "--from", str(base), "--minutes", "1", "-o", str(output),
-            "--vgg-weights", str(tmp_path / "none.safetensors")]
+    argv = [
+        str(subject_video),
+        "--from",
+        str(base),
+        "--minutes",
+        "1",
+        "-o",
+        str(output),
+        "--vgg-weights",
+        str(tmp_path / "none.safetensors"),
+    ]
     assert finetune.main(argv) == 2
     error = capsys.readouterr()
     assert "none.safetensors does not exist" in error.err and len(error.err.strip().splitlines()) == 1

@@ -42,11 +42,13 @@ def write_cache(folder: Path, mode: str, videos: int = 3, frames: int = 24) -> P
     for v in range(videos):
         rng = np.random.default_rng(v)
         base = np.concatenate([rng.uniform(0.3 * stored, 0.7 * stored, (count, 2)), np.ones((count, 1))], 1)
-        points = np.stack([base + [3 * np.sin(t / 3 + v), 2 * np.cos(t / 4), 0] for t in range(frames)]).astype(np.float32)
+        points = np.stack([base + [3 * np.sin(t / 3 + v), 2 * np.cos(t / 4), 0] for t in range(frames)]).astype(
+            np.float32
+        )
         images = np.empty((frames, stored, stored, 3), np.uint8)
         for t in range(frames):
             images[t] = (rng.uniform(60, 200, 3)).astype(np.uint8)
-            images[t, int(points[t, 0, 1]):, :, 1] = 220 - 40 * v
+            images[t, int(points[t, 0, 1]) :, :, 1] = 220 - 40 * v
         names.append(write_cached_video(folder, f"{mode}{v}-{v:08d}", settings, images, points))
     return write_cache_index(folder, settings, names)
 
@@ -60,8 +62,10 @@ def write_weights(folder: Path) -> Path:
     for name, network in ((gpu_run.VGG, models.vgg16), (gpu_run.ALEXNET, models.alexnet)):
         features = network(weights=None).features.state_dict()
         save_file({f"features.{k}": v.half() for k, v in features.items()}, str(folder / name))
-    save_file({f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1) for i, c in enumerate((64, 192, 384, 256, 256))},
-              str(folder / gpu_run.LPIPS_LIN))
+    save_file(
+        {f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1) for i, c in enumerate((64, 192, 384, 256, 256))},
+        str(folder / gpu_run.LPIPS_LIN),
+    )
     return folder
 
 
@@ -73,9 +77,25 @@ def write_init(folder: Path, mode: str) -> Path:
 
 
 def prepare_argv(root: Path, bundle: Path, *extra) -> list[str]:
-    return ["--prepare", str(bundle), "--face-data", str(root / "face"), "--body-data", str(root / "body"),
-            "--weights", str(root / "weights"), "--init-face", str(root / "init-face"),
-            "--init-body", str(root / "init-body"), "--size", str(SIZE), "--work", str(root / "work"), *extra]
+    return [
+        "--prepare",
+        str(bundle),
+        "--face-data",
+        str(root / "face"),
+        "--body-data",
+        str(root / "body"),
+        "--weights",
+        str(root / "weights"),
+        "--init-face",
+        str(root / "init-face"),
+        "--init-body",
+        str(root / "init-body"),
+        "--size",
+        str(SIZE),
+        "--work",
+        str(root / "work"),
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="session")
@@ -92,16 +112,38 @@ def inputs(tmp_path_factory) -> Path:
 def bundle(inputs, tmp_path_factory):
     """(bundle folder, what --prepare printed)."""
     folder = tmp_path_factory.mktemp("gpu-bundle") / "bundle"
-    result = subprocess.run([sys.executable, str(SCRIPT), *prepare_argv(inputs, folder)], cwd=ROOT,
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), *prepare_argv(inputs, folder)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr + result.stdout
     return folder, result.stdout
 
 
 def run_gpu_script(bundle: Path, out: Path, *extra) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCRIPT), "--bundle", str(bundle), "--out", str(out), "--device", "cpu",
-                           "--smoke", "--work", str(out.parent / f"{out.name}-work"), *extra],
-                          cwd=ROOT, capture_output=True, text=True, timeout=900)
+    return subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--bundle",
+            str(bundle),
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+            "--smoke",
+            "--work",
+            str(out.parent / f"{out.name}-work"),
+            *extra,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -194,10 +236,21 @@ def test_int8_weights_round_trip_within_half_a_step_per_channel():
 def test_bench_specs_put_the_headline_first_and_compile_rows_last():
     plan = gpu_run.BenchPlan.for_run(smoke=False, batched=64)
     specs = gpu_run.bench_specs(plan)
-    assert specs[0] == {"kind": "authors", "preset": "paper", "output": "decoder", "K": 3, "batch": 1, "dtype": "fp32",
-                        "compile": False}
+    assert specs[0] == {
+        "kind": "authors",
+        "preset": "paper",
+        "output": "decoder",
+        "K": 3,
+        "batch": 1,
+        "dtype": "fp32",
+        "compile": False,
+    }
     assert specs[1]["kind"] == "ours" and (specs[1]["preset"], specs[1]["K"], specs[1]["batch"], specs[1]["dtype"]) == (
-        "paper", 3, 64, "bf16")
+        "paper",
+        3,
+        64,
+        "bf16",
+    )
     eager = [s for s in specs if s["kind"] == "ours" and not s["compile"]]
     assert len(eager) == 3 * 3 * 2 * 2 == len({json.dumps(s, sort_keys=True) for s in eager})
     assert specs[2] == dict(specs[1], compile=True)  # the compiled headline before the eager grid
@@ -217,7 +270,11 @@ def test_prepare_builds_a_checked_bundle_and_prints_the_run_call(bundle, inputs)
     assert info["holdout"] == {"face": ["face2-00000002"], "body": ["body2-00000002"]}
     assert info["caches"]["frame_stride"] >= 1 and info["caches"]["storage"] == "mp4v"
     assert info["weights"]["vgg_layers_used"] == 26 and set(info["weights"]["vgg_dropped"]) == {
-        "features.26.weight", "features.26.bias", "features.28.weight", "features.28.bias"}
+        "features.26.weight",
+        "features.26.bias",
+        "features.28.weight",
+        "features.28.bias",
+    }
     for name, entry in info["files"].items():
         assert gpu_run.sha256_file(folder / name) == entry["sha256"]
     for mode in gpu_run.MODES:
@@ -234,9 +291,17 @@ def test_prepare_builds_a_checked_bundle_and_prints_the_run_call(bundle, inputs)
 def test_prepare_refuses_a_bundle_over_the_carry_limit_in_one_sentence(inputs, tmp_path):
     # What counts: the tree without checkpoints/ (the bundle carries the starting weights; they move aside).
     tree = sum(v for k, v in gpu_run.tree_files().items() if not k.startswith("checkpoints/")) / gpu_run.MiB
-    result = subprocess.run([sys.executable, str(SCRIPT), *prepare_argv(inputs, tmp_path / "b", "--carry-limit-mib",
-                                                                        f"{tree + 1.5:.2f}", "--margin-mib", "0")],
-                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPT),
+            *prepare_argv(inputs, tmp_path / "b", "--carry-limit-mib", f"{tree + 1.5:.2f}", "--margin-mib", "0"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 2
     message = result.stderr.strip().splitlines()[-1]
     assert message.startswith("error: The tree and the weights take") and message.count(". ") == 0
@@ -292,7 +357,9 @@ def test_the_smoke_run_trains_benchmarks_and_runs_the_pipeline(smoke_run, tmp_pa
     assert (out / "log.txt").read_text().count("\n") > 5
     files = sorted(p.name for p in out.iterdir())
     assert len(files) <= gpu_run.OUT_MAX_FILES and all(p.stat().st_size <= gpu_run.OUT_MAX_FILE for p in out.iterdir())
-    assert {"results.json", "log.txt", "manifest.json", "face-64.tar.gz", "body-64.tar.gz", "extras.tar.gz"} <= set(files)
+    assert {"results.json", "log.txt", "manifest.json", "face-64.tar.gz", "body-64.tar.gz", "extras.tar.gz"} <= set(
+        files
+    )
     joined = tmp_path / "joined"
     gpu_run.join(out, joined)
     model_dir = joined / "face-64" / "model"
@@ -325,9 +392,26 @@ def test_a_run_stopped_mid_way_keeps_what_it_finished(bundle, tmp_path):
     import time
 
     out = tmp_path / "out"
-    process = subprocess.Popen([sys.executable, str(SCRIPT), "--bundle", str(bundle[0]), "--out", str(out), "--device",
-                                "cpu", "--smoke", "--budget", "600", "--work", str(tmp_path / "work")], cwd=ROOT,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--bundle",
+            str(bundle[0]),
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+            "--smoke",
+            "--budget",
+            "600",
+            "--work",
+            str(tmp_path / "work"),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.time() + 300
         while "face-64.tar.gz" not in (gpu_run.read_json(out / "manifest.json") or {}).get("files", {}):
@@ -361,7 +445,9 @@ def test_the_run_without_out_or_bundle_is_one_clear_error(tmp_path, capsys):
     env_out = os.environ.pop("OUT", None)
     try:
         assert gpu_run.main(["--bundle", str(tmp_path), "--device", "cpu", "--smoke"]) == 2
-        assert capsys.readouterr().err.strip() == "error: Give --out DIR (on the GPU machine the device tool sets $OUT)."
+        assert (
+            capsys.readouterr().err.strip() == "error: Give --out DIR (on the GPU machine the device tool sets $OUT)."
+        )
     finally:
         if env_out is not None:
             os.environ["OUT"] = env_out

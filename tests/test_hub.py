@@ -2,7 +2,6 @@
 
 import json
 import shutil
-import time
 from pathlib import Path
 
 import huggingface_hub.hub_mixin as hub_mixin
@@ -31,8 +30,16 @@ def test_save_writes_config_weights_and_card(saved):
     assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors"]
     assert json.loads((folder / "config.json").read_text()) == json.loads(json.dumps(model.config.to_dict()))
     card = (folder / "README.md").read_text()
-    for needle in ("library_name: tsnet-hf", "license: mit", "motion-retargeting", "WACV2023",
-                   "## Intended use", "## Misuse", "fake news", "| combine | matting |"):
+    for needle in (
+        "library_name: tsnet-hf",
+        "license: mit",
+        "motion-retargeting",
+        "WACV2023",
+        "## Intended use",
+        "## Misuse",
+        "fake news",
+        "| combine | matting |",
+    ):
         assert needle in card, needle
 
 
@@ -160,18 +167,35 @@ def test_card_metadata_is_the_hubs_form(tmp_path):
     assert {"motion-retargeting", "face-reenactment", "tsnet"} <= set(plain.tags)
     assert plain.eval_results is None and plain.base_model is None
 
-    results = [*evaluation_results({"l1": 0.05, "lpips": 0.2, "psnr": None, "other": 1.0}, "Self-reconstruction",
-                                   "face", "face", config="K = 1 (nearest)"),
-               *evaluation_results({"l1": 0.04}, "Self-reconstruction", "face", "face", config="K = 3 (nearest)")]
-    model.save_pretrained(tmp_path / "tuned", model_card_kwargs={
-        "title": "Tuned", "datasets": ["face"], "eval_results": results, "base_model": "someone/tsnet-face"})
+    results = [
+        *evaluation_results(
+            {"l1": 0.05, "lpips": 0.2, "psnr": None, "other": 1.0},
+            "Self-reconstruction",
+            "face",
+            "face",
+            config="K = 1 (nearest)",
+        ),
+        *evaluation_results({"l1": 0.04}, "Self-reconstruction", "face", "face", config="K = 3 (nearest)"),
+    ]
+    model.save_pretrained(
+        tmp_path / "tuned",
+        model_card_kwargs={
+            "title": "Tuned",
+            "datasets": ["face"],
+            "eval_results": results,
+            "base_model": "someone/tsnet-face",
+        },
+    )
     text = (tmp_path / "tuned" / "README.md").read_text()
     assert "model-index:" in text and "base_model: someone/tsnet-face" in text
     card = ModelCard.load(tmp_path / "tuned" / "README.md").data
     assert card.datasets == ["face"] and card.base_model == "someone/tsnet-face" and card.model_name == "Tuned"
     found = {(r.dataset_config, r.metric_type): r.metric_value for r in card.eval_results}
-    assert found == {("K = 1 (nearest)", "l1"): 0.05, ("K = 1 (nearest)", "lpips"): 0.2,
-                     ("K = 3 (nearest)", "l1"): 0.04}
+    assert found == {
+        ("K = 1 (nearest)", "l1"): 0.05,
+        ("K = 1 (nearest)", "lpips"): 0.2,
+        ("K = 3 (nearest)", "l1"): 0.04,
+    }
     assert all(r.task_type == "image-to-video" and r.dataset_split == "held-out" for r in card.eval_results)
 
 
@@ -206,10 +230,13 @@ def test_push_dry_run_lists_the_checkpoint_and_nothing_else(tmp_path, capsys, mo
     assert error.startswith("error: HF_HUB_OFFLINE is set") and "\n" not in error
 
     seeded_model(tiny_config("face")).save_pretrained(
-        tmp_path / "local-base", model_card_kwargs={"base_model": str(tmp_path / "face-blend-128")})
-    for argv, expected in (([str(tmp_path / "local-base"), "--repo-id", "me/x", "--dry-run"], "is not a Hub id"),
-                           ([str(tmp_path / "none"), "--repo-id", "me/x", "--dry-run"], "does not exist"),
-                           ([str(folder), "--repo-id", "not an id"], "is not a Hub repository id")):
+        tmp_path / "local-base", model_card_kwargs={"base_model": str(tmp_path / "face-blend-128")}
+    )
+    for argv, expected in (
+        ([str(tmp_path / "local-base"), "--repo-id", "me/x", "--dry-run"], "is not a Hub id"),
+        ([str(tmp_path / "none"), "--repo-id", "me/x", "--dry-run"], "does not exist"),
+        ([str(folder), "--repo-id", "not an id"], "is not a Hub repository id"),
+    ):
         assert upload.main(argv) == 1
         error = capsys.readouterr().err.strip()
         assert expected in error and "\n" not in error
@@ -224,10 +251,19 @@ def test_shipped_cards_are_current_with_the_template():
 
 def test_a_refreshed_card_keeps_what_the_checkpoint_recorded(tmp_path, capsys):
     results = evaluation_results({"l1": 0.05, "lpips": 0.2}, "Self-reconstruction", "face", "face", config="K = 1")
-    seeded_model(tiny_config("face")).save_pretrained(tmp_path, model_card_kwargs={
-        "title": "Tuned", "description": "One paragraph.\n\nAnd another.", "checkpoint_id": "me/tsnet-me",
-        "training": "2 steps.\n\n### Data\n\n| video | use |\n|---|---|\n| a | training |", "evaluation": "Fine.",
-        "datasets": ["face"], "eval_results": results, "base_model": "someone/tsnet-face"})
+    seeded_model(tiny_config("face")).save_pretrained(
+        tmp_path,
+        model_card_kwargs={
+            "title": "Tuned",
+            "description": "One paragraph.\n\nAnd another.",
+            "checkpoint_id": "me/tsnet-me",
+            "training": "2 steps.\n\n### Data\n\n| video | use |\n|---|---|\n| a | training |",
+            "evaluation": "Fine.",
+            "datasets": ["face"],
+            "eval_results": results,
+            "base_model": "someone/tsnet-face",
+        },
+    )
     card = (tmp_path / "README.md").read_text()
     assert cards.same_card(cards.refresh_model_card(tmp_path), card)
 

@@ -40,8 +40,41 @@ BODY_CLIPS = ["musev_dance_boy.mp4", "ipercore_akun_1.mp4", "mimicmotion_raw_0.m
 BODY_FRAMES = 60
 
 # mediapipe pose: left/right partner of each of the 33 points (BlazePose topology).
-POSE33_MIRROR = (0, 4, 5, 6, 1, 2, 3, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15, 18, 17, 20, 19, 22, 21,
-                 24, 23, 26, 25, 28, 27, 30, 29, 32, 31)
+POSE33_MIRROR = (
+    0,
+    4,
+    5,
+    6,
+    1,
+    2,
+    3,
+    8,
+    7,
+    10,
+    9,
+    12,
+    11,
+    14,
+    13,
+    16,
+    15,
+    18,
+    17,
+    20,
+    19,
+    22,
+    21,
+    24,
+    23,
+    26,
+    25,
+    28,
+    27,
+    30,
+    29,
+    32,
+    31,
+)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -90,8 +123,18 @@ def test_interpolate_is_linear_between_detections_and_holds_at_the_ends():
     np.testing.assert_allclose(out[0, :, 0], 1.0)  # held from the first detection
     np.testing.assert_allclose(out[8:, :, 0], 7.0)  # held from the last
     np.testing.assert_array_equal(indices, np.arange(10))
-    assert filled == ("held", "none", "none", "interpolated", "interpolated", "interpolated",
-                      "none", "none", "held", "held")
+    assert filled == (
+        "held",
+        "none",
+        "none",
+        "interpolated",
+        "interpolated",
+        "interpolated",
+        "none",
+        "none",
+        "held",
+        "held",
+    )
 
 
 def test_interpolate_keeps_a_point_missing_at_either_end_missing():
@@ -141,10 +184,10 @@ def test_fill_point_gaps_fills_short_gaps_only():
 
 def test_report_counts_and_summary():
     detected = np.array([1, 0, 0, 1, 1, 0], bool)
-    report = DetectionReport(detected, ("none", "interpolated", "interpolated", "none", "none",
-                                        "held"), "interpolate", points_filled=3)
-    assert report.counts() == {"none": 3, "interpolated": 2, "held": 1, "dropped": 0,
-                               "detected": 3, "frames": 6}
+    report = DetectionReport(
+        detected, ("none", "interpolated", "interpolated", "none", "none", "held"), "interpolate", points_filled=3
+    )
+    assert report.counts() == {"none": 3, "interpolated": 2, "held": 1, "dropped": 0, "detected": 3, "frames": 6}
     assert report.detection_rate == 0.5
     summary = report.summary()
     assert "3/6 frames detected" in summary and "missing frames: 1-2, 5" in summary
@@ -154,10 +197,8 @@ def test_report_counts_and_summary():
 
 def test_track_save_load_round_trip(tmp_path):
     points = ramp_track(num_frames=5, num_points=68)
-    report = DetectionReport(np.array([1, 1, 0, 1, 1], bool), ("none", "none", "dropped",
-                                                               "none", "none"), "drop")
-    track = LandmarkTrack(points[[0, 1, 3, 4]], "face", (480, 640), 25.0, report,
-                          np.array([0, 1, 3, 4]), smoothed=True)
+    report = DetectionReport(np.array([1, 1, 0, 1, 1], bool), ("none", "none", "dropped", "none", "none"), "drop")
+    track = LandmarkTrack(points[[0, 1, 3, 4]], "face", (480, 640), 25.0, report, np.array([0, 1, 3, 4]), smoothed=True)
     track.save(tmp_path / "track.npz")
     loaded = LandmarkTrack.load(tmp_path / "track.npz")
     np.testing.assert_array_equal(loaded.points, track.points)
@@ -307,9 +348,14 @@ def test_body_landmarks_on_dance_clips(shared_dir, landmark_cache, clip):
 @pytest.mark.shared
 @pytest.mark.slow
 def test_auto_mode_on_clear_cases(shared_dir):
-    clear = {"face/liveportrait_d0.mp4": "face", "face/moore_talkinghead_2.mp4": "face",
-             "face/liveportrait_s18.mp4": "face", "dance/hybrik_taiji.mp4": "body",
-             "dance/musev_dance_boy.mp4": "body", "dance/ipercore_akun_1.mp4": "body"}
+    clear = {
+        "face/liveportrait_d0.mp4": "face",
+        "face/moore_talkinghead_2.mp4": "face",
+        "face/liveportrait_s18.mp4": "face",
+        "dance/hybrik_taiji.mp4": "body",
+        "dance/musev_dance_boy.mp4": "body",
+        "dance/ipercore_akun_1.mp4": "body",
+    }
     for clip, mode in clear.items():
         frames = list(iter_frames(shared_dir / "data" / clip, max_frames=3))
         assert choose_mode(frames) == mode, clip

@@ -207,7 +207,9 @@ def test_lpips_matches_the_lpips_package(shared_dir):
     vision.import_torchvision()  # the shim first: lpips imports torchvision
     reference_package = pytest.importorskip("lpips")
     weights = shared_dir / "weights"
-    ours = lpips.load_lpips(weights / "alexnet_imagenet_features.safetensors", weights / "lpips_v0.1_lin_alex.safetensors")
+    ours = lpips.load_lpips(
+        weights / "alexnet_imagenet_features.safetensors", weights / "lpips_v0.1_lin_alex.safetensors"
+    )
     theirs = reference_package.LPIPS(net="alex", pretrained=False, pnet_rand=True, verbose=False)
     from safetensors.torch import load_file
 

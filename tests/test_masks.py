@@ -24,8 +24,7 @@ def test_layout_sizes_and_channels():
     assert len(layouts.BODY_LIMBS) == 24 and len(set(layouts.LIMB_COLORS)) == 24
     assert len(layouts.FACE_EDGES) == 63 and sum(len(p.points) for p in layouts.FACE_PARTS) == 68
     assert (layouts.FACE_MASK_CHANNELS, layouts.BODY_MASK_CHANNELS) == (2, 36)
-    labels = [0, *layouts.LIMB_LABELS, *layouts.LEFT_FINGER_LABELS, *layouts.RIGHT_FINGER_LABELS,
-              layouts.FACE_LABEL]
+    labels = [0, *layouts.LIMB_LABELS, *layouts.LEFT_FINGER_LABELS, *layouts.RIGHT_FINGER_LABELS, layouts.FACE_LABEL]
     assert labels == list(range(36))
     assert all(len(finger) == 5 for finger in layouts.HAND_FINGERS)  # 4 segments each
 
@@ -79,8 +78,8 @@ def test_face_mask_line_width_scales_with_resolution():
     brow_column_small = small[:, int(127.5 - 0.45 * 60)]
     brow_column_large = large[:, int(2 * (127.5 - 0.45 * 60))]
     brow_y = int(128 - 0.55 * 60)
-    assert brow_column_small[brow_y - 4:brow_y + 5].sum() == 2  # 2 px at 256, as the authors
-    assert brow_column_large[2 * brow_y - 6:2 * brow_y + 8].sum() == 4
+    assert brow_column_small[brow_y - 4 : brow_y + 5].sum() == 2  # 2 px at 256, as the authors
+    assert brow_column_large[2 * brow_y - 6 : 2 * brow_y + 8].sum() == 4
     assert 3.2 < large.sum() / small.sum() < 4.8
     downsampled = large.reshape(256, 2, 256, 2).max(axis=(1, 3))
     overlap = (downsampled & small).sum() / small.sum()
@@ -96,10 +95,10 @@ def layouts_scaled(points, factor):
 
 def test_masks_are_deterministic():
     face, body = synthetic_face(), synthetic_body()
-    np.testing.assert_array_equal(masks.draw_face_mask(face, (256, 256)),
-                                  masks.draw_face_mask(face.astype(np.float64), (256, 256)))
-    np.testing.assert_array_equal(masks.draw_body_mask(body, (256, 192)),
-                                  masks.draw_body_mask(body.copy(), (256, 192)))
+    np.testing.assert_array_equal(
+        masks.draw_face_mask(face, (256, 256)), masks.draw_face_mask(face.astype(np.float64), (256, 256))
+    )
+    np.testing.assert_array_equal(masks.draw_body_mask(body, (256, 192)), masks.draw_body_mask(body.copy(), (256, 192)))
 
 
 def test_mirrored_landmarks_draw_a_mirrored_mask():
@@ -120,12 +119,14 @@ def test_body_mask_labels_each_limb_finger_and_the_face():
     assert labels.dtype == np.uint8 and labels.max() < layouts.BODY_MASK_CHANNELS
     for label, (i, j) in zip(layouts.LIMB_LABELS, layouts.BODY_LIMBS):
         assert midpoint_label(labels, body, i, j) == label, layouts.BODY25_NAMES[i]
-    for hand, finger_labels in ((layouts.LEFT_HAND_SLICE, layouts.LEFT_FINGER_LABELS),
-                                (layouts.RIGHT_HAND_SLICE, layouts.RIGHT_FINGER_LABELS)):
+    for hand, finger_labels in (
+        (layouts.LEFT_HAND_SLICE, layouts.LEFT_FINGER_LABELS),
+        (layouts.RIGHT_HAND_SLICE, layouts.RIGHT_FINGER_LABELS),
+    ):
         for label, finger in zip(finger_labels, layouts.HAND_FINGERS):
             i, j = hand.start + finger[2], hand.start + finger[3]
             x, y = np.rint((body[i, :2] + body[j, :2]) / 2).astype(int)
-            assert label in labels[y - 1:y + 2, x - 1:x + 2]  # 1 px strokes: within a pixel
+            assert label in labels[y - 1 : y + 2, x - 1 : x + 2]  # 1 px strokes: within a pixel
     assert not (labels == layouts.FACE_LABEL).any()
 
     body = synthetic_body(with_face=True)

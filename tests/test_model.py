@@ -8,8 +8,14 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from tsnet_hf import ConfigError, InputError, TSNet, TSNetConfig, paper_config, small_config, tiny_config
 from tsnet_hf.modeling import patch_warp, pixel_warp
-from tsnet_hf.similarity import (allowed_pairs, box_membership, boxes_from_masks, dense_reference_grid,
-                                 regular_grid, sampling_grid)
+from tsnet_hf.similarity import (
+    allowed_pairs,
+    box_membership,
+    boxes_from_masks,
+    dense_reference_grid,
+    regular_grid,
+    sampling_grid,
+)
 
 from helpers import random_inputs, seeded_model
 
@@ -34,8 +40,10 @@ def test_paper_config_size():
     model = TSNet()
     count = sum(p.numel() for p in model.parameters())
     assert round(count / 1e6, 1) == 86.0
-    parts = {name: sum(p.numel() for p in getattr(model, name).parameters()) / 1e6
-             for name in ("image_encoder", "mask_encoder", "fusion", "decoder")}
+    parts = {
+        name: sum(p.numel() for p in getattr(model, name).parameters()) / 1e6
+        for name in ("image_encoder", "mask_encoder", "fusion", "decoder")
+    }
     assert round(parts["image_encoder"], 1) == 44.1
     assert round(parts["mask_encoder"], 1) == 1.6
     assert round(parts["fusion"], 1) == 19.4
@@ -75,7 +83,7 @@ def test_two_step_equals_one_shot():
         memory = model.encode_subject(subject, subject_masks)
         batched = model.generate(memory, driving_masks)
         for i in range(5):
-            single = model(subject, subject_masks, driving_masks[i:i + 1])
+            single = model(subject, subject_masks, driving_masks[i : i + 1])
             assert (single.image[0] - batched.image[i]).abs().max() < 1e-5
             assert (single.grid[0] - batched.grid[i]).abs().max() < 1e-5
             assert (single.warped[0] - batched.warped[i]).abs().max() < 1e-5
@@ -93,6 +101,7 @@ def test_subject_sets_are_grouped():
 
 
 # ----- mask-aware similarity ---------------------------------------------------------------------
+
 
 def random_sets(num, frames, positions, generator, inside_rate):
     driving = torch.rand(num, positions, generator=generator) < inside_rate
@@ -190,6 +199,7 @@ def test_boxes_from_masks():
 
 # ----- bad input ----------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def tiny():
     return seeded_model(tiny_config("face"))
@@ -226,8 +236,15 @@ def test_small_preset_runs_on_cpu():
 
 
 def test_config_is_validated():
-    for bad in (dict(branches="x"), dict(combine="add"), dict(image_size=100), dict(mask_channels=1),
-                dict(temperature=0), dict(encoder_blocks=-1), dict(mode="cat")):
+    for bad in (
+        dict(branches="x"),
+        dict(combine="add"),
+        dict(image_size=100),
+        dict(mask_channels=1),
+        dict(temperature=0),
+        dict(encoder_blocks=-1),
+        dict(mode="cat"),
+    ):
         with pytest.raises(ConfigError):
             TSNetConfig(**bad)
     assert paper_config("body").mask_channels == 36
@@ -319,6 +336,6 @@ def test_blend_two_step_equals_one_shot_and_selected_sets():
         chosen = torch.tensor([[0, 1, 2], [1, 2, 3], [3, 0, 1]])
         selected = model.generate(memory.select(chosen), driving)
         for n in range(3):
-            one = model(subject[:, chosen[n]], masks[:, chosen[n]], driving[n:n + 1])
+            one = model(subject[:, chosen[n]], masks[:, chosen[n]], driving[n : n + 1])
             assert torch.allclose(selected.image[n], one.image[0], atol=1e-4)
             assert torch.allclose(selected.blend_mask[n], one.blend_mask[0], atol=1e-4)

@@ -38,8 +38,22 @@ def test_shipped_checkpoints_prefer_the_package_then_the_largest_resolution(tmp_
 @pytest.mark.slow
 def test_a_wheel_carries_the_shipped_checkpoints_and_finds_them(tmp_path):
     shipped = sorted(p.parent.name for p in (ROOT / "checkpoints").glob("*/config.json"))
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                    str(tmp_path / "wheel"), str(ROOT)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path / "wheel"),
+            str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
+    )
     wheel = next((tmp_path / "wheel").glob("tsnet_hf-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
     for name in shipped:
@@ -47,13 +61,19 @@ def test_a_wheel_carries_the_shipped_checkpoints_and_finds_them(tmp_path):
             assert f"tsnet_hf/checkpoints/{name}/{file}" in names
     assert "training/finetune.py" in names and "training/train.py" in names  # for the tsnet-finetune script
     target = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
-                   check=True, capture_output=True)
-    code = ("import tsnet_hf.cli as c; print(c.__file__); "
-            "print(c.default_checkpoint('face')); print(c.default_checkpoint('body'))")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
+        check=True,
+        capture_output=True,
+    )
+    code = (
+        "import tsnet_hf.cli as c; print(c.__file__); "
+        "print(c.default_checkpoint('face')); print(c.default_checkpoint('body'))"
+    )
     env = {**os.environ, "PYTHONPATH": str(target)}
-    lines = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, check=True, capture_output=True,
-                           text=True).stdout.splitlines()
+    lines = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, check=True, capture_output=True, text=True
+    ).stdout.splitlines()
     assert lines[0].startswith(str(target))  # the installed copy, not the checkout
     for mode, found in zip(("face", "body"), lines[1:]):
         expected = [n for n in shipped if n.startswith(f"{mode}-")]

@@ -14,8 +14,17 @@ import pytest
 import torch
 
 import tsnet_hf.video
-from tsnet_hf import CheckpointError, DetectionError, InputError, TSNet, TSNetError, VideoError, tiny_config
-from tsnet_hf import options, runner
+from tsnet_hf import (
+    CheckpointError,
+    DetectionError,
+    InputError,
+    TSNet,
+    TSNetError,
+    VideoError,
+    options,
+    runner,
+    tiny_config,
+)
 from tsnet_hf.cli import build_parser
 from tsnet_hf.cli import main as cli_main
 from tsnet_hf.pipeline import RetargetPipeline
@@ -59,8 +68,13 @@ def test_outputs_have_driving_length_fps_and_audio(face_pipe, media):
     size = face_pipe.size
     frames = result.frames
     assert frames.shape == (30, 256, 256, 3)  # pasted back into the 256x256 driving frames
-    for name, shape in [("crop", (size, size)), ("driving_masks", (size, size)), ("aligned_masks", (size, size)),
-                        ("warped", (size, size)), ("side_by_side", (size, 5 * size))]:
+    for name, shape in [
+        ("crop", (size, size)),
+        ("driving_masks", (size, size)),
+        ("aligned_masks", (size, size)),
+        ("warped", (size, size)),
+        ("side_by_side", (size, 5 * size)),
+    ]:
         assert result.read(name).shape == (30, *shape, 3), name
     assert result.subject_masks.shape == result.subject_crops.shape == (12, size, size, 3)
     assert len(result.frames_report) == 30
@@ -70,14 +84,25 @@ def test_outputs_have_driving_length_fps_and_audio(face_pipe, media):
     info = probe_video(out)
     assert info.has_audio and abs(info.fps - 24) < 1e-3
     assert probe_video(media["folder"] / "sbs.mp4").has_audio
-    assert {"subject decode + landmarks", "encode subject", "driving decode + landmarks", "generator"} <= set(result.timings)
+    assert {"subject decode + landmarks", "encode subject", "driving decode + landmarks", "generator"} <= set(
+        result.timings
+    )
     assert "30/30 frames detected" in result.summary()
 
 
 @pytest.mark.slow  # mediapipe
 def test_max_frames_crop_only_and_random_selection(face_pipe, media):
-    result = face_pipe(media["subject"], media["driving"], mode="face", max_frames=7, paste_back=False,
-                       selection="random", seed=3, num_subject_frames=2, batch_size=3)
+    result = face_pipe(
+        media["subject"],
+        media["driving"],
+        mode="face",
+        max_frames=7,
+        paste_back=False,
+        selection="random",
+        seed=3,
+        num_subject_frames=2,
+        batch_size=3,
+    )
     assert result.num_frames == 7
     assert result.frames.shape == (7, face_pipe.size, face_pipe.size, 3)
     chosen = {r.subject_frames for r in result.frames_report}
@@ -132,6 +157,7 @@ def test_bad_inputs(face_pipe, media, tmp_path):
     noise = write_video(tmp_path / "noise.mp4", np.random.default_rng(0).integers(0, 255, (8, 64, 64, 3), np.uint8))
     photo = tmp_path / "photo.png"
     import cv2
+
     cv2.imwrite(str(photo), astronaut(128)[..., ::-1])
     cases = [
         ((media["subject"], text), VideoError),
@@ -159,6 +185,7 @@ def test_bad_checkpoints(media, tmp_path, monkeypatch):
     with pytest.raises(TSNetError, match="unknown field"):
         RetargetPipeline.from_pretrained(tmp_path / "other")
     from huggingface_hub import constants
+
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(CheckpointError, match="offline"):
         RetargetPipeline.from_pretrained("someone/tsnet-face", cache_dir=tmp_path / "cache")
@@ -167,16 +194,34 @@ def test_bad_checkpoints(media, tmp_path, monkeypatch):
 @pytest.mark.slow  # mediapipe
 def test_cli_writes_outputs_and_fails_cleanly(media, tmp_path, capfd):
     out = tmp_path / "cli.mp4"
-    code = cli_main([str(media["subject"]), str(media["driving"]), "-o", str(out), "--checkpoint", str(media["face"]),
-                     "--mode", "face", "--max-frames", "6", "--side-by-side", str(tmp_path / "sbs.mp4"),
-                     "--warped", str(tmp_path / "warped.mp4"), "--masks", str(tmp_path / "masks.mp4")])
+    code = cli_main(
+        [
+            str(media["subject"]),
+            str(media["driving"]),
+            "-o",
+            str(out),
+            "--checkpoint",
+            str(media["face"]),
+            "--mode",
+            "face",
+            "--max-frames",
+            "6",
+            "--side-by-side",
+            str(tmp_path / "sbs.mp4"),
+            "--warped",
+            str(tmp_path / "warped.mp4"),
+            "--masks",
+            str(tmp_path / "masks.mp4"),
+        ]
+    )
     assert code == 0
     for name in ("cli.mp4", "sbs.mp4", "warped.mp4", "masks.mp4"):
         assert probe_video(tmp_path / name).frame_count in (5, 6, 7), name
     capfd.readouterr()
     bad = tmp_path / "bad.mp4"
-    code = cli_main([str(media["subject"]), str(tmp_path / "nope.mp4"), "-o", str(bad), "--checkpoint",
-                     str(media["face"]), "-q"])
+    code = cli_main(
+        [str(media["subject"]), str(tmp_path / "nope.mp4"), "-o", str(bad), "--checkpoint", str(media["face"]), "-q"]
+    )
     err = capfd.readouterr().err.strip().splitlines()
     assert code == 1 and len(err) == 1 and err[0].startswith("error: ")
     assert not bad.exists() and not list(tmp_path.glob(".bad*"))
@@ -185,14 +230,40 @@ def test_cli_writes_outputs_and_fails_cleanly(media, tmp_path, capfd):
 @pytest.mark.slow  # mediapipe
 def test_cli_blend_mask_flag(media, tmp_path, capfd):
     out, blend = tmp_path / "cli.mp4", tmp_path / "blend.mp4"
-    code = cli_main([str(media["subject"]), str(media["driving"]), "-o", str(out), "--checkpoint",
-                     str(media["face_blend"]), "--mode", "face", "--max-frames", "4", "--blend-mask", str(blend), "-q"])
+    code = cli_main(
+        [
+            str(media["subject"]),
+            str(media["driving"]),
+            "-o",
+            str(out),
+            "--checkpoint",
+            str(media["face_blend"]),
+            "--mode",
+            "face",
+            "--max-frames",
+            "4",
+            "--blend-mask",
+            str(blend),
+            "-q",
+        ]
+    )
     assert code == 0
     assert len(read_frames(blend)[0]) == len(read_frames(out)[0]) == 4
     capfd.readouterr()
     decoder_out = tmp_path / "decoder.mp4"
-    code = cli_main([str(media["subject"]), str(media["driving"]), "-o", str(decoder_out), "--checkpoint",
-                     str(media["face"]), "--blend-mask", str(tmp_path / "none.mp4"), "-q"])
+    code = cli_main(
+        [
+            str(media["subject"]),
+            str(media["driving"]),
+            "-o",
+            str(decoder_out),
+            "--checkpoint",
+            str(media["face"]),
+            "--blend-mask",
+            str(tmp_path / "none.mp4"),
+            "-q",
+        ]
+    )
     err = capfd.readouterr().err.strip().splitlines()
     assert code == 1 and len(err) == 1 and "--blend-mask needs a blend model" in err[0]
     assert not decoder_out.exists() and not (tmp_path / "none.mp4").exists()
@@ -259,8 +330,13 @@ def test_memory_stays_flat_as_length_grows(media, tmp_path):
     peaks = {}
     for frames in (150, 600):
         driving = write_video(tmp_path / f"long{frames}.mp4", moving_face_frames(frames, seed=5))
-        run = subprocess.run([sys.executable, "-c", script, str(media["face"]), str(media["subject"]), str(driving)],
-                             capture_output=True, text=True, check=True, env=env)
+        run = subprocess.run(
+            [sys.executable, "-c", script, str(media["face"]), str(media["subject"]), str(driving)],
+            capture_output=True,
+            text=True,
+            check=True,
+            env=env,
+        )
         peaks[frames] = int(run.stdout.strip().splitlines()[-1]) / 1024  # MiB
     assert peaks[600] < peaks[150] + 40, peaks
 
@@ -269,14 +345,20 @@ def test_memory_stays_flat_as_length_grows(media, tmp_path):
 def test_real_face_and_dance_clips(media, shared_dir):
     face = RetargetPipeline.from_pretrained(media["face"], device="cpu")
     clips = shared_dir / "data" / "face"
-    result = face(clips / "liveportrait_d12.mp4", clips / "moore_talkinghead_1.mp4", max_frames=10,
-                  subject_max_frames=30)
+    result = face(
+        clips / "liveportrait_d12.mp4", clips / "moore_talkinghead_1.mp4", max_frames=10, subject_max_frames=30
+    )
     assert result.num_frames == 10 and result.fps == 25 and result.mode == "face"
     assert result.frames.shape == (10, 512, 512, 3)
     body = RetargetPipeline.from_pretrained(media["body"], device="cpu")
     dance = shared_dir / "data" / "dance"
-    result = body(dance / "mimicmotion_raw_1.mp4", dance / "mimicmotion_raw_2.mp4", mode="body", max_frames=8,
-                  subject_max_frames=20)
+    result = body(
+        dance / "mimicmotion_raw_1.mp4",
+        dance / "mimicmotion_raw_2.mp4",
+        mode="body",
+        max_frames=8,
+        subject_max_frames=20,
+    )
     assert result.num_frames == 8 and result.fps == 15
     assert result.read("aligned_masks").shape == (8, body.size, body.size, 3)
     with pytest.raises(InputError):  # a face subject with a dance driver
@@ -287,8 +369,10 @@ def test_real_face_and_dance_clips(media, shared_dir):
 def test_channels_last_gives_the_same_frames(media):
     model = TSNet.from_pretrained(media["face"])
     subject, driving = moving_face_frames(6, seed=1), moving_face_frames(5, seed=2)
-    frames = [RetargetPipeline(model, device="cpu", channels_last=cl)(subject, driving, mode="face", paste_back=False).frames
-              for cl in (False, True)]
+    frames = [
+        RetargetPipeline(model, device="cpu", channels_last=cl)(subject, driving, mode="face", paste_back=False).frames
+        for cl in (False, True)
+    ]
     # Kernels of the two layouts round differently; a random model's tau = 100 softmax amplifies that in a
     # few pixels (up to 16 grey levels on an AMX CPU), while a layout bug would move whole frames.
     gaps = np.abs(frames[0].astype(int) - frames[1].astype(int)).reshape(len(frames[0]), -1)
@@ -309,8 +393,13 @@ def test_a_workdir_the_caller_gives_is_kept(face_pipe, tmp_path):
 @pytest.mark.slow  # mediapipe
 def test_preview_shows_each_chunk_as_it_is_written(face_pipe):
     seen = []
-    result = face_pipe(moving_face_frames(6, seed=1), moving_face_frames(10, seed=2), mode="face", batch_size=4,
-                       preview=lambda done, total, picture: seen.append((done, total, picture.copy())))
+    result = face_pipe(
+        moving_face_frames(6, seed=1),
+        moving_face_frames(10, seed=2),
+        mode="face",
+        batch_size=4,
+        preview=lambda done, total, picture: seen.append((done, total, picture.copy())),
+    )
     assert [(done, total) for done, total, _ in seen] == [(4, 10), (8, 10), (10, 10)]
     side_by_side = result.read("side_by_side")
     assert seen[-1][2].shape == side_by_side.shape[1:] and seen[-1][2].dtype == np.uint8
@@ -329,10 +418,16 @@ def test_a_cancelled_run_stops_and_leaves_no_files(face_pipe, tmp_path):
         raise Cancelled("stopped by the test")
 
     import tempfile
+
     before = set(os.listdir(tempfile.gettempdir()))
     with pytest.raises(Cancelled):
-        face_pipe(moving_face_frames(6, seed=1), moving_face_frames(12, seed=2), mode="face", batch_size=4,
-                  preview=cancel_after_first_chunk)
+        face_pipe(
+            moving_face_frames(6, seed=1),
+            moving_face_frames(12, seed=2),
+            mode="face",
+            batch_size=4,
+            preview=cancel_after_first_chunk,
+        )
     assert calls == [4]  # no chunk after the cancel was written
     assert not {name for name in set(os.listdir(tempfile.gettempdir())) - before if name.startswith("tsnet-")}
 
@@ -354,8 +449,19 @@ def test_zero_threads_is_one_sentence_in_the_cli_and_the_app(media, tmp_path, ca
 
     out = tmp_path / "cli.mp4"
     threads = torch.get_num_threads()
-    code = cli_main([str(media["subject"]), str(media["driving"]), "-o", str(out), "--checkpoint",
-                     str(media["face"]), "--threads", "0", "-q"])
+    code = cli_main(
+        [
+            str(media["subject"]),
+            str(media["driving"]),
+            "-o",
+            str(out),
+            "--checkpoint",
+            str(media["face"]),
+            "--threads",
+            "0",
+            "-q",
+        ]
+    )
     err = capfd.readouterr().err.strip().splitlines()
     assert code == 1 and err == ["error: --threads must be at least 1, got 0."] and not out.exists()
     assert demo.main(["--threads", "-2", "--no-shipped", "--cache-dir", str(tmp_path / "cache")]) == 1
@@ -376,8 +482,12 @@ def test_compiled_generator_gives_the_eager_frames(media):
     """torch.compile (--compile): the same frames, with the last, smaller chunk padded to the first's size."""
     model = TSNet.from_pretrained(media["face_blend"])
     subject, driving = moving_face_frames(6, seed=1), moving_face_frames(10, seed=2)
-    frames = [RetargetPipeline(model, device="cpu", dtype=torch.float32, compile=compiled)(
-        subject, driving, mode="face", paste_back=False, batch_size=4).read("crop") for compiled in (False, True)]
+    frames = [
+        RetargetPipeline(model, device="cpu", dtype=torch.float32, compile=compiled)(
+            subject, driving, mode="face", paste_back=False, batch_size=4
+        ).read("crop")
+        for compiled in (False, True)
+    ]
     gaps = np.abs(frames[0].astype(int) - frames[1].astype(int)).reshape(len(frames[0]), -1)
     # fused kernels round differently, and a random model's softmax at tau = 100 amplifies that in places
     assert gaps.shape[0] == 10 and gaps.mean(axis=1).max() < 2.0  # a wrong frame order or padding: tens
@@ -441,9 +551,13 @@ def test_call_defaults_and_cli_choices_come_from_run_options():
     command line's choices and defaults are its own."""
     parameters = inspect.signature(RetargetPipeline.__call__).parameters
     assert {f.name: parameters[f.name].default for f in fields(options.RunOptions)} == {
-        f.name: f.default for f in fields(options.RunOptions)}
+        f.name: f.default for f in fields(options.RunOptions)
+    }
     actions = {action.dest: action for action in build_parser()._actions}
-    for dest, allowed in (("mode", options.RUN_MODES), ("selection", options.SELECTIONS),
-                          ("missing", options.MISSING_POLICIES)):
+    for dest, allowed in (
+        ("mode", options.RUN_MODES),
+        ("selection", options.SELECTIONS),
+        ("missing", options.MISSING_POLICIES),
+    ):
         assert tuple(actions[dest].choices) == allowed and actions[dest].default == getattr(options.RunOptions, dest)
     assert actions["batch_size"].default == options.RunOptions.batch_size

@@ -13,6 +13,7 @@ FPS = 30.0
 
 def reference_one_euro(values, fps, min_cutoff, beta, d_cutoff):
     """The published scalar algorithm (Casiez et al. 2012), one coordinate at a time."""
+
     def alpha(cutoff):
         return 1.0 / (1.0 + fps / (2 * math.pi * cutoff))
 
@@ -72,8 +73,7 @@ def test_reduces_jitter_and_keeps_lag_bounded_on_a_moving_track(preset):
     # Lag, measured without noise: the filtered track trails the motion by under one frame,
     # for slow head sway and for fast lip-like motion (5 px at 3 Hz).
     for amplitude, frequency in ((10, 0.3), (5, 3.0)):
-        motion = amplitude * np.stack([np.sin(2 * np.pi * frequency * t),
-                                       np.cos(2 * np.pi * 1.3 * frequency * t)], -1)
+        motion = amplitude * np.stack([np.sin(2 * np.pi * frequency * t), np.cos(2 * np.pi * 1.3 * frequency * t)], -1)
         clean = points.copy()
         clean[..., :2] += motion[:, None]
         lagging = smooth_track(clean, FPS, preset=preset)
@@ -97,8 +97,10 @@ def test_resolution_independent():
     big = points.copy()
     big[..., :2] *= 4
     np.testing.assert_allclose(
-        smooth_track(big, FPS)[..., :2], 4 * smooth_track(points, FPS)[..., :2],
-        rtol=1e-4, atol=1e-3,
+        smooth_track(big, FPS)[..., :2],
+        4 * smooth_track(points, FPS)[..., :2],
+        rtol=1e-4,
+        atol=1e-3,
     )
 
 

@@ -63,7 +63,7 @@ def write_body_cache(folder: Path, frames: int = 12, size: int = SIZE) -> Path:
         points[t] = base
         points[t, :, 0] += 3 * np.sin(t / 2)
         images[t] = (rng.uniform(0, 255, 3) * 0.2 + 100).astype(np.uint8)
-        images[t, int(points[t, 0, 1]):, :, 1] = 200  # something that moves with the figure
+        images[t, int(points[t, 0, 1]) :, :, 1] = 200  # something that moves with the figure
     name = write_cached_video(folder, "figure-00000000", settings, images, points)
     return write_cache_index(folder, settings, [name])
 
@@ -79,8 +79,9 @@ def read_metrics(output, kind="train") -> list[dict]:
 @pytest.mark.slow  # Python subprocesses
 def test_scripts_show_help_from_the_repository_root():
     for script in ("train.py", "preprocess.py", "evaluate.py"):
-        result = subprocess.run([sys.executable, f"training/{script}", "--help"], cwd=ROOT, capture_output=True,
-                                text=True, timeout=120)
+        result = subprocess.run(
+            [sys.executable, f"training/{script}", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120
+        )
         assert result.returncode == 0, result.stderr
         assert "usage:" in result.stdout
 
@@ -115,8 +116,9 @@ def test_preprocess_caches_each_video_and_lists_the_failures(face_cache):
 def test_preprocess_rerun_reuses_caches_and_does_not_retry_failures(face_cache, face_videos):
     cache, first = face_cache
     lines = []
-    again = preprocess.preprocess_folder(face_videos, cache, preprocess.CacheSettings("face", SIZE),
-                                         progress=lines.append)
+    again = preprocess.preprocess_folder(
+        face_videos, cache, preprocess.CacheSettings("face", SIZE), progress=lines.append
+    )
     assert sorted(again.reused) == sorted(first.made) and not again.made
     assert any("as in the last run" in line for line in lines)
     assert again.bytes == first.bytes
@@ -144,8 +146,22 @@ def test_a_folder_without_usable_video_is_one_clear_error(face_videos, tmp_path)
         preprocess.preprocess_folder(blank_only, tmp_path / "c2", preprocess.CacheSettings("face", SIZE), progress=None)
     assert str(caught.value).count(". ") == 0  # one sentence
     # the same through the command line: a one-line error, exit status 2
-    code = train.main(["--data", str(blank_only), "--mode", "face", "--preset", "tiny", "--output",
-                       str(tmp_path / "run"), "--cache-dir", str(tmp_path / "c3"), "--no-vgg", "--quiet"])
+    code = train.main(
+        [
+            "--data",
+            str(blank_only),
+            "--mode",
+            "face",
+            "--preset",
+            "tiny",
+            "--output",
+            str(tmp_path / "run"),
+            "--cache-dir",
+            str(tmp_path / "c3"),
+            "--no-vgg",
+            "--quiet",
+        ]
+    )
     assert code == 2
 
 
@@ -249,8 +265,22 @@ def test_learning_rate_is_constant_then_falls_linearly_to_zero():
 def test_tiny_model_training_loss_falls(face_cache, tmp_path):
     cache, _ = face_cache
     steps = 40
-    trainer = run_training(train_args(cache, tmp_path / "run", "--steps", str(steps), "--val-fraction", "0.5",
-                                      "--image-every", "20", "--save-every", "1000", "--decay-start", "1"))
+    trainer = run_training(
+        train_args(
+            cache,
+            tmp_path / "run",
+            "--steps",
+            str(steps),
+            "--val-fraction",
+            "0.5",
+            "--image-every",
+            "20",
+            "--save-every",
+            "1000",
+            "--decay-start",
+            "1",
+        )
+    )
     rows = read_metrics(tmp_path / "run")
     assert [row["step"] for row in rows] == list(range(1, steps + 1))
     first, last = rows[:10], rows[-10:]
@@ -265,8 +295,10 @@ def test_tiny_model_training_loss_falls(face_cache, tmp_path):
     assert loaded.config == trainer.config
     card = (final / "README.md").read_text()
     assert "## Training" in card and "## Evaluation" in card and "| psnr |" in card
-    print(f"loss before/after: g {np.mean([r['g'] for r in first]):.3f} -> {np.mean([r['g'] for r in last]):.3f}, "
-          f"l1 {np.mean([r['l1'] for r in first]):.4f} -> {np.mean([r['l1'] for r in last]):.4f}")
+    print(
+        f"loss before/after: g {np.mean([r['g'] for r in first]):.3f} -> {np.mean([r['g'] for r in last]):.3f}, "
+        f"l1 {np.mean([r['l1'] for r in first]):.4f} -> {np.mean([r['l1'] for r in last]):.4f}"
+    )
 
 
 @pytest.mark.shared
@@ -327,10 +359,16 @@ def test_resume_with_other_settings_is_one_clear_error(face_cache, tmp_path):
 def test_killed_run_leaves_a_loadable_checkpoint(face_cache, tmp_path):
     cache, _ = face_cache
     output = tmp_path / "run"
-    command = [sys.executable, "training/train.py", *train_args(cache, output, "--steps", "100000", "--save-every", "1",
-                                                                  "--keep-checkpoints", "2", "--val-fraction", "0")]
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               start_new_session=True)
+    command = [
+        sys.executable,
+        "training/train.py",
+        *train_args(
+            cache, output, "--steps", "100000", "--save-every", "1", "--keep-checkpoints", "2", "--val-fraction", "0"
+        ),
+    ]
+    process = subprocess.Popen(
+        command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     try:
         deadline = time.time() + 120
         found = checkpoints.list_checkpoints
@@ -389,8 +427,9 @@ def test_missing_options_are_reported(tmp_path):
     with pytest.raises(ConfigError, match="--data"):
         options.parse_args(["--output", str(tmp_path)])
     with pytest.raises(ConfigError, match="leave out --preset"):
-        options.parse_args(["--output", str(tmp_path), "--data", "x", "--mode", "face", "--init-from", "c",
-                          "--preset", "tiny"])
+        options.parse_args(
+            ["--output", str(tmp_path), "--data", "x", "--mode", "face", "--init-from", "c", "--preset", "tiny"]
+        )
 
 
 @pytest.mark.slow  # mediapipe (the face_cache fixture), a training run
@@ -399,7 +438,7 @@ def test_fine_tuning_starts_from_a_checkpoint(face_cache, tmp_path):
     run_training(train_args(cache, tmp_path / "base", "--steps", "2", "--val-fraction", "0"))
     base = TSNet.from_pretrained(tmp_path / "base" / "final")
     args = train_args(cache, tmp_path / "tuned", "--steps", "1", "--val-fraction", "0", "--lr-g", "0")
-    args[args.index("--preset"):args.index("--preset") + 2] = ["--init-from", str(tmp_path / "base" / "final")]
+    args[args.index("--preset") : args.index("--preset") + 2] = ["--init-from", str(tmp_path / "base" / "final")]
     run_training(args)
     tuned = TSNet.from_pretrained(tmp_path / "tuned" / "final")
     assert all(torch.equal(a, b) for a, b in zip(base.state_dict().values(), tuned.state_dict().values()))
@@ -409,8 +448,22 @@ def test_fine_tuning_starts_from_a_checkpoint(face_cache, tmp_path):
 
 
 def test_a_missing_vgg_file_stops_the_run_before_preprocessing(face_videos, tmp_path, capsys):
-    code = train.main(["--data", str(face_videos), "--mode", "face", "--preset", "tiny",
-                       "--output", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache"), "--vgg-weights", str(tmp_path / "vgg.safetensors")])
+    code = train.main(
+        [
+            "--data",
+            str(face_videos),
+            "--mode",
+            "face",
+            "--preset",
+            "tiny",
+            "--output",
+            str(tmp_path / "run"),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--vgg-weights",
+            str(tmp_path / "vgg.safetensors"),
+        ]
+    )
     assert code == 2 and not (tmp_path / "cache").exists()
     error = capsys.readouterr().err.strip()
     assert error.startswith("error: Weights file") and len(error.splitlines()) == 1
@@ -457,11 +510,20 @@ def test_two_processes_train_together_and_save_once(face_cache, tmp_path):
     """DistributedDataParallel on two CPU processes (gloo), as `accelerate launch` runs on GPUs."""
     cache, _ = face_cache
     output = tmp_path / "run"
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "training/train.py", "--cpu", *train_args(cache, output, "--steps", "2", "--save-every", "1",
-                                                          "--val-every", "1", "--val-clips", "3")]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "training/train.py",
+        "--cpu",
+        *train_args(cache, output, "--steps", "2", "--save-every", "1", "--val-every", "1", "--val-clips", "3"),
+    ]
+    result = subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "2 process(es)" in (output / "log.txt").read_text()
     rows = read_metrics(output)
@@ -478,9 +540,24 @@ def test_two_processes_train_together_and_save_once(face_cache, tmp_path):
 def test_blend_model_trains_after_a_warm_up_on_videos_held_out_by_name(face_cache, tmp_path):
     cache, _ = face_cache
     steps, warmup = 12, 6
-    run_training(train_args(cache, tmp_path / "run", "--steps", str(steps), "--output-path", "blend",
-                            "--warmup-steps", str(warmup), "--holdout", "face1", "--lambda-l1", "10",
-                            "--image-every", str(steps)))
+    run_training(
+        train_args(
+            cache,
+            tmp_path / "run",
+            "--steps",
+            str(steps),
+            "--output-path",
+            "blend",
+            "--warmup-steps",
+            str(warmup),
+            "--holdout",
+            "face1",
+            "--lambda-l1",
+            "10",
+            "--image-every",
+            str(steps),
+        )
+    )
     rows = read_metrics(tmp_path / "run")
     assert all("d" not in r and "gan" not in r and "l1w" in r for r in rows[:warmup])
     assert all({"d", "gan", "fm"} <= set(r) for r in rows[warmup:])
@@ -488,8 +565,9 @@ def test_blend_model_trains_after_a_warm_up_on_videos_held_out_by_name(face_cach
     assert model.config.output == "blend" and model.config.frame_weights == "learned"
     state = json.loads((tmp_path / "run" / "final" / checkpoints.STATE_DIR / "state.json").read_text())
     assert state["seconds"] > 0
-    trainer = train.Trainer(options.parse_args(train_args(cache, tmp_path / "other", "--steps", "1",
-                                                        "--holdout", "face1")))
+    trainer = train.Trainer(
+        options.parse_args(train_args(cache, tmp_path / "other", "--steps", "1", "--holdout", "face1"))
+    )
     assert [s.video.name.startswith("face1") for s in trainer.val_sources] == [True]
     assert not any(s.video.name.startswith("face1") for s in trainer.train_sources)
     card = (tmp_path / "run" / "final" / "README.md").read_text()
@@ -502,8 +580,9 @@ def test_blend_model_trains_after_a_warm_up_on_videos_held_out_by_name(face_cach
 def test_time_budget_ends_with_a_complete_checkpoint_and_covers_resumed_runs(face_cache, tmp_path):
     cache, _ = face_cache
     output = tmp_path / "run"
-    trainer = train.Trainer(options.parse_args(train_args(cache, output, "--steps", "100000", "--val-fraction", "0",
-                                                        "--time-budget", "1")))
+    trainer = train.Trainer(
+        options.parse_args(train_args(cache, output, "--steps", "100000", "--val-fraction", "0", "--time-budget", "1"))
+    )
     trainer.args.time_budget = trainer.elapsed() / 60 + 0.01  # setup counts too; leave 0.6 s for steps
     trainer.run()
     assert 0 < trainer.step < 100000
@@ -523,9 +602,10 @@ def test_progressive_resolution_starts_from_the_lower_resolution_weights(face_ca
     run_training(train_args(cache, tmp_path / "low", "--steps", "1", "--val-fraction", "0", "--output-path", "blend"))
     high = tmp_path / "cache-96"
     preprocess.preprocess_folder(face_videos, high, preprocess.CacheSettings("face", 96), progress=None)
-    args = train_args(high, tmp_path / "high", "--steps", "1", "--val-fraction", "0", "--lr-g", "0",
-                      "--output-path", "blend")
-    args[args.index("--preset"):args.index("--preset") + 2] = ["--init-from", str(tmp_path / "low" / "final")]
+    args = train_args(
+        high, tmp_path / "high", "--steps", "1", "--val-fraction", "0", "--lr-g", "0", "--output-path", "blend"
+    )
+    args[args.index("--preset") : args.index("--preset") + 2] = ["--init-from", str(tmp_path / "low" / "final")]
     run_training(args)
     low, high_model = (TSNet.from_pretrained(tmp_path / name / "final") for name in ("low", "high"))
     assert high_model.config.image_size == 96 and low.config.image_size == SIZE
@@ -542,8 +622,23 @@ def test_bf16_autocast_on_the_cpu_follows_the_fp32_loss_curve(face_cache, tmp_pa
 
     for precision in ("no", "bf16"):
         AcceleratorState._reset_state(reset_partial_state=True)  # one process, two precisions
-        run_training(train_args(cache, tmp_path / precision, "--steps", "16", "--val-fraction", "0", "--cpu",
-                                "--mixed-precision", precision, "--output-path", "blend", "--lambda-l1", "10"))
+        run_training(
+            train_args(
+                cache,
+                tmp_path / precision,
+                "--steps",
+                "16",
+                "--val-fraction",
+                "0",
+                "--cpu",
+                "--mixed-precision",
+                precision,
+                "--output-path",
+                "blend",
+                "--lambda-l1",
+                "10",
+            )
+        )
         curves[precision] = np.array([[r["g"], r["l1"]] for r in read_metrics(tmp_path / precision)])
     AcceleratorState._reset_state(reset_partial_state=True)
     fp32, bf16 = curves["no"], curves["bf16"]
@@ -603,7 +698,12 @@ def test_compact_preprocessing_round_trips_frames_and_landmarks(face_cache, face
     assert report.usable == raw_report.usable and report.bytes < raw_report.bytes / 5
     for name in report.usable:
         assert sorted(p.name for p in (tmp_path / name).glob("*.np?")) == [
-            "boxes.npy", "detected.npy", "frame_indices.npy", "frames.npz", "landmarks.npz"]
+            "boxes.npy",
+            "detected.npy",
+            "frame_indices.npy",
+            "frames.npz",
+            "landmarks.npz",
+        ]
         raw, compact = data.CachedVideo(raw_cache / name), data.CachedVideo(tmp_path / name)
         assert_near_frames(compact.frames, raw.frames)
         assert not compact.frames.flags.writeable  # read-only, as a raw cache's memory map
@@ -617,8 +717,12 @@ def test_compact_preprocessing_round_trips_frames_and_landmarks(face_cache, face
 @pytest.mark.slow  # mediapipe (the face_cache fixture)
 def test_compact_storage_settings_are_checked(face_videos, face_cache, tmp_path, monkeypatch):
     assert preprocess.CacheSettings(storage="jpeg").quality == 90
-    for bad in ({"storage": "png"}, {"storage": "webp", "quality": 0}, {"storage": "jpeg", "quality": 101},
-                {"storage": "raw", "quality": 80}):
+    for bad in (
+        {"storage": "png"},
+        {"storage": "webp", "quality": 0},
+        {"storage": "jpeg", "quality": 101},
+        {"storage": "raw", "quality": 80},
+    ):
         with pytest.raises(InputError) as caught:
             preprocess.CacheSettings(**bad)
         assert str(caught.value).count(". ") == 0  # one sentence
@@ -670,8 +774,9 @@ def test_compact_conversion_keeps_landmarks_and_nearly_the_frames(face_cache, co
         assert compact.meta["source"] == raw.meta["source"] and compact.meta["num_frames"] == raw.meta["num_frames"]
         assert_near_frames(compact.frames, raw.frames)
     # the videos with the same settings: the converted caches are current, the failure is not retried
-    again = preprocess.preprocess_folder(face_videos, cache, preprocess.CacheSettings("face", SIZE, storage="webp"),
-                                         progress=None)
+    again = preprocess.preprocess_folder(
+        face_videos, cache, preprocess.CacheSettings("face", SIZE, storage="webp"), progress=None
+    )
     assert sorted(again.reused) == report.usable and [v for v, _ in again.skipped] == ["blank.mp4"]
     assert sorted(preprocess.convert_cache(raw_cache, cache, "webp", progress=None).reused) == report.usable
 
@@ -680,8 +785,24 @@ def test_compact_conversion_keeps_landmarks_and_nearly_the_frames(face_cache, co
 def test_compact_conversion_from_the_command_line_takes_every_nth_row(face_cache, compact_cache, tmp_path, capsys):
     raw_cache, report = face_cache
     target = tmp_path / "jpeg"
-    assert preprocess.main([str(compact_cache[0]), "--cache-dir", str(target), "--storage", "jpeg", "--quality", "95",
-                            "--frame-stride", "2", "--mode", "face"]) == 0
+    assert (
+        preprocess.main(
+            [
+                str(compact_cache[0]),
+                "--cache-dir",
+                str(target),
+                "--storage",
+                "jpeg",
+                "--quality",
+                "95",
+                "--frame-stride",
+                "2",
+                "--mode",
+                "face",
+            ]
+        )
+        == 0
+    )
     settings = preprocess.read_cache_settings(target)
     assert (settings.storage, settings.quality, settings.frame_stride) == ("jpeg", 95, 2)
     name = report.usable[0]

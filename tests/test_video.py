@@ -26,20 +26,20 @@ def run_ffmpeg(ffmpeg: str, *args: str) -> None:
 
 def ffmpeg_log(ffmpeg: str, path: Path) -> str:
     """ffmpeg's description of a file (streams, duration)."""
-    return subprocess.run([ffmpeg, "-hide_banner", "-nostdin", "-i", str(path)],
-                          capture_output=True, text=True).stderr
+    return subprocess.run([ffmpeg, "-hide_banner", "-nostdin", "-i", str(path)], capture_output=True, text=True).stderr
 
 
 def moving_frames(count: int, height: int = 64, width: int = 96, seed: int = 0) -> np.ndarray:
     """(count, H, W, 3) uint8 RGB: a smooth colour gradient with a red square moving right."""
     rng = np.random.default_rng(seed)
     ys, xs = np.mgrid[0:height, 0:width]
-    background = np.stack([xs * 120 // width + 40, ys * 120 // height + 60,
-                           np.full_like(xs, 90 + rng.integers(0, 40))], axis=-1).astype(np.uint8)
+    background = np.stack(
+        [xs * 120 // width + 40, ys * 120 // height + 60, np.full_like(xs, 90 + rng.integers(0, 40))], axis=-1
+    ).astype(np.uint8)
     frames = np.repeat(background[None], count, axis=0)
     for t in range(count):
         x = 4 + 2 * t
-        frames[t, 20:36, x:x + 16] = (230, 30, 30)
+        frames[t, 20:36, x : x + 16] = (230, 30, 30)
     return frames
 
 
@@ -122,8 +122,9 @@ def test_iter_frames_streams(clip):
     stopped_early.close()  # ends the decoder without reading the rest
 
 
-@pytest.mark.parametrize("suffix, codec", [(".gif", []), (".webm", ["-c:v", "libvpx"]),
-                                           (".avi", ["-c:v", "mjpeg"]), (".mov", [])])
+@pytest.mark.parametrize(
+    "suffix, codec", [(".gif", []), (".webm", ["-c:v", "libvpx"]), (".avi", ["-c:v", "mjpeg"]), (".mov", [])]
+)
 def test_other_formats(tmp_path, clip, ffmpeg, suffix, codec):
     path = tmp_path / f"clip{suffix}"
     run_ffmpeg(ffmpeg, "-i", str(clip), *codec, str(path))

@@ -54,13 +54,17 @@ def find_resume(output: Path, resume: str) -> Path:
     if resume != "latest":
         folder = Path(resume)
         if not (folder / STATE_DIR / "state.json").is_file():
-            raise CheckpointError(f"{folder} is not a training checkpoint (no {STATE_DIR}/state.json): give a "
-                                  f"folder from {Path(output) / CHECKPOINTS}, or --resume alone.")
+            raise CheckpointError(
+                f"{folder} is not a training checkpoint (no {STATE_DIR}/state.json): give a "
+                f"folder from {Path(output) / CHECKPOINTS}, or --resume alone."
+            )
         return folder
     found = list_checkpoints(output)
     if not found:
-        raise CheckpointError(f"{Path(output) / CHECKPOINTS} holds no checkpoint to resume from: "
-                              "start without --resume, or point --output at the run to continue.")
+        raise CheckpointError(
+            f"{Path(output) / CHECKPOINTS} holds no checkpoint to resume from: "
+            "start without --resume, or point --output at the run to continue."
+        )
     return found[-1]
 
 
@@ -115,7 +119,7 @@ def clean_interrupted_writes(folder: Path) -> None:
         if path.name.startswith(".partial-"):
             shutil.rmtree(path, ignore_errors=True)
         elif path.name.startswith(".old-"):
-            original = folder / path.name[len(".old-"):].rsplit("-", 1)[0]
+            original = folder / path.name[len(".old-") :].rsplit("-", 1)[0]
             if original.exists():
                 shutil.rmtree(path, ignore_errors=True)
             else:
@@ -124,7 +128,7 @@ def clean_interrupted_writes(folder: Path) -> None:
 
 def prune_checkpoints(output: Path, keep: int) -> None:
     """Delete all but the newest `keep` step checkpoints (0: keep all)."""
-    for old in (list_checkpoints(output)[:-keep] if keep else []):
+    for old in list_checkpoints(output)[:-keep] if keep else []:
         shutil.rmtree(old, ignore_errors=True)
 
 
@@ -141,8 +145,9 @@ def save_checkpoint(folder: Path, model, d, face_d, opt_g, opt_d, state: dict, c
     tensors = {f"d.{k}": v for k, v in d.state_dict().items()}
     if face_d is not None:
         tensors.update({f"face_d.{k}": v for k, v in face_d.state_dict().items()})
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()},
-              str(state_dir / "discriminators.safetensors"))
+    save_file(
+        {k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(state_dir / "discriminators.safetensors")
+    )
     torch.save({"generator": opt_g.state_dict(), "discriminator": opt_d.state_dict()}, state_dir / "optimizers.pt")
     write_json(state_dir / "state.json", state)
 
@@ -157,8 +162,10 @@ def load_checkpoint(folder: Path, model, d, face_d, opt_g, opt_d, videos: list[s
     """
     state = read_state(folder)
     if state.get("videos") != videos:
-        raise ConfigError(f"Cannot resume from {folder}: it was trained on {len(state.get('videos', []))} cached "
-                          f"videos and this cache holds {len(videos)} others; resume with the same data.")
+        raise ConfigError(
+            f"Cannot resume from {folder}: it was trained on {len(state.get('videos', []))} cached "
+            f"videos and this cache holds {len(videos)} others; resume with the same data."
+        )
     load_state_strict(model, load_weights(folder / "model.safetensors"), str(folder))
     load_discriminators(load_file(str(folder / STATE_DIR / "discriminators.safetensors")), d, face_d, str(folder))
     optimisers = torch.load(folder / STATE_DIR / "optimizers.pt", map_location="cpu", weights_only=True)
@@ -171,7 +178,7 @@ def load_discriminators(state: dict, d, face_d, source: str) -> None:
     """Load "d.*" and "face_d.*" tensors of `state` into the two discriminators, strictly."""
     for prefix, module in (("d.", d), ("face_d.", face_d)):
         if module is not None:
-            part = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+            part = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
             load_state_strict(module, part, source)
 
 

@@ -62,8 +62,9 @@ class Augment:
 
     @classmethod
     def none(cls) -> "Augment":
-        return cls(scale=0.0, offset=0.0, flip=0.0, brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0,
-                   body_width=(3, 3))
+        return cls(
+            scale=0.0, offset=0.0, flip=0.0, brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0, body_width=(3, 3)
+        )
 
 
 # ----- caches -------------------------------------------------------------------------------------
@@ -121,19 +122,26 @@ def open_cache(cache_dir, mode: str, size: int) -> list[CachedVideo]:
     """
     cache_dir = Path(cache_dir)
     if not is_cache_dir(cache_dir):
-        raise InputError(f"{cache_dir} is not a training cache (no {INDEX_NAME}): make one with "
-                         "python training/preprocess.py VIDEOS --mode MODE --cache-dir DIR.")
+        raise InputError(
+            f"{cache_dir} is not a training cache (no {INDEX_NAME}): make one with "
+            "python training/preprocess.py VIDEOS --mode MODE --cache-dir DIR."
+        )
     index = json.loads((cache_dir / INDEX_NAME).read_text(encoding="utf-8"))
     settings = index.get("settings", {})
     if settings.get("mode") != mode or settings.get("size") != size:
-        raise InputError(f"{cache_dir} was made for mode {settings.get('mode')!r} at {settings.get('size')} px but "
-                         f"this run needs {mode!r} at {size} px: preprocess into another --cache-dir.")
-    videos = [CachedVideo(cache_dir / name) for name in index.get("videos", [])
-              if (cache_dir / name / META_NAME).is_file()]
+        raise InputError(
+            f"{cache_dir} was made for mode {settings.get('mode')!r} at {settings.get('size')} px but "
+            f"this run needs {mode!r} at {size} px: preprocess into another --cache-dir."
+        )
+    videos = [
+        CachedVideo(cache_dir / name) for name in index.get("videos", []) if (cache_dir / name / META_NAME).is_file()
+    ]
     videos = [v for v in videos if len(v.usable_rows) >= 2]
     if not videos:
-        raise InputError(f"{cache_dir} holds no usable video (every video was skipped: see its {INDEX_NAME}); "
-                         "add videos in which one face or person is clearly visible.")
+        raise InputError(
+            f"{cache_dir} holds no usable video (every video was skipped: see its {INDEX_NAME}); "
+            "add videos in which one face or person is clearly visible."
+        )
     return videos
 
 
@@ -162,8 +170,9 @@ def cache_source_name(cache) -> str:
     return Path(source or cache).name
 
 
-def split_sources(videos: list[CachedVideo], val_fraction: float, seed: int = 0,
-                  by: str = "video") -> tuple[list[Source], list[Source]]:
+def split_sources(
+    videos: list[CachedVideo], val_fraction: float, seed: int = 0, by: str = "video"
+) -> tuple[list[Source], list[Source]]:
     """Training and validation sources.
 
     Args:
@@ -207,8 +216,10 @@ def split_by_name(videos: list[CachedVideo], holdout: list[str]) -> tuple[list[S
     """
     held = [v for v in videos if any(part in v.name for part in holdout)]
     if not held:
-        raise InputError(f"No cached video matches --holdout {' '.join(holdout)}: give parts of the names listed "
-                         "in the cache's index.json.")
+        raise InputError(
+            f"No cached video matches --holdout {' '.join(holdout)}: give parts of the names listed "
+            "in the cache's index.json."
+        )
     if len(held) == len(videos):
         raise InputError(f"--holdout {' '.join(holdout)} matches every cached video: nothing is left to train on.")
     train = [Source(v, v.usable_rows) for v in videos if v not in held]
@@ -218,8 +229,9 @@ def split_by_name(videos: list[CachedVideo], holdout: list[str]) -> tuple[list[S
 # ----- sampling -----------------------------------------------------------------------------------
 
 
-def sample_clip_rows(rows: np.ndarray, rng: np.random.Generator, num_subject: int, num_targets: int,
-                     span: int) -> tuple[np.ndarray, np.ndarray]:
+def sample_clip_rows(
+    rows: np.ndarray, rng: np.random.Generator, num_subject: int, num_targets: int, span: int
+) -> tuple[np.ndarray, np.ndarray]:
     """K subject rows and T target rows from two segments of a window of `span` usable rows.
 
     Returns (subject rows (K,), target rows (T,)), int64, each sorted; rows repeat only when a
@@ -227,7 +239,7 @@ def sample_clip_rows(rows: np.ndarray, rng: np.random.Generator, num_subject: in
     """
     width = min(max(span, 2), len(rows))
     start = int(rng.integers(0, len(rows) - width + 1))
-    window = rows[start:start + width]
+    window = rows[start : start + width]
     low, high = (num_subject, width - num_targets) if width >= num_subject + num_targets else (1, width - 1)
     cut = int(rng.integers(low, high + 1))
     first, second = window[:cut], window[cut:]
@@ -248,16 +260,18 @@ def crop_matrix(stored_size: int, context: float, size: int, scale=(1.0, 1.0), o
     widths = side * np.asarray(scale, dtype=np.float64)
     corners = stored_size / 2 - widths / 2 + side * np.asarray(offset, dtype=np.float64)
     gains = size / widths
-    return np.array([[gains[0], 0.0, gains[0] * (0.5 - corners[0]) - 0.5],
-                     [0.0, gains[1], gains[1] * (0.5 - corners[1]) - 0.5]])
+    return np.array(
+        [[gains[0], 0.0, gains[0] * (0.5 - corners[0]) - 0.5], [0.0, gains[1], gains[1] * (0.5 - corners[1]) - 0.5]]
+    )
 
 
 def warp_clip(images: np.ndarray, points: np.ndarray, matrix: np.ndarray, size: int):
     """Apply a (2, 3) affine to (F, S', S', 3) uint8 images and (F, P, 3) points -> size x size."""
     out = np.empty((len(images), size, size, 3), np.uint8)
     for i, image in enumerate(images):
-        out[i] = cv2.warpAffine(np.ascontiguousarray(image), matrix, (size, size), flags=cv2.INTER_LINEAR,
-                                borderMode=cv2.BORDER_REPLICATE)
+        out[i] = cv2.warpAffine(
+            np.ascontiguousarray(image), matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+        )
     moved = points.copy()
     moved[..., :2] = points[..., :2] @ matrix[:, :2].T + matrix[:, 2]
     return out, moved
@@ -323,8 +337,16 @@ class ClipDataset(torch.utils.data.Dataset):
         augment: Augment (Augment.none() for validation). seed: base of every draw.
     """
 
-    def __init__(self, sources: list[Source], size: int, num_subject: int = 3, num_targets: int = 1,
-                 span: int = 30, augment: Augment | None = None, seed: int = 0):
+    def __init__(
+        self,
+        sources: list[Source],
+        size: int,
+        num_subject: int = 3,
+        num_targets: int = 1,
+        span: int = 30,
+        augment: Augment | None = None,
+        seed: int = 0,
+    ):
         if not sources:
             raise InputError("No video to sample clips from: give at least one usable video.")
         self.sources, self.size, self.seed = sources, size, seed
@@ -347,10 +369,16 @@ class ClipDataset(torch.utils.data.Dataset):
         k, size = self.num_subject, self.size
         chw = images.transpose(0, 3, 1, 2)
         boxes = face_boxes(points[k:], size) if self.mode == "body" else np.zeros((len(targets), 4), np.float32)
-        return {"subject_images": np.ascontiguousarray(chw[:k]), "subject_labels": labels[:k],
-                "target_images": np.ascontiguousarray(chw[k:]), "target_labels": labels[k:],
-                "target_points": points[k:].astype(np.float32), "face_boxes": boxes,
-                "video": source_id, "rows": rows}
+        return {
+            "subject_images": np.ascontiguousarray(chw[:k]),
+            "subject_labels": labels[:k],
+            "target_images": np.ascontiguousarray(chw[k:]),
+            "target_labels": labels[k:],
+            "target_points": points[k:].astype(np.float32),
+            "face_boxes": boxes,
+            "video": source_id,
+            "rows": rows,
+        }
 
     def _geometry(self, video: CachedVideo, rows: np.ndarray, rng: np.random.Generator):
         a = self.augment
@@ -418,6 +446,7 @@ class Batch:
 
 def to_model_inputs(batch: dict, device, channels: int) -> Batch:
     """Collated ClipDataset items -> a Batch on `device` (one-hot masks made there)."""
+
     def frames(images):  # uint8 (..., 3, S, S) -> float in [-1, 1]
         return images.to(device, non_blocking=True).float() / 127.5 - 1
 
@@ -425,11 +454,15 @@ def to_model_inputs(batch: dict, device, channels: int) -> Batch:
         return F.one_hot(labels.to(device, non_blocking=True).long(), channels).movedim(-1, -3).float()
 
     target_labels = batch["target_labels"].flatten(0, 1)
-    return Batch(subject_frames=frames(batch["subject_images"]), subject_masks=onehot(batch["subject_labels"]),
-                 driving_masks=onehot(target_labels), targets=frames(batch["target_images"].flatten(0, 1)),
-                 face_boxes=batch["face_boxes"].flatten(0, 1).to(device).float(),
-                 target_labels=target_labels.to(device).long(),
-                 target_points=batch["target_points"].flatten(0, 1).to(device))
+    return Batch(
+        subject_frames=frames(batch["subject_images"]),
+        subject_masks=onehot(batch["subject_labels"]),
+        driving_masks=onehot(target_labels),
+        targets=frames(batch["target_images"].flatten(0, 1)),
+        face_boxes=batch["face_boxes"].flatten(0, 1).to(device).float(),
+        target_labels=target_labels.to(device).long(),
+        target_points=batch["target_points"].flatten(0, 1).to(device),
+    )
 
 
 def render_labels(labels: np.ndarray, mode: str) -> np.ndarray:

@@ -29,8 +29,13 @@ class PatchDiscriminator(nn.Module):
         layers = [nn.Sequential(nn.Conv2d(in_channels, widths[0], 4, stride=2, padding=1), nn.LeakyReLU(0.2, True))]
         for i in range(1, num_layers + 1):
             stride = 2 if i < num_layers else 1
-            layers.append(nn.Sequential(nn.Conv2d(widths[i - 1], widths[i], 4, stride=stride, padding=1),
-                                        nn.InstanceNorm2d(widths[i]), nn.LeakyReLU(0.2, True)))
+            layers.append(
+                nn.Sequential(
+                    nn.Conv2d(widths[i - 1], widths[i], 4, stride=stride, padding=1),
+                    nn.InstanceNorm2d(widths[i]),
+                    nn.LeakyReLU(0.2, True),
+                )
+            )
         layers.append(nn.Conv2d(widths[-1], 1, 4, stride=1, padding=1))
         self.layers = nn.ModuleList(layers)
         for module in self.modules():  # Normal(0, 0.02), as pix2pix and the authors

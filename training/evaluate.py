@@ -36,23 +36,23 @@ from pathlib import Path
 if __package__ in (None, ""):  # `python training/evaluate.py`: import as the `training` package
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import cv2
+import numpy as np
+import torch
 
-from training.data import central_view, open_cache  # noqa: E402
-from training.lpips import load_lpips  # noqa: E402
-from training.preprocess import CacheSettings, is_cache_dir, make_writable_dir, preprocess_folder  # noqa: E402
-from tsnet_hf import TSNet  # noqa: E402
-from tsnet_hf.alignment import align_body, align_face  # noqa: E402
-from tsnet_hf.errors import DetectionError, InputError, TSNetError  # noqa: E402
-from tsnet_hf.landmarks import detect  # noqa: E402
-from tsnet_hf.layouts import BODY_POINTS, FACE_POINTS  # noqa: E402
-from tsnet_hf.masks import draw_masks, labels_to_onehot  # noqa: E402
-from tsnet_hf.modeling import pixel_warp  # noqa: E402
-from tsnet_hf.options import SELECTIONS  # noqa: E402
-from tsnet_hf.selection import choose_subject_frames, paired_pose_distances, pose_distances  # noqa: E402
-from tsnet_hf.utils import best_device, to_model_frames  # noqa: E402
+from training.data import central_view, open_cache
+from training.lpips import load_lpips
+from training.preprocess import CacheSettings, is_cache_dir, make_writable_dir, preprocess_folder
+from tsnet_hf import TSNet
+from tsnet_hf.alignment import align_body, align_face
+from tsnet_hf.errors import DetectionError, InputError, TSNetError
+from tsnet_hf.landmarks import detect
+from tsnet_hf.layouts import BODY_POINTS, FACE_POINTS
+from tsnet_hf.masks import draw_masks, labels_to_onehot
+from tsnet_hf.modeling import pixel_warp
+from tsnet_hf.options import SELECTIONS
+from tsnet_hf.selection import choose_subject_frames, paired_pose_distances, pose_distances
+from tsnet_hf.utils import best_device, to_model_frames
 
 PSNR_CAP = 100.0
 IMAGE_METRICS = ("l1", "l2", "psnr", "lpips")
@@ -72,8 +72,11 @@ def image_metrics(output: torch.Tensor, target: torch.Tensor, lpips=None) -> dic
     x = (output.detach().float().clamp(-1, 1) + 1) / 2
     y = (target.detach().float().clamp(-1, 1) + 1) / 2
     l2 = (x - y).pow(2).mean(dim=(1, 2, 3))
-    metrics = {"l1": (x - y).abs().mean(dim=(1, 2, 3)), "l2": l2,
-               "psnr": (10 * torch.log10(1 / l2.clamp_min(1e-12))).clamp_max(PSNR_CAP)}
+    metrics = {
+        "l1": (x - y).abs().mean(dim=(1, 2, 3)),
+        "l2": l2,
+        "psnr": (10 * torch.log10(1 / l2.clamp_min(1e-12))).clamp_max(PSNR_CAP),
+    }
     if lpips is not None:
         metrics["lpips"] = lpips(x * 2 - 1, y * 2 - 1).float()
     return metrics
@@ -106,8 +109,11 @@ def detect_landmarks(images: np.ndarray, mode: str) -> np.ndarray:
     detector of the pipeline); (N, P, 3) float32 in crop pixels, confidence 0 where not found."""
     size = images.shape[1]
     factor = max(1.0, DETECTION_SIZE / size)
-    big = images if factor == 1 else np.stack([cv2.resize(im, (round(size * factor),) * 2,
-                                                           interpolation=cv2.INTER_CUBIC) for im in images])
+    big = (
+        images
+        if factor == 1
+        else np.stack([cv2.resize(im, (round(size * factor),) * 2, interpolation=cv2.INTER_CUBIC) for im in images])
+    )
     points = np.zeros((len(images), FACE_POINTS if mode == "face" else BODY_POINTS, 3), np.float32)
     try:
         track = detect(big, mode=mode, policy="hold", smooth=False)
@@ -125,16 +131,29 @@ def detect_landmarks(images: np.ndarray, mode: str) -> np.ndarray:
 class Evaluator:
     """Runs a model and the nearest-frame baseline on cached videos and collects metrics."""
 
-    def __init__(self, model, device, lpips=None, num_subject: int = 3, frames: int = 30, batch: int = 8,
-                 landmarks: bool = True, seed: int = 0, selection: str = "nearest", ablation: str = "none",
-                 precision: str = "fp32"):
+    def __init__(
+        self,
+        model,
+        device,
+        lpips=None,
+        num_subject: int = 3,
+        frames: int = 30,
+        batch: int = 8,
+        landmarks: bool = True,
+        seed: int = 0,
+        selection: str = "nearest",
+        ablation: str = "none",
+        precision: str = "fp32",
+    ):
         if selection not in SELECTIONS:
             raise InputError(f"selection must be one of {SELECTIONS}, got {selection!r}.")
         if ablation not in ABLATIONS:
             raise InputError(f"ablation must be one of {ABLATIONS}, got {ablation!r}.")
         if ablation != "none" and model.config.output != "blend":
-            raise InputError(f"--ablation {ablation} takes apart a blend model's output; this checkpoint's output "
-                             f"is {model.config.output!r}.")
+            raise InputError(
+                f"--ablation {ablation} takes apart a blend model's output; this checkpoint's output "
+                f"is {model.config.output!r}."
+            )
         if precision not in PRECISIONS:
             raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}.")
         self.ablation, self.precision = ablation, precision
@@ -149,8 +168,11 @@ class Evaluator:
         """Frames for driving landmarks from a subject pool of crops ((S, S', S', 3) uint8 and
         (S, P, 3) landmarks): each driving frame gets K pool frames (see `selection`). Returns
         (N, S', S', 3) uint8 and (N, 3, S', S') float32 tensors in [-1, 1] on the device."""
-        choices = torch.from_numpy(choose_subject_frames(driving_points, pool_points, self.size,
-                                                         min(self.k, len(pool_images)), self.selection, self.seed))
+        choices = torch.from_numpy(
+            choose_subject_frames(
+                driving_points, pool_points, self.size, min(self.k, len(pool_images)), self.selection, self.seed
+            )
+        )
         dtype = PRECISIONS[self.precision]
         with torch.autocast(self.device.type, dtype=dtype, enabled=dtype != torch.float32):
             images = self._generate(pool_images, pool_points, driving_points, choices)
@@ -162,13 +184,15 @@ class Evaluator:
         remap = torch.full((len(pool_images),), -1, dtype=torch.long)
         remap[used] = torch.arange(len(used))
         labels = torch.from_numpy(draw_masks(pool_points[used.numpy()], size)).long()
-        memory = self.model.encode_subject(to_model_frames(pool_images[used.numpy()], self.device)[None],
-                                           labels_to_onehot(labels, self.channels)[None].to(self.device))
+        memory = self.model.encode_subject(
+            to_model_frames(pool_images[used.numpy()], self.device)[None],
+            labels_to_onehot(labels, self.channels)[None].to(self.device),
+        )
         outputs = []
         for start in range(0, len(driving_points), self.batch):
-            labels = draw_masks(driving_points[start:start + self.batch], size)
+            labels = draw_masks(driving_points[start : start + self.batch], size)
             masks = labels_to_onehot(torch.from_numpy(labels).long(), self.channels).to(self.device)
-            chosen = memory.select(remap[choices[start:start + self.batch]])
+            chosen = memory.select(remap[choices[start : start + self.batch]])
             output = self.model.generate(chosen, masks)
             outputs.append(ablated_image(output, chosen, self.ablation).float().clamp(-1, 1))
         return torch.cat(outputs)
@@ -205,8 +229,10 @@ class Evaluator:
         truth = to_model_frames(truth_images, self.device)
         nearest = np.argmin(pose_distances(truth_points, pool_points, self.size), axis=1)
         copied = pool_images[nearest]
-        return {"model": self._scores(images, tensor, truth, truth_points),
-                "baseline": self._scores(copied, to_model_frames(copied, self.device), truth, truth_points)}
+        return {
+            "model": self._scores(images, tensor, truth, truth_points),
+            "baseline": self._scores(copied, to_model_frames(copied, self.device), truth, truth_points),
+        }
 
     def cross_identity(self, subject_video, driving_video) -> dict:
         """Landmark metrics of driving `driving_video`'s motion with `subject_video`'s person."""
@@ -222,8 +248,10 @@ class Evaluator:
         images, tensor = self.generate(pool_images, pool_points, aligned)
         nearest = np.argmin(pose_distances(aligned, pool_points, self.size), axis=1)
         copied = pool_images[nearest]
-        return {"model": self._scores(images, tensor, None, aligned),
-                "baseline": self._scores(copied, to_model_frames(copied, self.device), None, aligned)}
+        return {
+            "model": self._scores(images, tensor, None, aligned),
+            "baseline": self._scores(copied, to_model_frames(copied, self.device), None, aligned),
+        }
 
 
 # ----- whole runs ------------------------------------------------------------------------------------------
@@ -255,16 +283,19 @@ def evaluate(evaluator: Evaluator, videos: list, cross: bool = True, progress=pr
         result = evaluator.self_reconstruction(video)
         if result:
             self_results.append(result)
-            per_video.append({"video": video.name, **{who: {k: _mean([v]) for k, v in result[who].items()}
-                                                      for who in ("model", "baseline")}})
+            per_video.append(
+                {
+                    "video": video.name,
+                    **{who: {k: _mean([v]) for k, v in result[who].items()} for who in ("model", "baseline")},
+                }
+            )
         say(f"[{number}/{len(videos)}] self-reconstruction of {video.name}")
     if cross and len(videos) >= 2:
         for number, video in enumerate(videos):
             partner = videos[(number + 1) % len(videos)]
             cross_results.append(evaluator.cross_identity(video, partner))
             say(f"[{number + 1}/{len(videos)}] cross-identity: {video.name} driven by {partner.name}")
-    report = {"self_reconstruction": {**_summarise(self_results), "videos": len(self_results)},
-              "per_video": per_video}
+    report = {"self_reconstruction": {**_summarise(self_results), "videos": len(self_results)}, "per_video": per_video}
     if cross_results:
         report["cross_identity"] = {**_summarise(cross_results), "pairs": len(cross_results)}
     return report
@@ -272,6 +303,7 @@ def evaluate(evaluator: Evaluator, videos: list, cross: bool = True, progress=pr
 
 def markdown_report(report: dict) -> str:
     """The metrics as a markdown table: one row per metric, model and baseline side by side."""
+
     def cell(value, name):
         if value is None:
             return "n/a"
@@ -283,8 +315,12 @@ def markdown_report(report: dict) -> str:
         if not part:
             continue
         count = f"{part.get('videos', part.get('pairs'))} {'videos' if 'videos' in part else 'pairs'}"
-        lines += [f"**{title}** ({count}, {part['frames']} frames)", "",
-                  "| metric | model | baseline (nearest subject frame) |", "|---|---|---|"]
+        lines += [
+            f"**{title}** ({count}, {part['frames']} frames)",
+            "",
+            "| metric | model | baseline (nearest subject frame) |",
+            "|---|---|---|",
+        ]
         for name in (*IMAGE_METRICS, *LANDMARK_METRICS):
             if name in part["model"] or name in part["baseline"]:
                 model, baseline = cell(part["model"].get(name), name), cell(part["baseline"].get(name), name)
@@ -304,8 +340,10 @@ def _json_safe(value):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Evaluate a TS-Net checkpoint: L1, L2, PSNR, LPIPS, landmark "
-                                                 "distance, beside a nearest-frame baseline.")
+    parser = argparse.ArgumentParser(
+        description="Evaluate a TS-Net checkpoint: L1, L2, PSNR, LPIPS, landmark "
+        "distance, beside a nearest-frame baseline."
+    )
     parser.add_argument("--checkpoint", required=True, help="checkpoint folder or Hub id")
     parser.add_argument("--data", required=True, help="folder of test videos, or a cache (training/preprocess.py)")
     parser.add_argument("--output", required=True, help="folder for metrics.json and metrics.md")
@@ -315,18 +353,30 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--frames", type=int, default=30, help="driving frames per video at most")
     parser.add_argument("--batch", type=int, default=8, help="driving frames per model call")
     parser.add_argument("--seed", type=int, default=0, help="seed of the subject frame draw (--selection random)")
-    parser.add_argument("--ablation", choices=ABLATIONS, default="none",
-                        help="blend models: evaluate with a part of the output path turned off")
-    parser.add_argument("--selection", choices=SELECTIONS, default="nearest",
-                        help="K subject frames per driving frame: nearest in pose (as the pipeline) or drawn once")
+    parser.add_argument(
+        "--ablation",
+        choices=ABLATIONS,
+        default="none",
+        help="blend models: evaluate with a part of the output path turned off",
+    )
+    parser.add_argument(
+        "--selection",
+        choices=SELECTIONS,
+        default="nearest",
+        help="K subject frames per driving frame: nearest in pose (as the pipeline) or drawn once",
+    )
     parser.add_argument("--lpips-alexnet", default="auto", help="'auto' (torchvision) or a safetensors file")
     parser.add_argument("--lpips-lin", help="LPIPS linear weights (safetensors); default: the lpips package's")
     parser.add_argument("--no-lpips", action="store_true", help="skip LPIPS")
     parser.add_argument("--no-landmarks", action="store_true", help="skip the landmark metrics (no mediapipe)")
     parser.add_argument("--no-cross", action="store_true", help="skip cross-identity pairs")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: the best available)")
-    parser.add_argument("--precision", choices=list(PRECISIONS), default="fp32",
-                        help="the model's autocast dtype (default fp32; metrics are computed in fp32)")
+    parser.add_argument(
+        "--precision",
+        choices=list(PRECISIONS),
+        default="fp32",
+        help="the model's autocast dtype (default fp32; metrics are computed in fp32)",
+    )
     return parser
 
 
@@ -350,17 +400,34 @@ def run(args) -> dict:
     if args.videos:
         videos = [v for v in videos if any(name in v.name for name in args.videos)]
         if not videos:
-            raise InputError(f"No cached video matches --videos {' '.join(args.videos)}: give parts of the names "
-                             "listed in the cache's index.json.")
-    evaluator = Evaluator(model, device, lpips, args.k, args.frames, args.batch, not args.no_landmarks, args.seed,
-                          args.selection, args.ablation, args.precision)
+            raise InputError(
+                f"No cached video matches --videos {' '.join(args.videos)}: give parts of the names "
+                "listed in the cache's index.json."
+            )
+    evaluator = Evaluator(
+        model,
+        device,
+        lpips,
+        args.k,
+        args.frames,
+        args.batch,
+        not args.no_landmarks,
+        args.seed,
+        args.selection,
+        args.ablation,
+        args.precision,
+    )
     # Cross-identity pairs have no ground truth: without landmarks there is nothing to measure.
     report = evaluate(evaluator, videos, cross=not (args.no_cross or args.no_landmarks))
-    report = {"checkpoint": str(args.checkpoint), "data": str(args.data),
-              "settings": f"{model.config.mode}, {model.config.image_size} px, K = {args.k} ({args.selection}), "
-                          + ("" if args.ablation == "none" else f"ablation {args.ablation}, ")
-                          + ("" if args.precision == "fp32" else f"{args.precision} autocast, ") +
-                          f"up to {args.frames} driving frames per video, seed {args.seed}", **report}
+    report = {
+        "checkpoint": str(args.checkpoint),
+        "data": str(args.data),
+        "settings": f"{model.config.mode}, {model.config.image_size} px, K = {args.k} ({args.selection}), "
+        + ("" if args.ablation == "none" else f"ablation {args.ablation}, ")
+        + ("" if args.precision == "fp32" else f"{args.precision} autocast, ")
+        + f"up to {args.frames} driving frames per video, seed {args.seed}",
+        **report,
+    }
     (output / "metrics.json").write_text(json.dumps(_json_safe(report), indent=1), encoding="utf-8")
     (output / "metrics.md").write_text(markdown_report(report), encoding="utf-8")
     return report

@@ -21,20 +21,21 @@ from pathlib import Path
 if __package__ in (None, ""):  # `python training/export.py`: import as the `training` package
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-import torch  # noqa: E402
 
-from training.checkpoints import STATE_DIR, list_checkpoints  # noqa: E402
-from training.evaluate import markdown_report  # noqa: E402
-from tsnet_hf import TSNet  # noqa: E402
-from tsnet_hf.errors import InputError, TSNetError  # noqa: E402
-from tsnet_hf.hub import evaluation_results  # noqa: E402
+from training.checkpoints import STATE_DIR, list_checkpoints
+from training.evaluate import markdown_report
+from tsnet_hf import TSNet
+from tsnet_hf.errors import InputError, TSNetError
+from tsnet_hf.hub import evaluation_results
 
 # Paper, Table 1 (self-reconstruction at 256 px on FaceForensics / their YouTube dance set): for
 # reference only; other data, other resolution, other metric implementation.
-PAPER_RESULTS = ("| paper (Table 1), 256 px, their test sets | face L2 | face LPIPS | dance L2 | dance LPIPS |\n"
-                 "|---|---|---|---|---|\n"
-                 "| TS-Net K = 1 | 0.0275 | 0.0731 | 0.0433 | 0.1586 |\n"
-                 "| TS-Net K = 3 | 0.0271 | 0.0683 | 0.0421 | 0.1543 |")
+PAPER_RESULTS = (
+    "| paper (Table 1), 256 px, their test sets | face L2 | face LPIPS | dance L2 | dance LPIPS |\n"
+    "|---|---|---|---|---|\n"
+    "| TS-Net K = 1 | 0.0275 | 0.0731 | 0.0433 | 0.1586 |\n"
+    "| TS-Net K = 3 | 0.0271 | 0.0683 | 0.0421 | 0.1543 |"
+)
 
 
 def find_checkpoint(run: Path) -> Path:
@@ -83,13 +84,16 @@ def curves_summary(run: Path) -> str:
     lines = []
     if train:
         first, last = train[0], train[-1]
-        lines.append(f"Training L1 (output vs target, [0, 1]): {first['l1']:.4f} at step {first['step']} -> "
-                     f"{last['l1']:.4f} at step {last['step']}; {last.get('samples_per_s', 0):.2f} samples/s "
-                     "at the end.")
+        lines.append(
+            f"Training L1 (output vs target, [0, 1]): {first['l1']:.4f} at step {first['step']} -> "
+            f"{last['l1']:.4f} at step {last['step']}; {last.get('samples_per_s', 0):.2f} samples/s "
+            "at the end."
+        )
     if val:
         lines += ["", "| step | val L1 | val LPIPS |", "|---|---|---|"]
-        lines += [f"| {r['step']} | {r.get('l1', float('nan')):.4f} | {r.get('lpips', float('nan')):.4f} |"
-                  for r in val]
+        lines += [
+            f"| {r['step']} | {r.get('l1', float('nan')):.4f} | {r.get('lpips', float('nan')):.4f} |" for r in val
+        ]
     return "\n".join(lines)
 
 
@@ -105,13 +109,25 @@ def card_results(reports: list[dict], dataset: str) -> list:
     for report in reports:
         part, settings = report.get("self_reconstruction") or {}, report.get("settings", "")
         found = re.search(r"K = \d+ \(\w+\)", settings)
-        results += evaluation_results(part.get("model") or {}, f"Self-reconstruction of held-out people ({settings})",
-                                      dataset, dataset, config=found.group(0) if found else settings or None)
+        results += evaluation_results(
+            part.get("model") or {},
+            f"Self-reconstruction of held-out people ({settings})",
+            dataset,
+            dataset,
+            config=found.group(0) if found else settings or None,
+        )
     return results
 
 
-def export(run: Path, output: Path, evals: list[Path], manifest: Path | None, recipe: Path | None,
-           note: str = "", dataset: str | None = None) -> Path:
+def export(
+    run: Path,
+    output: Path,
+    evals: list[Path],
+    manifest: Path | None,
+    recipe: Path | None,
+    note: str = "",
+    dataset: str | None = None,
+) -> Path:
     checkpoint = find_checkpoint(run)
     model = TSNet.from_pretrained(checkpoint)
     state_file = checkpoint / STATE_DIR / "state.json"
@@ -123,21 +139,40 @@ def export(run: Path, output: Path, evals: list[Path], manifest: Path | None, re
     run_card = (checkpoint / "README.md").read_text(encoding="utf-8") if (checkpoint / "README.md").is_file() else ""
     settings = run_card.split("## Training", 1)[1].split("\n## ", 1)[0].strip() if "## Training" in run_card else ""
     recipe_text = f"Recipe: `{recipe.as_posix()}`; " if recipe else ""
-    training = "\n\n".join(part for part in (
-        f"{recipe_text}trained with `python training/train.py` of tsnet-hf, {state.get('step', '?')} steps in "
-        f"{state.get('seconds', 0) / 60:.0f} minutes of wall time.",
-        settings, "### Data", data_table(names, held_out, read_manifest(manifest)),
-        "### Curves", curves_summary(run if run != checkpoint else checkpoint.parent)) if part)
+    training = "\n\n".join(
+        part
+        for part in (
+            f"{recipe_text}trained with `python training/train.py` of tsnet-hf, {state.get('step', '?')} steps in "
+            f"{state.get('seconds', 0) / 60:.0f} minutes of wall time.",
+            settings,
+            "### Data",
+            data_table(names, held_out, read_manifest(manifest)),
+            "### Curves",
+            curves_summary(run if run != checkpoint else checkpoint.parent),
+        )
+        if part
+    )
     reports = [json.loads((folder / "metrics.json").read_text(encoding="utf-8")) for folder in evals]
     evaluation = evaluation_section(reports) if reports else "Not evaluated."
     title = f"TS-Net {config.mode} generator, {config.output} output, {config.image_size} px (tsnet-hf)"
-    description = (f"Trained on a 2-core CPU from {len(names) - len(held_out)} videos; "
-                   f"{len(held_out)} videos of people never trained on are held out for evaluation. {note}").strip()
+    description = (
+        f"Trained on a 2-core CPU from {len(names) - len(held_out)} videos; "
+        f"{len(held_out)} videos of people never trained on are held out for evaluation. {note}"
+    ).strip()
     dataset = dataset or Path(args.get("data") or "videos").name
     model = model.half()
-    model.save_pretrained(output, model_card_kwargs={
-        "title": title, "description": description, "training": training, "evaluation": evaluation,
-        "datasets": [dataset], "eval_results": card_results(reports, dataset), "base_model": args.get("init_from")})
+    model.save_pretrained(
+        output,
+        model_card_kwargs={
+            "title": title,
+            "description": description,
+            "training": training,
+            "evaluation": evaluation,
+            "datasets": [dataset],
+            "eval_results": card_results(reports, dataset),
+            "base_model": args.get("init_from"),
+        },
+    )
     return output
 
 
@@ -148,8 +183,9 @@ def main(argv=None) -> int:
     parser.add_argument("--eval", nargs="*", type=Path, default=[], help="evaluate.py output folders (metrics.json)")
     parser.add_argument("--manifest", type=Path, help="MANIFEST.tsv naming each video's source and licence")
     parser.add_argument("--recipe", type=Path, help="the recipe the run was trained with (named in the card)")
-    parser.add_argument("--dataset", help="name of the training data in the card's metadata (default: the run's "
-                                          "--data folder name)")
+    parser.add_argument(
+        "--dataset", help="name of the training data in the card's metadata (default: the run's --data folder name)"
+    )
     parser.add_argument("--note", default="", help="a sentence for the card's description (how the run went)")
     args = parser.parse_args(argv)
     try:

@@ -21,16 +21,16 @@ from pathlib import Path
 if __package__ in (None, ""):  # `python training/finetune.py`: import as the `training` package
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from tqdm.auto import tqdm  # noqa: E402
+from tqdm.auto import tqdm
 
-from training.options import parse_args  # noqa: E402
-from training.preprocess import VIDEO_SUFFIXES, CacheSettings, preprocess_folder  # noqa: E402
-from training.train import Trainer  # noqa: E402
-from training.vision import load_vgg  # noqa: E402
-from tsnet_hf import TSNetConfig  # noqa: E402
-from tsnet_hf.cli import default_checkpoint  # noqa: E402
-from tsnet_hf.errors import InputError, TSNetError  # noqa: E402
-from tsnet_hf.hub import resolve_checkpoint  # noqa: E402
+from training.options import parse_args
+from training.preprocess import VIDEO_SUFFIXES, CacheSettings, preprocess_folder
+from training.train import Trainer
+from training.vision import load_vgg
+from tsnet_hf import TSNetConfig
+from tsnet_hf.cli import default_checkpoint
+from tsnet_hf.errors import InputError, TSNetError
+from tsnet_hf.hub import resolve_checkpoint
 
 RUN_DIR = "training"
 CHECKPOINT_FILES = ("config.json", "model.safetensors", "README.md")
@@ -40,25 +40,42 @@ UNBOUNDED_STEPS = 10**7
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="tsnet-finetune", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        description="Fine-tune a TS-Net checkpoint on one subject video for a number of minutes (tsnet-hf).")
+        prog="tsnet-finetune",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Fine-tune a TS-Net checkpoint on one subject video for a number of minutes (tsnet-hf).",
+    )
     parser.add_argument("video", metavar="SUBJECT_VIDEO", help="a video of the person (one face or body in view)")
-    parser.add_argument("--from", dest="base", metavar="CHECKPOINT",
-                        help="checkpoint folder or Hub id to start from (default: the shipped face model)")
-    parser.add_argument("--base-model-id", metavar="USER/NAME",
-                        help="the Hub id of the --from model, for the card's base_model (default: --from as given, "
-                             "a local folder as its full path)")
+    parser.add_argument(
+        "--from",
+        dest="base",
+        metavar="CHECKPOINT",
+        help="checkpoint folder or Hub id to start from (default: the shipped face model)",
+    )
+    parser.add_argument(
+        "--base-model-id",
+        metavar="USER/NAME",
+        help="the Hub id of the --from model, for the card's base_model (default: --from as given, "
+        "a local folder as its full path)",
+    )
     parser.add_argument("--minutes", type=float, required=True, help="wall-clock minutes of training")
     parser.add_argument("-o", "--output", required=True, metavar="DIR", help="folder for the fine-tuned checkpoint")
-    parser.add_argument("--hold-out", type=float, default=0.1,
-                        help="share of the video, at its end, kept out of training for validation")
+    parser.add_argument(
+        "--hold-out",
+        type=float,
+        default=0.1,
+        help="share of the video, at its end, kept out of training for validation",
+    )
     parser.add_argument("--batch-size", type=int, default=4, help="clips per step")
     parser.add_argument("--lr", type=float, default=1e-4, help="generator learning rate (held constant)")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice, all cores)")
-    parser.add_argument("--bf16", action="store_true",
-                        help="bf16 autocast (faster only on CPUs with AVX512-BF16 or AMX, and on GPUs)")
-    parser.add_argument("--vgg-weights", default="auto",
-                        help="'auto' (torchvision VGG19 ImageNet) or a safetensors file of VGG16/19 conv weights")
+    parser.add_argument(
+        "--bf16", action="store_true", help="bf16 autocast (faster only on CPUs with AVX512-BF16 or AMX, and on GPUs)"
+    )
+    parser.add_argument(
+        "--vgg-weights",
+        default="auto",
+        help="'auto' (torchvision VGG19 ImageNet) or a safetensors file of VGG16/19 conv weights",
+    )
     parser.add_argument("--no-vgg", action="store_true", help="no perceptual loss (faster steps)")
     parser.add_argument("--lpips-alexnet", help="AlexNet weights (safetensors) for LPIPS in validation")
     parser.add_argument("--lpips-lin", help="LPIPS linear weights (safetensors) for validation")
@@ -98,16 +115,56 @@ def _base_checkpoint(args) -> str:
 
 def trainer_options(args, base: str, cache: Path, run: Path) -> list[str]:
     """training/train.py options for this fine-tuning run."""
-    options = ["--data", str(cache), "--init-from", base, "--output", str(run),
-               "--steps", str(UNBOUNDED_STEPS), "--decay-start", "1", "--warmup-steps", str(UNBOUNDED_STEPS),
-               "--time-budget", str(args.minutes), "--val-split", "time", "--val-fraction", str(args.hold_out),
-               "--batch-size", str(args.batch_size), "--lr-g", str(args.lr), "--lambda-l1", "10",
-               "--workers", "0", "--log-every", "10", "--image-every", str(UNBOUNDED_STEPS),
-               "--val-every", "0", "--save-every", "200", "--keep-checkpoints", "1", "--cpu",
-               "--mixed-precision", "bf16" if args.bf16 else "no", "--seed", str(args.seed),
-               "--vgg-weights", args.vgg_weights]
-    for flag, value in (("--threads", args.threads), ("--lpips-alexnet", args.lpips_alexnet),
-                        ("--lpips-lin", args.lpips_lin)):
+    options = [
+        "--data",
+        str(cache),
+        "--init-from",
+        base,
+        "--output",
+        str(run),
+        "--steps",
+        str(UNBOUNDED_STEPS),
+        "--decay-start",
+        "1",
+        "--warmup-steps",
+        str(UNBOUNDED_STEPS),
+        "--time-budget",
+        str(args.minutes),
+        "--val-split",
+        "time",
+        "--val-fraction",
+        str(args.hold_out),
+        "--batch-size",
+        str(args.batch_size),
+        "--lr-g",
+        str(args.lr),
+        "--lambda-l1",
+        "10",
+        "--workers",
+        "0",
+        "--log-every",
+        "10",
+        "--image-every",
+        str(UNBOUNDED_STEPS),
+        "--val-every",
+        "0",
+        "--save-every",
+        "200",
+        "--keep-checkpoints",
+        "1",
+        "--cpu",
+        "--mixed-precision",
+        "bf16" if args.bf16 else "no",
+        "--seed",
+        str(args.seed),
+        "--vgg-weights",
+        args.vgg_weights,
+    ]
+    for flag, value in (
+        ("--threads", args.threads),
+        ("--lpips-alexnet", args.lpips_alexnet),
+        ("--lpips-lin", args.lpips_lin),
+    ):
         if value is not None:
             options += [flag, str(value)]
     options += ["--no-vgg"] * args.no_vgg + ["--quiet"] * args.quiet
@@ -154,8 +211,9 @@ class FinetuneTrainer(Trainer):
     def _card(self) -> dict:
         card = super()._card()
         card["title"] = f"TS-Net {self.config.mode} generator fine-tuned on one subject (tsnet-hf)"
-        card["description"] = (f"Fine-tuned from `{self.base}` with `tsnet-finetune` for "
-                               f"{self.args.time_budget:g} minutes of wall time.")
+        card["description"] = (
+            f"Fine-tuned from `{self.base}` with `tsnet-finetune` for {self.args.time_budget:g} minutes of wall time."
+        )
         card["base_model"] = self.base
         return card
 
@@ -165,8 +223,13 @@ class MinutesBar:
 
     def __init__(self, minutes: float, disable: bool = False):
         self.started = time.monotonic()
-        self.bar = tqdm(total=round(minutes * 60), unit="s", disable=disable, dynamic_ncols=True,
-                        bar_format="{desc}{percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} s{postfix}")
+        self.bar = tqdm(
+            total=round(minutes * 60),
+            unit="s",
+            disable=disable,
+            dynamic_ncols=True,
+            bar_format="{desc}{percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} s{postfix}",
+        )
         self.steps = 0
 
     def update(self, steps: int = 1):
@@ -189,8 +252,9 @@ def main(argv=None) -> int:
     except TSNetError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(f"fine-tuned checkpoint: {output} (load it with TSNet.from_pretrained, or python app.py "
-          f"--checkpoint {output})")
+    print(
+        f"fine-tuned checkpoint: {output} (load it with TSNet.from_pretrained, or python app.py --checkpoint {output})"
+    )
     return 0
 
 

@@ -31,8 +31,10 @@ class RunLog:
         try:
             from torch.utils.tensorboard import SummaryWriter  # optional package: only with --tensorboard
         except ImportError:
-            raise ConfigError("--tensorboard needs the tensorboard package: pip install tensorboard "
-                              "(the plain logs in --output are always written).") from None
+            raise ConfigError(
+                "--tensorboard needs the tensorboard package: pip install tensorboard "
+                "(the plain logs in --output are always written)."
+            ) from None
         self.tensorboard = SummaryWriter(str(self.output / "tensorboard"))
 
     def say(self, line: str) -> None:
@@ -85,8 +87,11 @@ class RunLog:
             warped = output.warped[n].mean(dim=0) if output.warped is not None else torch.zeros_like(output.image[n])
             panels.append(_picture(warped))
             if output.sharp is not None:  # blend path: sharp warp, blend mask (white = warp), decoder
-                panels += [_picture(output.sharp[n]), _picture(output.blend_mask[n].expand(3, -1, -1) * 2 - 1),
-                           _picture(output.decoded[n])]
+                panels += [
+                    _picture(output.sharp[n]),
+                    _picture(output.blend_mask[n].expand(3, -1, -1) * 2 - 1),
+                    _picture(output.decoded[n]),
+                ]
             panels += [_picture(output.image[n]), _picture(batch.targets[n])]
             rows.append(np.concatenate(panels, axis=1))
         folder = self.output / "images"
@@ -101,10 +106,14 @@ def _picture(image: torch.Tensor) -> np.ndarray:
 
 def loss_line(means: dict, step: int, steps: int, lr: float, samples: float) -> str:
     """The log line of mean loss parts: discriminator terms (absent in warm-up), generator terms, L1."""
-    d_parts = " ".join(f"{k[2:] if k.startswith('d_') else k} {v:.3f}" for k, v in means.items()
-                       if k.startswith(("d_", "df_")))
-    g_parts = " ".join(f"{k} {v:.3f}" for k, v in means.items() if k not in ("g", "d", "l1")
-                       and not k.startswith(("d_", "df_")))
+    d_parts = " ".join(
+        f"{k[2:] if k.startswith('d_') else k} {v:.3f}" for k, v in means.items() if k.startswith(("d_", "df_"))
+    )
+    g_parts = " ".join(
+        f"{k} {v:.3f}" for k, v in means.items() if k not in ("g", "d", "l1") and not k.startswith(("d_", "df_"))
+    )
     d_text = f"D {means['d']:.3f} ({d_parts})" if "d" in means else "D off (warm-up)"
-    return (f"step {step}/{steps} | {d_text} | G {means['g']:.3f} ({g_parts}) | L1 {means['l1']:.4f} "
-            f"| lr {lr:.2e} | {samples:.2f} samples/s")
+    return (
+        f"step {step}/{steps} | {d_text} | G {means['g']:.3f} ({g_parts}) | L1 {means['l1']:.4f} "
+        f"| lr {lr:.2e} | {samples:.2f} samples/s"
+    )

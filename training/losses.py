@@ -53,8 +53,9 @@ def perceptual(vgg, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         target_features = vgg(target)
     output_features = vgg(output)
-    return sum(w * F.l1_loss(o.float(), t.float())
-               for w, o, t in zip(VGG_LAYER_WEIGHTS, output_features, target_features))
+    return sum(
+        w * F.l1_loss(o.float(), t.float()) for w, o, t in zip(VGG_LAYER_WEIGHTS, output_features, target_features)
+    )
 
 
 def match_statistics(images: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
@@ -79,8 +80,7 @@ def gradient_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     output, target = output.float(), target.float()
     dx = lambda x: x[..., :, :-1] - x[..., :, 1:]  # noqa: E731
     dy = lambda x: x[..., :-1, :] - x[..., 1:, :]  # noqa: E731
-    return (F.l1_loss(dx(output).abs(), dx(target).abs())
-            + F.l1_loss(dy(output).abs(), dy(target).abs()))
+    return F.l1_loss(dx(output).abs(), dx(target).abs()) + F.l1_loss(dy(output).abs(), dy(target).abs())
 
 
 def _both(discriminator, fake: torch.Tensor, real: torch.Tensor):
@@ -133,8 +133,10 @@ class Losses:
         parts = {}
         if adversarial:
             fake_out, real_out = _both(discriminator, self._conditioned(fake, masks), self._conditioned(real, masks))
-            parts = {"gan": w.gan * lsgan(fake_out[-1], True),
-                     "fm": w.feature_matching * feature_matching(fake_out, real_out)}
+            parts = {
+                "gan": w.gan * lsgan(fake_out[-1], True),
+                "fm": w.feature_matching * feature_matching(fake_out, real_out),
+            }
         if w.l1:
             parts["l1w"] = w.l1 * F.l1_loss(fake.float(), real.float())
         if self.vgg is not None and w.perceptual:
@@ -153,8 +155,10 @@ class Losses:
         fake_faces = crop_faces(fake, face_boxes, self.face_size)
         real_faces = crop_faces(real, face_boxes, self.face_size)
         fake_out, real_out = _both(face_discriminator, fake_faces, real_faces)
-        terms = {"face_gan": w.face * w.gan * lsgan(fake_out[-1], True),
-                 "face_fm": w.face * w.feature_matching * feature_matching(fake_out, real_out)}
+        terms = {
+            "face_gan": w.face * w.gan * lsgan(fake_out[-1], True),
+            "face_fm": w.face * w.feature_matching * feature_matching(fake_out, real_out),
+        }
         if self.vgg is not None and w.perceptual:
             terms["face_vgg"] = w.face * w.perceptual * perceptual(self.vgg, fake_faces, real_faces)
         return terms

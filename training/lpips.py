@@ -30,8 +30,10 @@ SHIFT = (-0.030, -0.088, -0.188)
 SCALE = (0.458, 0.448, 0.450)
 TAPS = (1, 4, 7, 9, 11)  # AlexNet `features` indices of relu1 ... relu5
 CHANNELS = (64, 192, 384, 256, 256)
-NO_LIN_WEIGHTS = ("The LPIPS linear weights are not available: pass --lpips-lin PATH "
-                  "(e.g. ../shared/weights/lpips_v0.1_lin_alex.safetensors) or pip install lpips==0.1.4.")
+NO_LIN_WEIGHTS = (
+    "The LPIPS linear weights are not available: pass --lpips-lin PATH "
+    "(e.g. ../shared/weights/lpips_v0.1_lin_alex.safetensors) or pip install lpips==0.1.4."
+)
 
 
 class LPIPS(nn.Module):
@@ -44,8 +46,10 @@ class LPIPS(nn.Module):
         self.features = features[: TAPS[-1] + 1]
         for index, (weight, channels) in enumerate(zip(linear, CHANNELS)):
             if tuple(weight.shape) != (1, channels, 1, 1):
-                raise CheckpointError(f"LPIPS linear layer {index} has shape {tuple(weight.shape)}, expected "
-                                      f"(1, {channels}, 1, 1): give the AlexNet ('alex') LPIPS weights.")
+                raise CheckpointError(
+                    f"LPIPS linear layer {index} has shape {tuple(weight.shape)}, expected "
+                    f"(1, {channels}, 1, 1): give the AlexNet ('alex') LPIPS weights."
+                )
             self.register_buffer(f"lin{index}", weight.float().clone())
         self.register_buffer("shift", torch.tensor(SHIFT).view(1, 3, 1, 1))
         self.register_buffer("scale", torch.tensor(SCALE).view(1, 3, 1, 1))
@@ -92,8 +96,10 @@ def read_linear_weights(path) -> list[torch.Tensor]:
     keys = [f"lin{i}.model.1.weight" for i in range(len(CHANNELS))]
     missing = [key for key in keys if key not in state]
     if missing:
-        raise CheckpointError(f"{path} lacks {missing[:2]}: give LPIPS v0.1 linear weights "
-                              "(keys lin0.model.1.weight ... lin4.model.1.weight).")
+        raise CheckpointError(
+            f"{path} lacks {missing[:2]}: give LPIPS v0.1 linear weights "
+            "(keys lin0.model.1.weight ... lin4.model.1.weight)."
+        )
     return [state[key] for key in keys]
 
 

@@ -24,8 +24,18 @@ def markdown_table(rows: dict) -> str:
     return "\n".join(lines)
 
 
-def training_settings(args: argparse.Namespace, config: TSNetConfig, *, step: int, processes: int,
-                      train_sources: list, val_sources: list, split: str, vgg_name: str, minutes: float) -> dict:
+def training_settings(
+    args: argparse.Namespace,
+    config: TSNetConfig,
+    *,
+    step: int,
+    processes: int,
+    train_sources: list,
+    val_sources: list,
+    split: str,
+    vgg_name: str,
+    minutes: float,
+) -> dict:
     """Card rows (setting -> text) of a run at `step`; sources are training.data.Source lists."""
     frames = sum(len(s.rows) for s in train_sources)
     losses = f"LSGAN + {args.lambda_fm:g} FM"
@@ -35,24 +45,28 @@ def training_settings(args: argparse.Namespace, config: TSNetConfig, *, step: in
     return {
         "mode": config.mode,
         "preset": args.preset or ("from " + str(args.init_from) if args.init_from else "paper"),
-        "resolution": f"{config.image_size} px", "steps": f"{step} of {args.steps}",
+        "resolution": f"{config.image_size} px",
+        "steps": f"{step} of {args.steps}",
         "clips per step": f"{args.batch_size} x {processes} process(es), K = {args.k}, T = {args.targets}",
         "training data": f"{len(train_sources)} video(s), {frames} frames (validation: "
-                         f"{len(val_sources)} video(s), held out by {split})",
+        f"{len(val_sources)} video(s), held out by {split})",
         "optimiser": f"Adam ({args.beta1}, {args.beta2}), G lr {args.lr_g:g}, D lr {args.lr_d:g}, linear decay "
-                     f"to 0 from {args.decay_start:.3f} of the steps",
+        f"to 0 from {args.decay_start:.3f} of the steps",
         "losses": losses,
-        "augmentation": "none" if args.no_augment else
-                        f"crop scale +-{args.jitter_scale}, offset +-{args.jitter_offset}, colour, flip",
-        "mixed precision": args.mixed_precision, "seed": args.seed,
+        "augmentation": "none"
+        if args.no_augment
+        else f"crop scale +-{args.jitter_scale}, offset +-{args.jitter_offset}, colour, flip",
+        "mixed precision": args.mixed_precision,
+        "seed": args.seed,
         "output path": config.output + (f" ({config.frame_weights} frame weights)" if config.output == "blend" else ""),
         "warm-up without discriminators": f"{args.warmup_steps} steps",
         "wall time": f"{minutes:.1f} min on {machine_name()}",
     }
 
 
-def card_fields(args: argparse.Namespace, config: TSNetConfig, settings: dict, history: list[dict],
-                split: str, data_name: str) -> dict:
+def card_fields(
+    args: argparse.Namespace, config: TSNetConfig, settings: dict, history: list[dict], split: str, data_name: str
+) -> dict:
     """`render_model_card` keyword arguments: title, description, the settings table, the newest
     validation result of `history` (self-reconstruction metrics, images in [0, 1]) and its
     model-index entries."""
@@ -60,11 +74,19 @@ def card_fields(args: argparse.Namespace, config: TSNetConfig, settings: dict, h
     if history:
         latest = history[-1]
         metrics = {k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in latest.items()}
-        evaluation = (f"Self-reconstruction on held-out clips at step {latest['step']} "
-                      f"(images in [0, 1]; L2 = mean squared error):\n\n{markdown_table(metrics)}")
-        results = evaluation_results(latest, f"Self-reconstruction, held out by {split}", data_name, data_name,
-                                     split="validation")
-    return {"title": f"TS-Net {config.mode} generator trained with tsnet-hf",
-            "description": f"Trained with `python training/train.py` of tsnet-hf ({config.mode} mode).",
-            "training": markdown_table(settings), "evaluation": evaluation, "datasets": [data_name],
-            "eval_results": results, "base_model": args.init_from}
+        evaluation = (
+            f"Self-reconstruction on held-out clips at step {latest['step']} "
+            f"(images in [0, 1]; L2 = mean squared error):\n\n{markdown_table(metrics)}"
+        )
+        results = evaluation_results(
+            latest, f"Self-reconstruction, held out by {split}", data_name, data_name, split="validation"
+        )
+    return {
+        "title": f"TS-Net {config.mode} generator trained with tsnet-hf",
+        "description": f"Trained with `python training/train.py` of tsnet-hf ({config.mode} mode).",
+        "training": markdown_table(settings),
+        "evaluation": evaluation,
+        "datasets": [data_name],
+        "eval_results": results,
+        "base_model": args.init_from,
+    }

@@ -54,11 +54,11 @@ import numpy as np
 if __package__ in (None, ""):  # `python training/preprocess.py`: import as the `training` package
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from tsnet_hf import __version__  # noqa: E402
-from tsnet_hf.crops import crop_frame, track_crop_boxes, transforms_from_boxes  # noqa: E402
-from tsnet_hf.errors import DetectionError, InputError, TSNetError, VideoError  # noqa: E402
-from tsnet_hf.landmarks import detect  # noqa: E402
-from tsnet_hf.video import iter_frames  # noqa: E402
+from tsnet_hf import __version__
+from tsnet_hf.crops import crop_frame, track_crop_boxes, transforms_from_boxes
+from tsnet_hf.errors import DetectionError, InputError, TSNetError, VideoError
+from tsnet_hf.landmarks import detect
+from tsnet_hf.video import iter_frames
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".webm", ".avi", ".mkv", ".m4v", ".gif", ".mpg", ".mpeg"})
 INDEX_NAME = "index.json"
@@ -112,8 +112,9 @@ class CacheSettings:
         if not isinstance(self.frame_stride, int) or self.frame_stride < 1:
             raise InputError(f"frame_stride must be a positive integer, got {self.frame_stride!r}.")
         if self.max_frames is not None and (not isinstance(self.max_frames, int) or self.max_frames < MIN_DETECTED):
-            raise InputError(f"max_frames must be an integer of at least {MIN_DETECTED}, or None, "
-                             f"got {self.max_frames!r}.")
+            raise InputError(
+                f"max_frames must be an integer of at least {MIN_DETECTED}, or None, got {self.max_frames!r}."
+            )
         self.context = float(self.context)
         self._check_storage()
 
@@ -121,12 +122,16 @@ class CacheSettings:
         if self.storage not in STORAGES:
             raise InputError(f"storage must be one of {', '.join(STORAGES)}, got {self.storage!r}.")
         if self.storage == "mp4v" and self.stored_size % 2:
-            raise InputError(f"mp4v needs an even crop side, and size {self.size} x context {self.context} gives "
-                             f"{self.stored_size} px: change the size, or choose another storage.")
+            raise InputError(
+                f"mp4v needs an even crop side, and size {self.size} x context {self.context} gives "
+                f"{self.stored_size} px: change the size, or choose another storage."
+            )
         if self.storage not in IMAGE_CODECS:
             if self.quality is not None:
-                raise InputError(f"quality applies to the {' and '.join(IMAGE_CODECS)} storages only, not to "
-                                 f"{self.storage}: choose one of those, or leave the quality out.")
+                raise InputError(
+                    f"quality applies to the {' and '.join(IMAGE_CODECS)} storages only, not to "
+                    f"{self.storage}: choose one of those, or leave the quality out."
+                )
             return
         if self.quality is None:
             self.quality = IMAGE_CODECS[self.storage][2]
@@ -182,8 +187,9 @@ def encode_frame(image: np.ndarray, codec: str, quality: int) -> np.ndarray:
     """
     extension, flag, _ = IMAGE_CODECS[codec]
     try:
-        ok, data = cv2.imencode(extension, cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2BGR),
-                                [flag, int(quality)])
+        ok, data = cv2.imencode(
+            extension, cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2BGR), [flag, int(quality)]
+        )
     except cv2.error:
         ok = False
     if not ok:
@@ -217,8 +223,13 @@ class _ImageWriter:
 
     def close(self) -> None:
         offsets = np.cumsum([0] + [len(data) for data in self._rows], dtype=np.int64)
-        np.savez(self.path, data=np.concatenate(self._rows), offsets=offsets, shape=np.array(self.shape, np.int64),
-                 codec=np.array(self.settings.storage))
+        np.savez(
+            self.path,
+            data=np.concatenate(self._rows),
+            offsets=offsets,
+            shape=np.array(self.shape, np.int64),
+            codec=np.array(self.settings.storage),
+        )
         self._rows = None
 
 
@@ -228,11 +239,13 @@ class _VideoWriter:
 
     def __init__(self, folder: Path, shape: tuple, settings: CacheSettings):
         self.path, self.shape, self._next = folder / VIDEO_FRAMES, shape, 0
-        self._writer = cv2.VideoWriter(str(self.path), cv2.CAP_FFMPEG, cv2.VideoWriter_fourcc(*"mp4v"), 25.0,
-                                       shape[2:0:-1])
+        self._writer = cv2.VideoWriter(
+            str(self.path), cv2.CAP_FFMPEG, cv2.VideoWriter_fourcc(*"mp4v"), 25.0, shape[2:0:-1]
+        )
         if not self._writer.isOpened():
-            raise InputError(f"OpenCV {cv2.__version__} cannot write mp4v videos (it has no FFmpeg): "
-                             "choose another --storage.")
+            raise InputError(
+                f"OpenCV {cv2.__version__} cannot write mp4v videos (it has no FFmpeg): choose another --storage."
+            )
 
     def __setitem__(self, row: int, image: np.ndarray) -> None:
         if row != self._next:
@@ -278,10 +291,12 @@ def _decode_images(path: Path) -> np.ndarray:
         data, offsets, shape, codec = store["data"], store["offsets"], tuple(store["shape"]), str(store["codec"])
     frames = np.empty(shape, np.uint8)
     for row in range(shape[0]):
-        image = cv2.imdecode(data[offsets[row]:offsets[row + 1]], cv2.IMREAD_COLOR)
+        image = cv2.imdecode(data[offsets[row] : offsets[row + 1]], cv2.IMREAD_COLOR)
         if image is None or image.shape != shape[1:]:
-            raise InputError(f"Frame {row} of {path} cannot be decoded as {codec} by OpenCV {cv2.__version__}: "
-                             "remake this cache, or make it with another --storage.")
+            raise InputError(
+                f"Frame {row} of {path} cannot be decoded as {codec} by OpenCV {cv2.__version__}: "
+                "remake this cache, or make it with another --storage."
+            )
         cv2.cvtColor(image, cv2.COLOR_BGR2RGB, dst=frames[row])
     return frames
 
@@ -300,8 +315,10 @@ def _read_video(path: Path, shape: tuple) -> np.ndarray:
     finally:
         capture.release()
     if count != shape[0]:
-        raise InputError(f"OpenCV {cv2.__version__} read {count} of the {shape[0]} frames of {path} (an OpenCV "
-                         "without FFmpeg reads none): remake this cache, or make it with another --storage.")
+        raise InputError(
+            f"OpenCV {cv2.__version__} read {count} of the {shape[0]} frames of {path} (an OpenCV "
+            "without FFmpeg reads none): remake this cache, or make it with another --storage."
+        )
     return frames
 
 
@@ -348,8 +365,10 @@ class PreprocessReport:
         return sorted(self.made + self.reused)
 
     def summary(self) -> str:
-        text = (f"{len(self.usable)} video(s) cached in {self.cache_dir} ({len(self.made)} new, {len(self.reused)} "
-                f"reused, {self.bytes / 2**20:.1f} MiB), {len(self.skipped)} skipped")
+        text = (
+            f"{len(self.usable)} video(s) cached in {self.cache_dir} ({len(self.made)} new, {len(self.reused)} "
+            f"reused, {self.bytes / 2**20:.1f} MiB), {len(self.skipped)} skipped"
+        )
         return text + "".join(f"\n  skipped {path}: {reason}" for path, reason in self.skipped)
 
 
@@ -365,11 +384,18 @@ def find_videos(folder) -> list[Path]:
         return [folder]
     if not folder.is_dir():
         raise InputError(f"Data folder {folder} does not exist: give a folder of videos (mp4, mov, webm, ...).")
-    videos = sorted(p for p in folder.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file()
-                    and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    videos = sorted(
+        p
+        for p in folder.rglob("*")
+        if p.suffix.lower() in VIDEO_SUFFIXES
+        and p.is_file()
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
     if not videos:
-        raise InputError(f"Data folder {folder} holds no video file ({', '.join(sorted(VIDEO_SUFFIXES))}): "
-                         "give a folder of videos of faces or of people dancing.")
+        raise InputError(
+            f"Data folder {folder} holds no video file ({', '.join(sorted(VIDEO_SUFFIXES))}): "
+            "give a folder of videos of faces or of people dancing."
+        )
     return videos
 
 
@@ -395,8 +421,11 @@ def _is_current(folder: Path, stamp: dict, settings: CacheSettings) -> bool:
         meta = json.loads((folder / META_NAME).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    return (meta.get("format") == FORMAT_VERSION and _same_settings(meta.get("settings"), settings)
-            and meta.get("source") == stamp)
+    return (
+        meta.get("format") == FORMAT_VERSION
+        and _same_settings(meta.get("settings"), settings)
+        and meta.get("source") == stamp
+    )
 
 
 def _crop_boxes(track, mode: str) -> np.ndarray:
@@ -419,12 +448,13 @@ def preprocess_video(video: Path, folder: Path, settings: CacheSettings, name: s
     Raises:
         DetectionError: nothing (or fewer than 2 frames) detected. VideoError: unreadable file.
     """
-    track = detect(str(video), mode=settings.mode, policy="interpolate", smooth=True,
-                   max_frames=settings.max_frames)
+    track = detect(str(video), mode=settings.mode, policy="interpolate", smooth=True, max_frames=settings.max_frames)
     detected = track.report.detected[track.frame_indices]
     if detected.sum() < MIN_DETECTED:
-        raise DetectionError(f"only {int(detected.sum())} frame(s) with a {settings.mode} detected; "
-                             f"training needs at least {MIN_DETECTED}.")
+        raise DetectionError(
+            f"only {int(detected.sum())} frame(s) with a {settings.mode} detected; "
+            f"training needs at least {MIN_DETECTED}."
+        )
     boxes = _crop_boxes(track, settings.mode)
     rows = np.arange(0, len(track), settings.frame_stride)
     stored = settings.stored_size
@@ -443,9 +473,15 @@ def preprocess_video(video: Path, folder: Path, settings: CacheSettings, name: s
     points = np.stack([t.to_crop(track.points[row]) for t, row in zip(transforms, rows)])
     _write_arrays(folder, settings, points, detected[rows], boxes[rows], track.frame_indices[rows])
     meta = {
-        "format": FORMAT_VERSION, "tsnet_hf_version": __version__, "source": _source_stamp(video),
-        "name": name or folder.name, "settings": settings_record(settings), "fps": float(track.fps),
-        "frame_size": list(track.frame_size), "num_frames": int(len(rows)), "stored_size": stored,
+        "format": FORMAT_VERSION,
+        "tsnet_hf_version": __version__,
+        "source": _source_stamp(video),
+        "name": name or folder.name,
+        "settings": settings_record(settings),
+        "fps": float(track.fps),
+        "frame_size": list(track.frame_size),
+        "num_frames": int(len(rows)),
+        "stored_size": stored,
         "detection": {"summary": track.report.summary(), **track.report.counts()},
         "created": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
@@ -503,8 +539,9 @@ def _start_cache_dir(cache_dir: Path) -> None:
         shutil.rmtree(leftover, ignore_errors=True)
 
 
-def preprocess_folder(data_dir, cache_dir, settings: CacheSettings, force: bool = False,
-                      progress=print) -> PreprocessReport:
+def preprocess_folder(
+    data_dir, cache_dir, settings: CacheSettings, force: bool = False, progress=print
+) -> PreprocessReport:
     """Make (or reuse) the cache of every video under `data_dir` in `cache_dir`.
 
     Args:
@@ -548,16 +585,27 @@ def preprocess_folder(data_dir, cache_dir, settings: CacheSettings, force: bool 
                 continue
             report.made.append(name)
             meta = json.loads((folder / META_NAME).read_text(encoding="utf-8"))
-            say(f"[{number}/{len(videos)}] {relative}: {meta['num_frames']} frames, "
-                f"{meta['detection']['summary']} ({time.perf_counter() - start:.1f} s)")
+            say(
+                f"[{number}/{len(videos)}] {relative}: {meta['num_frames']} frames, "
+                f"{meta['detection']['summary']} ({time.perf_counter() - start:.1f} s)"
+            )
         report.bytes += _folder_bytes(folder)
-    _write_json(cache_dir / INDEX_NAME, {
-        "format": FORMAT_VERSION, "data_dir": str(data_dir.resolve()), "settings": settings_record(settings),
-        "videos": report.usable, "bytes": report.bytes,
-        "skipped": [{"video": v, "reason": r, "source": stamps[v]} for v, r in report.skipped]})
+    _write_json(
+        cache_dir / INDEX_NAME,
+        {
+            "format": FORMAT_VERSION,
+            "data_dir": str(data_dir.resolve()),
+            "settings": settings_record(settings),
+            "videos": report.usable,
+            "bytes": report.bytes,
+            "skipped": [{"video": v, "reason": r, "source": stamps[v]} for v, r in report.skipped],
+        },
+    )
     if not report.usable:
-        raise InputError(f"No usable video in {data_dir}: landmark detection failed in all {len(videos)} "
-                         f"({report.skipped[0][1]}); use videos in which one {settings.mode} is clearly visible.")
+        raise InputError(
+            f"No usable video in {data_dir}: landmark detection failed in all {len(videos)} "
+            f"({report.skipped[0][1]}); use videos in which one {settings.mode} is clearly visible."
+        )
     return report
 
 
@@ -584,14 +632,22 @@ def read_cache_settings(cache_dir) -> CacheSettings:
     """
     cache_dir = Path(cache_dir)
     if not is_cache_dir(cache_dir):
-        raise InputError(f"{cache_dir} is not a training cache (no {INDEX_NAME}): give a folder made by "
-                         "training/preprocess.py.")
+        raise InputError(
+            f"{cache_dir} is not a training cache (no {INDEX_NAME}): give a folder made by training/preprocess.py."
+        )
     index = json.loads((cache_dir / INDEX_NAME).read_text(encoding="utf-8"))
     return CacheSettings.from_dict(index["settings"])
 
 
-def convert_cache(source, cache_dir, storage: str = "webp", quality: int | None = None, frame_stride: int = 1,
-                  force: bool = False, progress=print) -> PreprocessReport:
+def convert_cache(
+    source,
+    cache_dir,
+    storage: str = "webp",
+    quality: int | None = None,
+    frame_stride: int = 1,
+    force: bool = False,
+    progress=print,
+) -> PreprocessReport:
     """Store an existing cache's frames in another storage without detecting again (detection is
     the slow part of preprocessing): the frames are re-encoded, the landmarks, detection flags,
     boxes and frame numbers copied as they are. The result is the cache preprocess_folder would
@@ -612,8 +668,9 @@ def convert_cache(source, cache_dir, storage: str = "webp", quality: int | None 
     old = read_cache_settings(source)
     if not isinstance(frame_stride, int) or frame_stride < 1:
         raise InputError(f"frame_stride must be a positive integer, got {frame_stride!r}.")
-    settings = CacheSettings(**{**asdict(old), "storage": storage, "quality": quality,
-                                "frame_stride": old.frame_stride * frame_stride})
+    settings = CacheSettings(
+        **{**asdict(old), "storage": storage, "quality": quality, "frame_stride": old.frame_stride * frame_stride}
+    )
     if cache_dir.resolve() == source.resolve():
         raise InputError(f"Cannot convert {source} into itself: give another --cache-dir.")
     check_encoder(settings)
@@ -628,17 +685,29 @@ def convert_cache(source, cache_dir, storage: str = "webp", quality: int | None 
             report.reused.append(name)
             say(f"[{number}/{len(names)}] {name}: converted already")
         else:
-            _build(folder, lambda partial: _convert_video(source / name, partial, settings, frame_stride, name))
+            _build(
+                folder, lambda partial, name=name: _convert_video(source / name, partial, settings, frame_stride, name)
+            )
             report.made.append(name)
-            say(f"[{number}/{len(names)}] {name}: {_folder_bytes(source / name) / 2**20:.1f} -> "
-                f"{_folder_bytes(folder) / 2**20:.2f} MiB ({time.perf_counter() - start:.1f} s)")
+            say(
+                f"[{number}/{len(names)}] {name}: {_folder_bytes(source / name) / 2**20:.1f} -> "
+                f"{_folder_bytes(folder) / 2**20:.2f} MiB ({time.perf_counter() - start:.1f} s)"
+            )
         report.bytes += _folder_bytes(folder)
     skipped = index.get("skipped", [])
     report.skipped = [(entry["video"], entry["reason"]) for entry in skipped]
-    _write_json(cache_dir / INDEX_NAME, {
-        "format": FORMAT_VERSION, "data_dir": index.get("data_dir"), "settings": settings_record(settings),
-        "videos": report.usable, "bytes": report.bytes, "skipped": skipped,
-        "converted_from": str(source.resolve())})
+    _write_json(
+        cache_dir / INDEX_NAME,
+        {
+            "format": FORMAT_VERSION,
+            "data_dir": index.get("data_dir"),
+            "settings": settings_record(settings),
+            "videos": report.usable,
+            "bytes": report.bytes,
+            "skipped": skipped,
+            "converted_from": str(source.resolve()),
+        },
+    )
     return report
 
 
@@ -652,11 +721,18 @@ def _convert_video(source: Path, folder: Path, settings: CacheSettings, stride: 
     for i, row in enumerate(rows):
         writer[i] = frames[row]
     writer.close()
-    optional = {key: np.load(source / f"{key}.npy")[rows] if (source / f"{key}.npy").is_file() else None
-                for key in ("boxes", "frame_indices")}
+    optional = {
+        key: np.load(source / f"{key}.npy")[rows] if (source / f"{key}.npy").is_file() else None
+        for key in ("boxes", "frame_indices")
+    }
     _write_arrays(folder, settings, points[rows], np.load(source / "detected.npy")[rows], **optional)
-    meta.update(name=name, settings=settings_record(settings), num_frames=int(len(rows)),
-                converted_from=str(source.resolve()), created=time.strftime("%Y-%m-%d %H:%M:%S"))
+    meta.update(
+        name=name,
+        settings=settings_record(settings),
+        num_frames=int(len(rows)),
+        converted_from=str(source.resolve()),
+        created=time.strftime("%Y-%m-%d %H:%M:%S"),
+    )
     _write_json(folder / META_NAME, meta)  # last: a folder with meta.json is complete
     return meta
 
@@ -676,8 +752,9 @@ def make_writable_dir(folder, what: str = "folder", option: str | None = None) -
         probe.unlink()
     except OSError as error:
         hint = f" with {option}" if option else ""
-        raise InputError(f"Cannot write to the {what} {folder} ({error.strerror or error}): "
-                         f"choose a folder you can write to{hint}.") from None
+        raise InputError(
+            f"Cannot write to the {what} {folder} ({error.strerror or error}): choose a folder you can write to{hint}."
+        ) from None
     return folder
 
 
@@ -687,21 +764,35 @@ def make_writable_dir(folder, what: str = "folder", option: str | None = None) -
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Turn a folder of videos into TS-Net training caches (crops, landmarks, detection report), "
-                    "or convert a cache to another --storage / --frame-stride without detecting again.")
+        "or convert a cache to another --storage / --frame-stride without detecting again."
+    )
     parser.add_argument("data", help="folder of videos (searched recursively), or a cache to convert")
     parser.add_argument("--mode", choices=("face", "body"), default=None, help="required for videos")
     parser.add_argument("--cache-dir", required=True, help="output folder (one sub-folder per video)")
     parser.add_argument("--size", type=int, default=None, help="training resolution in pixels (default 256)")
-    parser.add_argument("--context", type=float, default=None,
-                        help="stored crop = this times the inference crop box, room for crop jitter (default 1.25)")
-    parser.add_argument("--frame-stride", type=int, default=1,
-                        help="keep every n-th frame (of a cache: every n-th of its rows) (default 1)")
+    parser.add_argument(
+        "--context",
+        type=float,
+        default=None,
+        help="stored crop = this times the inference crop box, room for crop jitter (default 1.25)",
+    )
+    parser.add_argument(
+        "--frame-stride",
+        type=int,
+        default=1,
+        help="keep every n-th frame (of a cache: every n-th of its rows) (default 1)",
+    )
     parser.add_argument("--max-frames", type=int, default=None, help="read at most this many frames per video")
-    parser.add_argument("--storage", choices=STORAGES, default="raw",
-                        help="frames as raw uint8 (memory-mapped; default), webp / jpeg images or an mp4v "
-                             "video (about 30 / 15 / 50 times smaller), decoded when training starts")
-    parser.add_argument("--quality", type=int, default=None,
-                        help="webp / jpeg quality 1-100 (default 80 for webp, 90 for jpeg)")
+    parser.add_argument(
+        "--storage",
+        choices=STORAGES,
+        default="raw",
+        help="frames as raw uint8 (memory-mapped; default), webp / jpeg images or an mp4v "
+        "video (about 30 / 15 / 50 times smaller), decoded when training starts",
+    )
+    parser.add_argument(
+        "--quality", type=int, default=None, help="webp / jpeg quality 1-100 (default 80 for webp, 90 for jpeg)"
+    )
     parser.add_argument("--force", action="store_true", help="remake caches that are already current")
     return parser
 
@@ -712,11 +803,14 @@ def _convert_from_args(args) -> PreprocessReport:
     for option, key in (("--mode", "mode"), ("--size", "size"), ("--context", "context")):
         value = getattr(args, key)
         if value is not None and value != getattr(old, key):
-            raise InputError(f"{args.data} is a cache made with {option} {getattr(old, key)}, not {value}: "
-                             f"preprocess the videos again for another {option}.")
+            raise InputError(
+                f"{args.data} is a cache made with {option} {getattr(old, key)}, not {value}: "
+                f"preprocess the videos again for another {option}."
+            )
     if args.max_frames is not None:
-        raise InputError(f"{args.data} is a cache, which --max-frames cannot shorten: preprocess the videos "
-                         "again with --max-frames.")
+        raise InputError(
+            f"{args.data} is a cache, which --max-frames cannot shorten: preprocess the videos again with --max-frames."
+        )
     return convert_cache(args.data, args.cache_dir, args.storage, args.quality, args.frame_stride, args.force)
 
 
@@ -728,9 +822,15 @@ def main(argv=None) -> int:
         else:
             if args.mode is None:
                 raise InputError("--mode (face or body) is required to preprocess a folder of videos.")
-            settings = CacheSettings(args.mode, 256 if args.size is None else args.size,
-                                     1.25 if args.context is None else args.context,
-                                     args.frame_stride, args.max_frames, args.storage, args.quality)
+            settings = CacheSettings(
+                args.mode,
+                256 if args.size is None else args.size,
+                1.25 if args.context is None else args.context,
+                args.frame_stride,
+                args.max_frames,
+                args.storage,
+                args.quality,
+            )
             report = preprocess_folder(args.data, args.cache_dir, settings, force=args.force)
     except TSNetError as error:
         print(f"error: {error}", file=sys.stderr)

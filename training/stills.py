@@ -19,8 +19,8 @@ import numpy as np
 if __package__ in (None, ""):
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from tsnet_hf import RetargetPipeline  # noqa: E402
-from tsnet_hf.errors import TSNetError  # noqa: E402
+from tsnet_hf import RetargetPipeline
+from tsnet_hf.errors import TSNetError
 
 PANELS = ("aligned_masks", "warped", "blend_mask", "crop")
 LABELS = ("aligned driving mask", "sharp warp", "blend mask", "output")

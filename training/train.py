@@ -22,23 +22,23 @@ from pathlib import Path
 if __package__ in (None, ""):  # `python training/train.py`: import as the `training` package
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-import torch  # noqa: E402
-from tqdm.auto import tqdm  # noqa: E402
+import torch
+from tqdm.auto import tqdm
 
-import tsnet_hf  # noqa: E402
-from training import checkpoints, data  # noqa: E402
-from training.discriminators import PatchDiscriminator, face_crop_size  # noqa: E402
-from training.evaluate import image_metrics  # noqa: E402
-from training.logs import RunLog, loss_line  # noqa: E402
-from training.losses import Losses, LossWeights  # noqa: E402
-from training.lpips import load_lpips  # noqa: E402
-from training.model_card import card_fields, training_settings  # noqa: E402
-from training.options import adopt_saved_settings, parse_args  # noqa: E402
-from training.preprocess import CacheSettings, is_cache_dir, make_writable_dir, preprocess_folder  # noqa: E402
-from training.vision import load_vgg  # noqa: E402
-from tsnet_hf import TSNet, TSNetConfig, preset_config  # noqa: E402
-from tsnet_hf.errors import CheckpointError, ConfigError, TSNetError  # noqa: E402
-from tsnet_hf.upload import create_and_upload  # noqa: E402
+import tsnet_hf
+from training import checkpoints, data
+from training.discriminators import PatchDiscriminator, face_crop_size
+from training.evaluate import image_metrics
+from training.logs import RunLog, loss_line
+from training.losses import Losses, LossWeights
+from training.lpips import load_lpips
+from training.model_card import card_fields, training_settings
+from training.options import adopt_saved_settings, parse_args
+from training.preprocess import CacheSettings, is_cache_dir, make_writable_dir, preprocess_folder
+from training.vision import load_vgg
+from tsnet_hf import TSNet, TSNetConfig, preset_config
+from tsnet_hf.errors import CheckpointError, ConfigError, TSNetError
+from tsnet_hf.upload import create_and_upload
 
 PAPER_BATCH = {"face": 15, "body": 10}
 
@@ -58,8 +58,9 @@ def _requires_grad(modules, flag: bool):
                 parameter.requires_grad_(flag)
 
 
-def train_step(accelerator, losses, model, d, face_d, opt_g, opt_d, batch,
-               adversarial: bool = True) -> tuple[dict, object]:
+def train_step(
+    accelerator, losses, model, d, face_d, opt_g, opt_d, batch, adversarial: bool = True
+) -> tuple[dict, object]:
     """One discriminator update, then one generator update, as the authors (adversarial=False: the
     generator update alone, without discriminator terms: the reconstruction warm-up).
 
@@ -77,8 +78,9 @@ def train_step(accelerator, losses, model, d, face_d, opt_g, opt_d, batch,
     if adversarial:
         _requires_grad([d, face_d], True)
         with accelerator.autocast():
-            d_loss, d_parts = losses.discriminator(d, face_d, output.image, batch.targets, batch.driving_masks,
-                                                   batch.face_boxes)
+            d_loss, d_parts = losses.discriminator(
+                d, face_d, output.image, batch.targets, batch.driving_masks, batch.face_boxes
+            )
         opt_d.zero_grad(set_to_none=True)
         accelerator.backward(d_loss)
         opt_d.step()
@@ -86,8 +88,9 @@ def train_step(accelerator, losses, model, d, face_d, opt_g, opt_d, batch,
     plain_d = accelerator.unwrap_model(d)
     plain_face_d = accelerator.unwrap_model(face_d) if face_d is not None else None
     with accelerator.autocast():
-        g_loss, g_parts = losses.generator(plain_d, plain_face_d, output, batch.targets, batch.driving_masks,
-                                           batch.face_boxes, adversarial=adversarial)
+        g_loss, g_parts = losses.generator(
+            plain_d, plain_face_d, output, batch.targets, batch.driving_masks, batch.face_boxes, adversarial=adversarial
+        )
     opt_g.zero_grad(set_to_none=True)
     accelerator.backward(g_loss)
     opt_g.step()
@@ -147,7 +150,8 @@ class Trainer:
                 if module is not None:
                     module.to(memory_format=torch.channels_last)
         (self.model, self.d, self.face_d, self.opt_g, self.opt_d) = self.accelerator.prepare(
-            self.model, self.d, self.face_d, self.opt_g, self.opt_d)
+            self.model, self.d, self.face_d, self.opt_g, self.opt_d
+        )
         if self.main:
             checkpoints.write_json(self.output / "training_args.json", vars(args))
         if args.tensorboard:
@@ -169,8 +173,10 @@ class Trainer:
         model = TSNet.from_pretrained(args.init_from)
         config = model.config
         if args.mode and args.mode != config.mode:
-            raise ConfigError(f"{args.init_from} is a {config.mode} model but --mode is {args.mode}: "
-                              f"fine-tune it with --mode {config.mode}.")
+            raise ConfigError(
+                f"{args.init_from} is a {config.mode} model but --mode is {args.mode}: "
+                f"fine-tune it with --mode {config.mode}."
+            )
         if size and size != config.image_size:  # progressive resolution: the convs do not depend on it
             config = dataclasses.replace(config, image_size=size)
             resized = TSNet(config)
@@ -186,33 +192,60 @@ class Trainer:
             cache = Path(args.cache_dir or Path("cache") / name)
             args.cache_dir = str(cache)
             if self.main:
-                settings = CacheSettings(args.mode, args.resolution, frame_stride=args.frame_stride,
-                                         max_frames=args.max_frames)
+                settings = CacheSettings(
+                    args.mode, args.resolution, frame_stride=args.frame_stride, max_frames=args.max_frames
+                )
                 print(preprocess_folder(args.data, cache, settings, progress=print).summary(), flush=True)
             self.accelerator.wait_for_everyone()
         videos = data.open_cache(cache, args.mode, args.resolution)
         if args.holdout:
             self.train_sources, self.val_sources = data.split_by_name(videos, args.holdout)
         else:
-            self.train_sources, self.val_sources = data.split_sources(videos, args.val_fraction, args.seed,
-                                                                      args.val_split)
-        self.split = ("none" if not self.val_sources else "name (--holdout)" if args.holdout else
-                      "time" if args.val_split == "time" or len(videos) < 2 else "video")
+            self.train_sources, self.val_sources = data.split_sources(
+                videos, args.val_fraction, args.seed, args.val_split
+            )
+        self.split = (
+            "none"
+            if not self.val_sources
+            else "name (--holdout)"
+            if args.holdout
+            else "time"
+            if args.val_split == "time" or len(videos) < 2
+            else "video"
+        )
         self.video_names = sorted(v.name for v in videos)
         self.data_name = data.cache_source_name(cache)
-        augment = data.Augment.none() if args.no_augment else data.Augment(scale=args.jitter_scale,
-                                                                            offset=args.jitter_offset)
-        self.dataset = data.ClipDataset(self.train_sources, args.resolution, args.k, args.targets, args.span,
-                                        augment, seed=args.seed)
-        self.val_dataset = (data.ClipDataset(self.val_sources, args.resolution, args.k, args.targets, args.span,
-                                             data.Augment.none(), seed=args.seed + 1) if self.val_sources else None)
+        augment = (
+            data.Augment.none() if args.no_augment else data.Augment(scale=args.jitter_scale, offset=args.jitter_offset)
+        )
+        self.dataset = data.ClipDataset(
+            self.train_sources, args.resolution, args.k, args.targets, args.span, augment, seed=args.seed
+        )
+        self.val_dataset = (
+            data.ClipDataset(
+                self.val_sources,
+                args.resolution,
+                args.k,
+                args.targets,
+                args.span,
+                data.Augment.none(),
+                seed=args.seed + 1,
+            )
+            if self.val_sources
+            else None
+        )
 
     def _build_losses(self):
         args, config = self.args, self.config
         vgg = None if args.no_vgg else load_vgg(args.vgg_weights).to(self.accelerator.device)
         self.vgg_name = "none (--no-vgg)" if vgg is None else vgg.name
-        weights = LossWeights(feature_matching=args.lambda_fm, perceptual=args.lambda_vgg,
-                              transformation=args.lambda_tra, gradient=args.lambda_grad, l1=args.lambda_l1)
+        weights = LossWeights(
+            feature_matching=args.lambda_fm,
+            perceptual=args.lambda_vgg,
+            transformation=args.lambda_tra,
+            gradient=args.lambda_grad,
+            l1=args.lambda_l1,
+        )
         self.losses = Losses(config.mode, weights, vgg, face_crop_size(config.image_size))
         self.d = PatchDiscriminator(3 + config.mask_channels)
         self.face_d = PatchDiscriminator(3) if config.mode == "body" else None
@@ -233,14 +266,17 @@ class Trainer:
 
     def _resume(self, folder: Path):
         """Generator, discriminators, optimisers, step and history of a checkpoint (before `prepare`)."""
-        state = checkpoints.load_checkpoint(folder, self.model, self.d, self.face_d, self.opt_g, self.opt_d,
-                                            self.video_names)
+        state = checkpoints.load_checkpoint(
+            folder, self.model, self.d, self.face_d, self.opt_g, self.opt_d, self.video_names
+        )
         self.step, self.history = int(state["step"]), state.get("history", [])
         self.seconds = float(state.get("seconds", 0.0))
         if state.get("world_size", 1) != self.accelerator.num_processes:
-            self.log.say(f"note: {folder} was trained on {state.get('world_size')} process(es), this run uses "
-                         f"{self.accelerator.num_processes}: the clips drawn from now on differ from an "
-                         "uninterrupted run.")
+            self.log.say(
+                f"note: {folder} was trained on {state.get('world_size')} process(es), this run uses "
+                f"{self.accelerator.num_processes}: the clips drawn from now on differ from an "
+                "uninterrupted run."
+            )
         self.log.forget_after(self.step)
         self.log.say(f"resumed from {folder} at step {self.step}")
 
@@ -252,8 +288,17 @@ class Trainer:
         for optimizer, base in ((self.opt_g, args.lr_g), (self.opt_d, args.lr_d)):
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(base, self.step, args.steps, args.decay_start)
-        return train_step(self.accelerator, self.losses, self.model, self.d, self.face_d, self.opt_g, self.opt_d,
-                          batch, adversarial=self.step >= args.warmup_steps)
+        return train_step(
+            self.accelerator,
+            self.losses,
+            self.model,
+            self.d,
+            self.face_d,
+            self.opt_g,
+            self.opt_d,
+            batch,
+            adversarial=self.step >= args.warmup_steps,
+        )
 
     @torch.no_grad()
     def validate(self) -> dict | None:
@@ -262,9 +307,9 @@ class Trainer:
             return None
         accelerator, args = self.accelerator, self.args
         self.model.eval()
-        indices = list(range(args.val_clips))[accelerator.process_index::accelerator.num_processes]
+        indices = list(range(args.val_clips))[accelerator.process_index :: accelerator.num_processes]
         # A process with no clip still runs one (and drops it): gathering needs every process.
-        chunks = [indices[i:i + args.batch_size] for i in range(0, len(indices), args.batch_size)] or [[0]]
+        chunks = [indices[i : i + args.batch_size] for i in range(0, len(indices), args.batch_size)] or [[0]]
         sums = {}
         for chunk in chunks:
             items = torch.utils.data.default_collate([self.val_dataset[i] for i in chunk])
@@ -288,15 +333,29 @@ class Trainer:
         target = None
         if self.main:
             unwrap = self.accelerator.unwrap_model
-            state = {"step": self.step, "args": vars(self.args), "videos": self.video_names, "history": self.history,
-                     "seconds": self.elapsed(), "world_size": self.accelerator.num_processes,
-                     "torch": torch.__version__, "tsnet_hf": tsnet_hf.__version__}
+            state = {
+                "step": self.step,
+                "args": vars(self.args),
+                "videos": self.video_names,
+                "history": self.history,
+                "seconds": self.elapsed(),
+                "world_size": self.accelerator.num_processes,
+                "torch": torch.__version__,
+                "tsnet_hf": tsnet_hf.__version__,
+            }
             card = self._card()
 
             def write(folder):
-                checkpoints.save_checkpoint(folder, unwrap(self.model), unwrap(self.d),
-                                            unwrap(self.face_d) if self.face_d is not None else None,
-                                            self.opt_g, self.opt_d, state, card)
+                checkpoints.save_checkpoint(
+                    folder,
+                    unwrap(self.model),
+                    unwrap(self.d),
+                    unwrap(self.face_d) if self.face_d is not None else None,
+                    self.opt_g,
+                    self.opt_d,
+                    state,
+                    card,
+                )
 
             folder = self.output / checkpoints.CHECKPOINTS / checkpoints.step_name(self.step)
             target = checkpoints.write_atomically(folder, write)
@@ -308,9 +367,17 @@ class Trainer:
 
     def _card(self) -> dict:
         """`render_model_card` keyword arguments for a checkpoint at the current step."""
-        settings = training_settings(self.args, self.config, step=self.step, processes=self.accelerator.num_processes,
-                                     train_sources=self.train_sources, val_sources=self.val_sources, split=self.split,
-                                     vgg_name=self.vgg_name, minutes=self.elapsed() / 60)
+        settings = training_settings(
+            self.args,
+            self.config,
+            step=self.step,
+            processes=self.accelerator.num_processes,
+            train_sources=self.train_sources,
+            val_sources=self.val_sources,
+            split=self.split,
+            vgg_name=self.vgg_name,
+            minutes=self.elapsed() / 60,
+        )
         return card_fields(self.args, self.config, settings, self.history, self.split, self.data_name)
 
     # ----- the loop -------------------------------------------------------------------------------
@@ -328,8 +395,9 @@ class Trainer:
 
     def progress_bar(self):
         """The bar `run` advances by one per step: steps done of --steps."""
-        return tqdm(total=self.args.steps, initial=self.step, disable=not self.main or self.args.quiet,
-                    dynamic_ncols=True)
+        return tqdm(
+            total=self.args.steps, initial=self.step, disable=not self.main or self.args.quiet, dynamic_ncols=True
+        )
 
     def _log_losses(self, sums: dict, counts: dict, count: int, seconds: float) -> dict:
         """Log the mean of each loss part over the `counts[part]` steps that had it (discriminator terms
@@ -355,22 +423,32 @@ class Trainer:
         checkpoint folder (main process)."""
         args, accelerator = self.args, self.accelerator
         params = sum(p.numel() for p in accelerator.unwrap_model(self.model).parameters()) / 1e6
-        self.log.say(f"training a {self.config.mode} TS-Net ({params:.1f} M parameters, {self.config.image_size} px)"
-                     f" on {len(self.train_sources)} video(s) ({len(self.val_sources)} for validation, held out by "
-                     f"{self.split}), {accelerator.num_processes} process(es) on {accelerator.device}, steps "
-                     f"{self.step} -> {args.steps}")
-        sampler = data.StepSampler(self.step, args.steps, args.batch_size, accelerator.process_index,
-                                   accelerator.num_processes)
-        loader = torch.utils.data.DataLoader(self.dataset, batch_size=args.batch_size, sampler=sampler,
-                                             num_workers=args.workers, pin_memory=accelerator.device.type == "cuda")
+        self.log.say(
+            f"training a {self.config.mode} TS-Net ({params:.1f} M parameters, {self.config.image_size} px)"
+            f" on {len(self.train_sources)} video(s) ({len(self.val_sources)} for validation, held out by "
+            f"{self.split}), {accelerator.num_processes} process(es) on {accelerator.device}, steps "
+            f"{self.step} -> {args.steps}"
+        )
+        sampler = data.StepSampler(
+            self.step, args.steps, args.batch_size, accelerator.process_index, accelerator.num_processes
+        )
+        loader = torch.utils.data.DataLoader(
+            self.dataset,
+            batch_size=args.batch_size,
+            sampler=sampler,
+            num_workers=args.workers,
+            pin_memory=accelerator.device.type == "cuda",
+        )
         bar = self.progress_bar()
         sums, counts, count, busy = {}, {}, 0, 0.0  # busy: seconds in steps (not saving or validation)
         # The budget covers the whole run: a resumed run gets what its earlier invocations left.
         deadline = None if args.time_budget is None else time.monotonic() + 60 * args.time_budget - self.elapsed()
         for items in loader:
             if deadline is not None and self._out_of_time(deadline):
-                self.log.say(f"time budget of {args.time_budget:g} min reached at step {self.step}: saving; "
-                             "continue with --resume")
+                self.log.say(
+                    f"time budget of {args.time_budget:g} min reached at step {self.step}: saving; "
+                    "continue with --resume"
+                )
                 break
             started = time.perf_counter()
             batch = data.to_model_inputs(items, accelerator.device, self.config.mask_channels)
@@ -409,14 +487,23 @@ def push_to_hub(folder: Path, repo_id: str, private: bool = False) -> str:
     Raises:
         CheckpointError: the upload failed (not logged in, no network, no permission).
     """
-    def failure(error):
-        return CheckpointError(f"Could not push {folder} to the Hub repository {repo_id} ({type(error).__name__}); "
-                               f"log in with `hf auth login`, check the network, then run `hf upload {repo_id} "
-                               f"{folder}`.")
 
-    info = create_and_upload(folder, repo_id, "model", {"private": private},
-                             {"ignore_patterns": [f"{checkpoints.STATE_DIR}/*"]}, "Upload TS-Net checkpoint (tsnet-hf)",
-                             failure)
+    def failure(error):
+        return CheckpointError(
+            f"Could not push {folder} to the Hub repository {repo_id} ({type(error).__name__}); "
+            f"log in with `hf auth login`, check the network, then run `hf upload {repo_id} "
+            f"{folder}`."
+        )
+
+    info = create_and_upload(
+        folder,
+        repo_id,
+        "model",
+        {"private": private},
+        {"ignore_patterns": [f"{checkpoints.STATE_DIR}/*"]},
+        "Upload TS-Net checkpoint (tsnet-hf)",
+        failure,
+    )
     return str(getattr(info, "commit_url", info))
 
 

@@ -33,13 +33,17 @@ VGG_BY_CONVS = {13: "vgg16", 16: "vgg19"}  # conv layers in `features` -> torchv
 
 _TORCHVISION_OPS = None  # the torch.library.Library defining the missing ops: it must stay alive
 
-NO_VGG_WEIGHTS = ("ImageNet VGG weights are not available offline: pass --vgg-weights PATH (a safetensors file "
-                  "with torchvision key names, e.g. ../shared/weights/vgg16_imagenet_features.safetensors), "
-                  "put torchvision's vgg19-dcbb9e9d.pth in {cache}, or train without the perceptual loss "
-                  "with --no-vgg.")
-NO_ALEXNET_WEIGHTS = ("ImageNet AlexNet weights for LPIPS are not available offline: pass --lpips-alexnet PATH "
-                      "(e.g. ../shared/weights/alexnet_imagenet_features.safetensors), or put torchvision's "
-                      "alexnet-owt-7be5be79.pth in {cache}.")
+NO_VGG_WEIGHTS = (
+    "ImageNet VGG weights are not available offline: pass --vgg-weights PATH (a safetensors file "
+    "with torchvision key names, e.g. ../shared/weights/vgg16_imagenet_features.safetensors), "
+    "put torchvision's vgg19-dcbb9e9d.pth in {cache}, or train without the perceptual loss "
+    "with --no-vgg."
+)
+NO_ALEXNET_WEIGHTS = (
+    "ImageNet AlexNet weights for LPIPS are not available offline: pass --lpips-alexnet PATH "
+    "(e.g. ../shared/weights/alexnet_imagenet_features.safetensors), or put torchvision's "
+    "alexnet-owt-7be5be79.pth in {cache}."
+)
 
 
 def import_torchvision():
@@ -121,13 +125,17 @@ def load_features(features: nn.Sequential, state: dict[str, torch.Tensor], sourc
     state = {k: v for k, v in state.items() if k.startswith("features.")}
     missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
     if missing or unexpected:
-        raise CheckpointError(f"{source} does not fit this network: missing {missing[:3]}, unexpected "
-                              f"{unexpected[:3]}; give the weights of the matching architecture.")
+        raise CheckpointError(
+            f"{source} does not fit this network: missing {missing[:3]}, unexpected "
+            f"{unexpected[:3]}; give the weights of the matching architecture."
+        )
     for key, value in state.items():
         if tuple(value.shape) != tuple(expected[key].shape):
-            raise CheckpointError(f"{source}: tensor {key} has shape {tuple(value.shape)} but the network needs "
-                                  f"{tuple(expected[key].shape)}; give ImageNet weights of the matching architecture.")
-    features.load_state_dict({k[len("features."):]: v.float() for k, v in state.items()})
+            raise CheckpointError(
+                f"{source}: tensor {key} has shape {tuple(value.shape)} but the network needs "
+                f"{tuple(expected[key].shape)}; give ImageNet weights of the matching architecture."
+            )
+    features.load_state_dict({k[len("features.") :]: v.float() for k, v in state.items()})
 
 
 def _freeze(module: nn.Module) -> nn.Module:
@@ -196,12 +204,15 @@ def load_vgg(weights="auto") -> VGGFeatures:
         features = models.vgg19(weights=None).features
         load_features(features, state, "torchvision VGG19 weights")
         return VGGFeatures(features, "vgg19 (torchvision ImageNet)")
-    state = read_features_file(weights, "VGG16/VGG19 ImageNet conv weights",
-                               "../shared/weights/vgg16_imagenet_features.safetensors")
+    state = read_features_file(
+        weights, "VGG16/VGG19 ImageNet conv weights", "../shared/weights/vgg16_imagenet_features.safetensors"
+    )
     convs = sum(1 for key in state if key.endswith(".weight"))
     if convs not in VGG_BY_CONVS:
-        raise CheckpointError(f"{weights} has {convs} conv layers: a VGG16 has 13 and a VGG19 16; give the "
-                              "ImageNet weights of one of them.")
+        raise CheckpointError(
+            f"{weights} has {convs} conv layers: a VGG16 has 13 and a VGG19 16; give the "
+            "ImageNet weights of one of them."
+        )
     arch = VGG_BY_CONVS[convs]
     features = getattr(models, arch)(weights=None).features
     load_features(features, state, str(weights))
@@ -237,7 +248,8 @@ def alexnet_features(weights="auto") -> nn.Sequential:
         state = torchvision_state(models.AlexNet_Weights.IMAGENET1K_V1, NO_ALEXNET_WEIGHTS)
         load_features(features, state, "torchvision AlexNet weights")
     else:
-        state = read_features_file(weights, "AlexNet ImageNet conv weights",
-                                   "../shared/weights/alexnet_imagenet_features.safetensors")
+        state = read_features_file(
+            weights, "AlexNet ImageNet conv weights", "../shared/weights/alexnet_imagenet_features.safetensors"
+        )
         load_features(features, state, str(weights))
     return _freeze(features)

@@ -18,8 +18,24 @@ from .pipeline import RetargetPipeline
 __version__ = "0.1.0"
 
 __all__ = [
-    "TSNet", "TSNetConfig", "TSNetOutput", "SubjectMemory", "RetargetPipeline", "RetargetOutput",
-    "PRESETS", "paper_config", "small_config", "tiny_config", "preset_config",
-    "TSNetError", "InputError", "ConfigError", "CheckpointError", "VideoError", "DetectionError",
+    "TSNet",
+    "TSNetConfig",
+    "TSNetOutput",
+    "SubjectMemory",
+    "RetargetPipeline",
+    "RetargetOutput",
+    "RunOptions",
+    "FrameReport",
+    "PRESETS",
+    "paper_config",
+    "small_config",
+    "tiny_config",
+    "preset_config",
+    "TSNetError",
+    "InputError",
+    "ConfigError",
+    "CheckpointError",
+    "VideoError",
+    "DetectionError",
     "Cancelled",
 ]

@@ -11,7 +11,13 @@ import numpy as np
 
 from .errors import InputError
 from .layouts import (
-    BODY_FLIP, BODY_LIMBS, BODY_POINTS, FACE_POINTS, FACE_SLICE, HAND_FINGERS, LEFT_HAND_SLICE,
+    BODY_FLIP,
+    BODY_LIMBS,
+    BODY_POINTS,
+    FACE_POINTS,
+    FACE_SLICE,
+    HAND_FINGERS,
+    LEFT_HAND_SLICE,
     RIGHT_HAND_SLICE,
 )
 
@@ -159,8 +165,9 @@ def _face_part_stats(local: np.ndarray, per_axis: bool) -> tuple[np.ndarray, np.
     RMS distance, or (T, 2) RMS along the face's x and y axes when `per_axis`."""
     centroid = local.mean(axis=1, keepdims=True)  # (T, 1, 2)
     deviation = local - centroid
-    spread = (np.sqrt(np.mean(deviation**2, axis=1)) if per_axis
-              else np.sqrt(np.mean(np.sum(deviation**2, axis=-1), axis=1)))
+    spread = (
+        np.sqrt(np.mean(deviation**2, axis=1)) if per_axis else np.sqrt(np.mean(np.sum(deviation**2, axis=-1), axis=1))
+    )
     return np.linalg.norm(centroid[:, 0], axis=-1), spread
 
 
@@ -171,8 +178,10 @@ def _face_part_ratios(driving: np.ndarray, subject: np.ndarray) -> dict[str, tup
     one side does not make the driver's face lopsided."""
     stats = {}
     for name, (indices, per_axis) in FACE_ALIGN_PARTS.items():
-        stats[name] = (_face_part_stats(driving[:, list(indices)], per_axis),
-                       _face_part_stats(subject[:, list(indices)], per_axis))
+        stats[name] = (
+            _face_part_stats(driving[:, list(indices)], per_axis),
+            _face_part_stats(subject[:, list(indices)], per_axis),
+        )
     for right, left in FACE_MIRROR_PARTS:
         summed = tuple(
             tuple(a + b for a, b in zip(r_side, l_side)) for r_side, l_side in zip(stats[right], stats[left])
@@ -184,9 +193,7 @@ def _face_part_ratios(driving: np.ndarray, subject: np.ndarray) -> dict[str, tup
     }
 
 
-def align_face(
-    driving: np.ndarray, subject: np.ndarray, min_confidence: float = 0.5
-) -> np.ndarray:
+def align_face(driving: np.ndarray, subject: np.ndarray, min_confidence: float = 0.5) -> np.ndarray:
     """Rescale driving face landmarks to the subject's face (module docstring, "Face").
 
     driving: (T, 68, 3) float, x, y in pixels of the driving frames, confidence in [0, 1].
@@ -203,14 +210,14 @@ def align_face(
             "Face alignment needs a frame with all 68 points in both the driving and the subject "
             "landmarks; detect landmarks on videos in which the face is visible."
         )
-    scale = (np.median(_rms_spread(subject[s_ok, :, :2]))
-             / np.median(_rms_spread(driving[d_ok, :, :2])))
+    scale = np.median(_rms_spread(subject[s_ok, :, :2])) / np.median(_rms_spread(driving[d_ok, :, :2]))
     d_origin, d_angle = _face_frame(driving[..., :2])  # (T, 2), (T,)
     s_origin, s_angle = _face_frame(subject[..., :2])
     d_local = scale * _rotate(driving[..., :2] - d_origin[:, None], -d_angle)  # (T, 68, 2)
     s_local = _rotate(subject[..., :2] - s_origin[:, None], -s_angle)  # (S, 68, 2)
-    ratios = _face_part_ratios(np.where(d_ok[:, None, None], d_local, np.nan),
-                               np.where(s_ok[:, None, None], s_local, np.nan))
+    ratios = _face_part_ratios(
+        np.where(d_ok[:, None, None], d_local, np.nan), np.where(s_ok[:, None, None], s_local, np.nan)
+    )
     aligned = d_local.copy()
     for name, (indices, _) in FACE_ALIGN_PARTS.items():
         offset_ratio, spread_ratio = ratios[name]
@@ -278,12 +285,13 @@ def _edge_ratios(driving, subject, edges, d_lengths, s_lengths, min_confidence) 
     d_pair = np.where(mirror == np.arange(len(edges)), d_known, d_known + d_known[mirror])
     s_pair = np.where(mirror == np.arange(len(edges)), s_known, s_known + s_known[mirror])
     ratios = np.where(d_pair > 1e-6, s_pair / np.maximum(d_pair, 1e-6), 1.0)
-    for e, (parent, child) in enumerate(edges):
+    for e, (_parent, child) in enumerate(edges):
         if child in (LEFT_HAND_SLICE.start, RIGHT_HAND_SLICE.start):
             ratios[e] = 1.0  # body wrist -> hand wrist: two detectors' offset, not a bone
     face = [e for e, (_, child) in enumerate(edges) if child >= FACE_SLICE.start]
-    ratios[face] = _ratio(face_size(subject[:, FACE_SLICE], min_confidence),
-                          face_size(driving[:, FACE_SLICE], min_confidence))
+    ratios[face] = _ratio(
+        face_size(subject[:, FACE_SLICE], min_confidence), face_size(driving[:, FACE_SLICE], min_confidence)
+    )
     return ratios
 
 
@@ -334,9 +342,7 @@ def _anchor_shift(aligned: np.ndarray, subject: np.ndarray, min_confidence: floa
     return np.zeros(2)
 
 
-def align_body(
-    driving: np.ndarray, subject: np.ndarray, min_confidence: float = 0.5
-) -> np.ndarray:
+def align_body(driving: np.ndarray, subject: np.ndarray, min_confidence: float = 0.5) -> np.ndarray:
     """Rescale driving body landmarks to the subject's proportions (module docstring, "Body").
 
     driving: (T, 135, 3) float, x, y in pixels of the driving frames, confidence in [0, 1].

@@ -64,8 +64,9 @@ def same_card(first: str, second: str) -> bool:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tsnet_hf.cards", description=__doc__.split("\n\n")[0])
-    parser.add_argument("folders", nargs="+", type=Path, help="checkpoint folders (config.json, "
-                                                               "model.safetensors, README.md)")
+    parser.add_argument(
+        "folders", nargs="+", type=Path, help="checkpoint folders (config.json, model.safetensors, README.md)"
+    )
     parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if a card is out of date")
     args = parser.parse_args(argv)
     stale = []
@@ -86,4 +87,3 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-

@@ -23,8 +23,10 @@ from .utils import set_cpu_threads
 # Where the shipped checkpoints are: inside the installed package (a wheel maps the repository's
 # checkpoints/ to tsnet_hf/checkpoints, see pyproject.toml), else beside the package in a checkout
 # or an editable install.
-CHECKPOINT_DIRS = (Path(__file__).resolve().parent / "checkpoints",
-                   Path(__file__).resolve().parent.parent / "checkpoints")
+CHECKPOINT_DIRS = (
+    Path(__file__).resolve().parent / "checkpoints",
+    Path(__file__).resolve().parent.parent / "checkpoints",
+)
 
 
 def shipped_checkpoints(mode: str) -> list[Path]:
@@ -54,47 +56,79 @@ def default_checkpoint(mode: str) -> Path | None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tsnet-retarget",
-        description="Make SUBJECT (a video or photo) move like the person in DRIVING (a video), with TS-Net.")
+        description="Make SUBJECT (a video or photo) move like the person in DRIVING (a video), with TS-Net.",
+    )
     parser.add_argument("subject", help="subject video or photo")
     parser.add_argument("driving", help="driving video (its audio goes to the output)")
     parser.add_argument("-o", "--output", required=True, help="output .mp4")
     parser.add_argument("--checkpoint", help="checkpoint folder or Hub id (default: the shipped one for the mode)")
     parser.add_argument("--mode", choices=RUN_MODES, default=RunOptions.mode)
-    parser.add_argument("-k", "--subject-frames", type=int, default=RunOptions.num_subject_frames, metavar="K",
-                        help="subject frames per output frame (default: min(3, available))")
-    parser.add_argument("--selection", choices=SELECTIONS, default=RunOptions.selection,
-                        help="nearest: the K subject frames nearest in pose; random: K drawn once (paper)")
+    parser.add_argument(
+        "-k",
+        "--subject-frames",
+        type=int,
+        default=RunOptions.num_subject_frames,
+        metavar="K",
+        help="subject frames per output frame (default: min(3, available))",
+    )
+    parser.add_argument(
+        "--selection",
+        choices=SELECTIONS,
+        default=RunOptions.selection,
+        help="nearest: the K subject frames nearest in pose; random: K drawn once (paper)",
+    )
     parser.add_argument("--seed", type=int, default=RunOptions.seed, help="seed of --selection random")
     parser.add_argument("--no-align", action="store_true", help="do not rescale the driving landmarks to the subject")
     parser.add_argument("--no-smooth", action="store_true", help="do not smooth the landmark tracks")
-    parser.add_argument("--missing", choices=MISSING_POLICIES, default=RunOptions.missing,
-                        help="what to do with frames where nothing is detected")
-    parser.add_argument("--max-frames", type=int, default=RunOptions.max_frames,
-                        help="use at most this many driving frames")
-    parser.add_argument("--batch-size", type=int, default=RunOptions.batch_size,
-                        help="driving frames per generator call")
+    parser.add_argument(
+        "--missing",
+        choices=MISSING_POLICIES,
+        default=RunOptions.missing,
+        help="what to do with frames where nothing is detected",
+    )
+    parser.add_argument(
+        "--max-frames", type=int, default=RunOptions.max_frames, help="use at most this many driving frames"
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=RunOptions.batch_size, help="driving frames per generator call"
+    )
     parser.add_argument("--crop-only", action="store_true", help="output the generated crop, not the full frame")
-    parser.add_argument("--color-match", action="store_true",
-                        help="match output colours to the subject frame (a converted authors' checkpoint always "
-                             "does, their way)")
-    parser.add_argument("--no-high-res-warp", action="store_true",
-                        help="blend models: paste back the model-size output, not the one recomposed from the "
-                             "larger subject crops")
+    parser.add_argument(
+        "--color-match",
+        action="store_true",
+        help="match output colours to the subject frame (a converted authors' checkpoint always does, their way)",
+    )
+    parser.add_argument(
+        "--no-high-res-warp",
+        action="store_true",
+        help="blend models: paste back the model-size output, not the one recomposed from the larger subject crops",
+    )
     parser.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best there is)")
-    parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default=None,
-                        help="compute dtype (default: bf16/fp16 on CUDA, bf16 on a CPU with native bf16, "
-                             "else fp32)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="CPU threads for torch (default: the cores this process may use)")
-    parser.add_argument("--compile", action="store_true",
-                        help="torch.compile the generator (a compile of one to two minutes first; on a 2-core CPU "
-                             "it did not pay even for a 10 s clip, see docs/benchmarks.md)")
-    parser.add_argument("--side-by-side", metavar="MP4",
-                        help="also write subject | driving | mask | warped | (blend mask |) output")
+    parser.add_argument(
+        "--dtype",
+        choices=("float32", "bfloat16", "float16"),
+        default=None,
+        help="compute dtype (default: bf16/fp16 on CUDA, bf16 on a CPU with native bf16, else fp32)",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=None, help="CPU threads for torch (default: the cores this process may use)"
+    )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the generator (a compile of one to two minutes first; on a 2-core CPU "
+        "it did not pay even for a 10 s clip, see docs/benchmarks.md)",
+    )
+    parser.add_argument(
+        "--side-by-side", metavar="MP4", help="also write subject | driving | mask | warped | (blend mask |) output"
+    )
     parser.add_argument("--masks", metavar="MP4", help="also write the aligned driving masks")
     parser.add_argument("--warped", metavar="MP4", help="also write the transformation branch's warped subject")
-    parser.add_argument("--blend-mask", metavar="MP4",
-                        help="blend models: also write the blend mask (white = warped subject, black = decoder)")
+    parser.add_argument(
+        "--blend-mask",
+        metavar="MP4",
+        help="blend models: also write the blend mask (white = warped subject, black = decoder)",
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -138,10 +172,20 @@ def make_progress(stream, quiet: bool):
 
 def run_options(args) -> RunOptions:
     """The command line's run options, checked (InputError) before any checkpoint is loaded."""
-    return RunOptions(mode=args.mode, num_subject_frames=args.subject_frames, selection=args.selection,
-                      seed=args.seed, align=not args.no_align, smooth=not args.no_smooth, missing=args.missing,
-                      max_frames=args.max_frames, batch_size=args.batch_size, paste_back=not args.crop_only,
-                      color_match=args.color_match, high_res_warp=not args.no_high_res_warp)
+    return RunOptions(
+        mode=args.mode,
+        num_subject_frames=args.subject_frames,
+        selection=args.selection,
+        seed=args.seed,
+        align=not args.no_align,
+        smooth=not args.no_smooth,
+        missing=args.missing,
+        max_frames=args.max_frames,
+        batch_size=args.batch_size,
+        paste_back=not args.crop_only,
+        color_match=args.color_match,
+        high_res_warp=not args.no_high_res_warp,
+    )
 
 
 def run(args, stream) -> int:
@@ -158,16 +202,19 @@ def run(args, stream) -> int:
     set_cpu_threads(args.threads)
     pipe = RetargetPipeline.from_pretrained(checkpoint, device=args.device, dtype=dtype, compile=args.compile)
     if args.blend_mask and pipe.model.config.output != "blend":  # before the run, not after it
-        raise TSNetError(f"--blend-mask needs a blend model (config output='blend') but {checkpoint} is a "
-                         "decoder model: leave --blend-mask out.")
+        raise TSNetError(
+            f"--blend-mask needs a blend model (config output='blend') but {checkpoint} is a "
+            "decoder model: leave --blend-mask out."
+        )
     progress, close_bars = make_progress(stream, args.quiet)
     try:
         result = pipe(args.subject, args.driving, **asdict(options), progress=progress)
     finally:
         close_bars()
     with result:  # the run's work folder goes even when a copy fails
-        result.save(output, side_by_side=args.side_by_side, masks=args.masks, warped=args.warped,
-                    blend_mask=args.blend_mask)
+        result.save(
+            output, side_by_side=args.side_by_side, masks=args.masks, warped=args.warped, blend_mask=args.blend_mask
+        )
         if not args.quiet:
             print(result.summary(), file=stream)
             print(f"wrote {output}", file=stream)

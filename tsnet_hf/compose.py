@@ -20,8 +20,13 @@ def upsample(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
-def compose_high_res(subject_frames: torch.Tensor, grid: torch.Tensor, frame_weights: torch.Tensor,
-                     blend_mask: torch.Tensor, decoded: torch.Tensor) -> torch.Tensor:
+def compose_high_res(
+    subject_frames: torch.Tensor,
+    grid: torch.Tensor,
+    frame_weights: torch.Tensor,
+    blend_mask: torch.Tensor,
+    decoded: torch.Tensor,
+) -> torch.Tensor:
     """A blend model's output frame at the subject crops' size S instead of the model's size H.
 
     Args:

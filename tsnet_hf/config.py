@@ -103,18 +103,22 @@ class TSNetConfig:
         if self.mode not in MODEL_MODES:
             fail(f"mode must be one of {MODEL_MODES}, got {self.mode!r}.")
         if self.branches not in BRANCHES:
-            fail(f"branches must be one of {BRANCHES} (both, transformation only, synthesis only), "
-                 f"got {self.branches!r}.")
+            fail(
+                f"branches must be one of {BRANCHES} (both, transformation only, synthesis only), "
+                f"got {self.branches!r}."
+            )
         if self.combine not in COMBINES:
             fail(f"combine must be one of {COMBINES}, got {self.combine!r}.")
         if self.output not in OUTPUTS:
-            fail(f"output must be one of {OUTPUTS} (the paper's decoder, or the pixel-space blend), "
-                 f"got {self.output!r}.")
+            fail(
+                f"output must be one of {OUTPUTS} (the paper's decoder, or the pixel-space blend), got {self.output!r}."
+            )
         if self.frame_weights not in FRAME_WEIGHTS:
             fail(f"frame_weights must be one of {FRAME_WEIGHTS}, got {self.frame_weights!r}.")
         if self.output == "blend" and self.branches == "s":
-            fail("output='blend' warps the subject with the transformation branch's grid: "
-                 "it needs branches 'ts' or 't'.")
+            fail(
+                "output='blend' warps the subject with the transformation branch's grid: it needs branches 'ts' or 't'."
+            )
         if self.output == "blend" and self.authors_compat:
             fail("authors_compat reproduces the authors' model, which has no blend path: use output='decoder'.")
         for name in ("image_size", "mask_channels", "base_channels", "num_downsamples", "blend_channels"):
@@ -164,11 +168,14 @@ class TSNetConfig:
         values = {**{k: v for k, v in LATER_FIELDS.items() if k not in values}, **values}
         missing = sorted(names - set(values))
         if unknown:
-            raise ConfigError(f"{source} has unknown field(s) {unknown}: it is not a tsnet-hf TSNetConfig "
-                              "or was written by a newer version.")
+            raise ConfigError(
+                f"{source} has unknown field(s) {unknown}: it is not a tsnet-hf TSNetConfig "
+                "or was written by a newer version."
+            )
         if missing:
-            raise ConfigError(f"{source} is missing field(s) {missing}: re-save the model with save_pretrained "
-                              "or add them.")
+            raise ConfigError(
+                f"{source} is missing field(s) {missing}: re-save the model with save_pretrained or add them."
+            )
         return cls(**values)
 
     @classmethod

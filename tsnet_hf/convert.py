@@ -58,12 +58,15 @@ def read_authors_checkpoint(path) -> dict[str, torch.Tensor]:
     except FileNotFoundError:
         raise CheckpointError(f"{path} does not exist.") from None
     except Exception as error:
-        raise CheckpointError(f"{path} cannot be read as a weights-only torch checkpoint ({type(error).__name__}); "
-                              "only tensors and plain containers are accepted.") from None
+        raise CheckpointError(
+            f"{path} cannot be read as a weights-only torch checkpoint ({type(error).__name__}); "
+            "only tensors and plain containers are accepted."
+        ) from None
     if not isinstance(checkpoint, dict) or any(part not in checkpoint for part in PARTS):
         found = sorted(checkpoint) if isinstance(checkpoint, dict) else type(checkpoint).__name__
-        raise CheckpointError(f"{path} is not an authors' TS-Net checkpoint: expected the state dicts {PARTS}, "
-                              f"found {found}.")
+        raise CheckpointError(
+            f"{path} is not an authors' TS-Net checkpoint: expected the state dicts {PARTS}, found {found}."
+        )
     flat = {}
     for part in PARTS:
         for key, value in checkpoint[part].items():
@@ -71,9 +74,11 @@ def read_authors_checkpoint(path) -> dict[str, torch.Tensor]:
     return flat
 
 
-def infer_config(state: dict[str, torch.Tensor], mode: str | None = None, coord_conv: bool = True,
-                 mean_bgr=AUTHORS_FACE_MEAN_BGR) -> TSNetConfig:
+def infer_config(
+    state: dict[str, torch.Tensor], mode: str | None = None, coord_conv: bool = True, mean_bgr=AUTHORS_FACE_MEAN_BGR
+) -> TSNetConfig:
     """The TSNetConfig whose layout matches the authors' state dict."""
+
     def count(pattern):
         return len({m.group(1) for key in state if (m := re.match(pattern, key))})
 
@@ -100,8 +105,9 @@ def convert_state(state: dict[str, torch.Tensor], config: TSNetConfig) -> dict[s
     unknown = sorted(set(state) - set(key_map))
     missing = sorted(set(key_map) - set(state))
     if unknown or missing:
-        raise CheckpointError(f"The authors' checkpoint does not have the expected layout: unknown {unknown[:3]}, "
-                              f"missing {missing[:3]}.")
+        raise CheckpointError(
+            f"The authors' checkpoint does not have the expected layout: unknown {unknown[:3]}, missing {missing[:3]}."
+        )
     return {key_map[key]: value.float().contiguous() for key, value in state.items()}
 
 
@@ -113,10 +119,13 @@ def convert(path, output_dir, mode=None, coord_conv=True, mean_bgr=AUTHORS_FACE_
     load_state_strict(model, convert_state(state, config), str(path))
     if fp16:
         model = model.half()
-    model.save_pretrained(output_dir, model_card_kwargs={
-        "title": "TS-Net (authors' weights, converted)",
-        "description": f"Converted with `tsnet-convert-authors` from the authors' checkpoint `{path}`.",
-    })
+    model.save_pretrained(
+        output_dir,
+        model_card_kwargs={
+            "title": "TS-Net (authors' weights, converted)",
+            "description": f"Converted with `tsnet-convert-authors` from the authors' checkpoint `{path}`.",
+        },
+    )
     return model
 
 
@@ -125,8 +134,14 @@ def main(argv=None) -> int:
     parser.add_argument("checkpoint", help="the authors' .pth file (img_enc, lbl_enc, fuse_net, dec)")
     parser.add_argument("output_dir", help="folder to write config.json, model.safetensors and README.md")
     parser.add_argument("--mode", choices=MODEL_MODES, help="default: face for 2 mask channels, else body")
-    parser.add_argument("--mean-bgr", type=float, nargs=3, default=AUTHORS_FACE_MEAN_BGR, metavar=("B", "G", "R"),
-                        help="mean pixel the authors subtract (default: their face mean)")
+    parser.add_argument(
+        "--mean-bgr",
+        type=float,
+        nargs=3,
+        default=AUTHORS_FACE_MEAN_BGR,
+        metavar=("B", "G", "R"),
+        help="mean pixel the authors subtract (default: their face mean)",
+    )
     parser.add_argument("--no-coord-conv", action="store_true", help="the checkpoint was trained without CoordConv")
     parser.add_argument("--fp16", action="store_true", help="store the weights in float16 (half the size)")
     args = parser.parse_args(argv)

@@ -18,8 +18,7 @@ import numpy as np
 from . import layouts
 from .errors import DetectionError, InputError
 
-__all__ = ["CropTransform", "face_crop_boxes", "body_crop_boxes", "transforms_from_boxes",
-           "crop_frame"]
+__all__ = ["CropTransform", "face_crop_boxes", "body_crop_boxes", "transforms_from_boxes", "crop_frame"]
 
 
 @dataclass(frozen=True)
@@ -40,8 +39,10 @@ class CropTransform:
         x0, y0, x1, y1 = (float(v) for v in self.box)
         side = x1 - x0
         if not (math.isfinite(side) and side > 0 and abs((y1 - y0) - side) <= 1e-3 * side):
-            raise InputError(f"Crop box {self.box} is not a square of positive size; "
-                             "give (x0, y0, x1, y1) with x1 - x0 == y1 - y0 > 0.")
+            raise InputError(
+                f"Crop box {self.box} is not a square of positive size; "
+                "give (x0, y0, x1, y1) with x1 - x0 == y1 - y0 > 0."
+            )
         if int(self.out_size) < 1:
             raise InputError(f"Crop size {self.out_size} is invalid; give a side of at least 1 px.")
         object.__setattr__(self, "box", (x0, y0, x1, y1))
@@ -57,8 +58,7 @@ class CropTransform:
     def matrix(self) -> np.ndarray:
         """(2, 3) float64 affine matrix from frame pixel coordinates to crop pixel coordinates."""
         s = self.scale
-        return np.array([[s, 0.0, s * (0.5 - self.box[0]) - 0.5],
-                         [0.0, s, s * (0.5 - self.box[1]) - 0.5]])
+        return np.array([[s, 0.0, s * (0.5 - self.box[0]) - 0.5], [0.0, s, s * (0.5 - self.box[1]) - 0.5]])
 
     def resized(self, out_size: int) -> CropTransform:
         """The same box cropped to a different side (a model output at another resolution)."""
@@ -96,8 +96,10 @@ class CropTransform:
         crop = _check_image(crop_rgb, "crop")
         frame = _check_image(frame_rgb, "frame")
         if crop.shape[0] != crop.shape[1] or frame.shape[:2] != self.frame_size:
-            raise InputError(f"Crop {crop.shape[:2]} must be square and frame {frame.shape[:2]} must "
-                             f"match the transform's frame size {self.frame_size}.")
+            raise InputError(
+                f"Crop {crop.shape[:2]} must be square and frame {frame.shape[:2]} must "
+                f"match the transform's frame size {self.frame_size}."
+            )
         transform = self.resized(crop.shape[0])
         result = frame.copy()
         roi = _box_in_frame(self.box, self.frame_size)
@@ -107,10 +109,17 @@ class CropTransform:
         matrix = transform.matrix.copy()
         matrix[:, 2] += matrix[:, :2] @ np.array([x0, y0], dtype=np.float64)  # ROI -> crop
         flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
-        warped = cv2.warpAffine(crop, matrix, (x1 - x0, y1 - y0), flags=flags,
-                                borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-        weight = cv2.warpAffine(_feather_weight(crop.shape[0], feather), matrix, (x1 - x0, y1 - y0),
-                                flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        warped = cv2.warpAffine(
+            crop, matrix, (x1 - x0, y1 - y0), flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=0
+        )
+        weight = cv2.warpAffine(
+            _feather_weight(crop.shape[0], feather),
+            matrix,
+            (x1 - x0, y1 - y0),
+            flags=flags,
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=0,
+        )
         region = result[y0:y1, x0:x1].astype(np.float32)
         blended = region + (warped.astype(np.float32) - region) * weight[..., None]
         result[y0:y1, x0:x1] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
@@ -125,8 +134,7 @@ def _check_points(points: np.ndarray) -> None:
 def _check_image(image: np.ndarray, name: str) -> np.ndarray:
     image = np.asarray(image)
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        raise InputError(f"The {name} is {image.dtype} with shape {image.shape}; "
-                         "expected HxWx3 uint8 RGB.")
+        raise InputError(f"The {name} is {image.dtype} with shape {image.shape}; expected HxWx3 uint8 RGB.")
     return image
 
 
@@ -147,8 +155,9 @@ def _feather_weight(side: int, feather: float) -> np.ndarray:
     return np.outer(ramp, ramp).astype(np.float32)
 
 
-def crop_frame(frame: np.ndarray, transform: CropTransform, out_size: int | None = None,
-               border: str = "replicate") -> np.ndarray:
+def crop_frame(
+    frame: np.ndarray, transform: CropTransform, out_size: int | None = None, border: str = "replicate"
+) -> np.ndarray:
     """Cut the square crop of `transform` out of a frame and resize it.
 
     Args:
@@ -166,8 +175,10 @@ def crop_frame(frame: np.ndarray, transform: CropTransform, out_size: int | None
         raise InputError(f"Border {border!r} is unknown; use 'replicate' or 'constant'.")
     image = np.asarray(frame)
     if image.ndim not in (2, 3) or image.shape[:2] != transform.frame_size:
-        raise InputError(f"Frame of shape {image.shape} does not match the crop's frame size "
-                         f"{transform.frame_size}; crop each frame with its own video's boxes.")
+        raise InputError(
+            f"Frame of shape {image.shape} does not match the crop's frame size "
+            f"{transform.frame_size}; crop each frame with its own video's boxes."
+        )
     if out_size is not None:
         transform = transform.resized(out_size)
     matrix = np.vstack([transform.matrix, [0.0, 0.0, 1.0]])  # (3, 3) frame -> crop
@@ -178,15 +189,15 @@ def crop_frame(frame: np.ndarray, transform: CropTransform, out_size: int | None
         image = cv2.resize(image, small, interpolation=cv2.INTER_AREA)
         ratio_x, ratio_y = width / small[0], height / small[1]
         # A pixel q of the shrunk frame is centred on frame pixel ratio * q + (ratio - 1) / 2.
-        matrix = matrix @ np.array([[ratio_x, 0.0, (ratio_x - 1) / 2],
-                                    [0.0, ratio_y, (ratio_y - 1) / 2], [0.0, 0.0, 1.0]])
+        matrix = matrix @ np.array(
+            [[ratio_x, 0.0, (ratio_x - 1) / 2], [0.0, ratio_y, (ratio_y - 1) / 2], [0.0, 0.0, 1.0]]
+        )
     mode = cv2.BORDER_REPLICATE if border == "replicate" else cv2.BORDER_CONSTANT
     size = transform.out_size
     return cv2.warpAffine(image, matrix[:2], (size, size), flags=cv2.INTER_LINEAR, borderMode=mode)
 
 
-def transforms_from_boxes(boxes: np.ndarray, frame_size: tuple[int, int],
-                          out_size: int) -> list[CropTransform]:
+def transforms_from_boxes(boxes: np.ndarray, frame_size: tuple[int, int], out_size: int) -> list[CropTransform]:
     """One CropTransform per (x0, y0, x1, y1) row of `boxes` (T, 4), each cropped to `out_size`."""
     boxes = np.asarray(boxes, dtype=np.float64)
     if boxes.ndim != 2 or boxes.shape[1] != 4:
@@ -212,8 +223,10 @@ def _check_track(track: np.ndarray, num_points: int, frame_size) -> np.ndarray:
 def _fill_missing(values: np.ndarray, present: np.ndarray, what: str) -> np.ndarray:
     """Linear interpolation over frames where `present` is False; (T, K) float64."""
     if not present.any():
-        raise DetectionError(f"No {what} landmarks are confident in any frame; "
-                             "use a video where the subject is visible, or lower min_confidence.")
+        raise DetectionError(
+            f"No {what} landmarks are confident in any frame; "
+            "use a video where the subject is visible, or lower min_confidence."
+        )
     frames = np.arange(len(values))
     return np.stack([np.interp(frames, frames[present], column[present]) for column in values.T], axis=1)
 
@@ -252,8 +265,14 @@ def _square_boxes(center_side: np.ndarray) -> np.ndarray:
     return np.stack([cx - half, cy - half, cx + half, cy + half], axis=1).astype(np.float32)
 
 
-def face_crop_boxes(track: np.ndarray, frame_size: tuple[int, int], scale: float = 2.0,
-                    lift: float = 0.125, smooth: int = 9, min_confidence: float = 0.5) -> np.ndarray:
+def face_crop_boxes(
+    track: np.ndarray,
+    frame_size: tuple[int, int],
+    scale: float = 2.0,
+    lift: float = 0.125,
+    smooth: int = 9,
+    min_confidence: float = 0.5,
+) -> np.ndarray:
     """Square face crop boxes per frame, smoothed over time.
 
     Args:
@@ -295,8 +314,9 @@ def _head_top(points: np.ndarray, valid: np.ndarray) -> float | None:
     return float(points[nose, 1]) - 0.6 * distance
 
 
-def body_crop_boxes(track: np.ndarray, frame_size: tuple[int, int], margin: float = 0.1,
-                    smooth: int = 9, min_confidence: float = 0.5) -> np.ndarray:
+def body_crop_boxes(
+    track: np.ndarray, frame_size: tuple[int, int], margin: float = 0.1, smooth: int = 9, min_confidence: float = 0.5
+) -> np.ndarray:
     """Square body crop boxes per frame from the person's extent, smoothed over time.
 
     Args:

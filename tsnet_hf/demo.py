@@ -44,11 +44,17 @@ GPU_MAX_SECONDS = 60.0
 GPU_DEFAULT_SECONDS = 20.0
 GPU_DURATION = 120  # seconds of ZeroGPU time asked per run
 RUN_FOLDER_AGE = 3600.0  # seconds a finished run's files are kept for the browser to fetch
-NO_CHECKPOINT = ("No trained TS-Net checkpoint is shipped yet (training is pending): start the demo with "
-                 "--checkpoint FOLDER_OR_HUB_ID (or set TSNET_CHECKPOINT), or with --random-weights "
-                 "to try the page with an untrained model.")
-STAGES = {"subject landmarks": "Finding the subject's landmarks", "encode subject": "Encoding the subject frames",
-          "driving landmarks": "Finding the driving landmarks", "generate": "Generating frames"}
+NO_CHECKPOINT = (
+    "No trained TS-Net checkpoint is shipped yet (training is pending): start the demo with "
+    "--checkpoint FOLDER_OR_HUB_ID (or set TSNET_CHECKPOINT), or with --random-weights "
+    "to try the page with an untrained model."
+)
+STAGES = {
+    "subject landmarks": "Finding the subject's landmarks",
+    "encode subject": "Encoding the subject frames",
+    "driving landmarks": "Finding the driving landmarks",
+    "generate": "Generating frames",
+}
 REPORT_COLUMNS = ["frame", "detected", "filled", "subject frames"]
 # The handler's outputs, in the order of the page's components and of the /retarget API's answer.
 # "blend_mask" comes last so the older outputs keep their positions; it is None for a decoder model.
@@ -88,6 +94,7 @@ INPUT_ORDER = tuple(f.name for f in fields(FormInputs))
 
 # ----- settings and models --------------------------------------------------------------------
 
+
 @dataclass
 class DemoSettings:
     """What the demo runs with (see `load_settings`).
@@ -114,20 +121,37 @@ class DemoSettings:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="TS-Net motion retargeting demo (Gradio).")
-    parser.add_argument("--checkpoint", default=os.environ.get("TSNET_CHECKPOINT"),
-                        help="checkpoint folder or Hub id, face or body (default: $TSNET_CHECKPOINT, "
-                             "else the face checkpoint shipped in checkpoints/)")
-    parser.add_argument("--no-shipped", action="store_true",
-                        help="load only the checkpoints named here, not the shipped ones for the other mode")
-    parser.add_argument("--body-checkpoint", default=os.environ.get("TSNET_BODY_CHECKPOINT"),
-                        help="a body checkpoint as well (default: $TSNET_BODY_CHECKPOINT, else the shipped one)")
-    parser.add_argument("--random-weights", action="store_true",
-                        help="untrained tiny face and body models: to try the page, outputs are noise")
+    parser.add_argument(
+        "--checkpoint",
+        default=os.environ.get("TSNET_CHECKPOINT"),
+        help="checkpoint folder or Hub id, face or body (default: $TSNET_CHECKPOINT, "
+        "else the face checkpoint shipped in checkpoints/)",
+    )
+    parser.add_argument(
+        "--no-shipped",
+        action="store_true",
+        help="load only the checkpoints named here, not the shipped ones for the other mode",
+    )
+    parser.add_argument(
+        "--body-checkpoint",
+        default=os.environ.get("TSNET_BODY_CHECKPOINT"),
+        help="a body checkpoint as well (default: $TSNET_BODY_CHECKPOINT, else the shipped one)",
+    )
+    parser.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="untrained tiny face and body models: to try the page, outputs are noise",
+    )
     parser.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best there is)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="CPU threads for torch (default: the cores this process may use)")
-    parser.add_argument("--cpu-max-seconds", type=float, default=CPU_MAX_SECONDS,
-                        help="driving seconds used at most on CPU (default: %(default)s)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="CPU threads for torch (default: the cores this process may use)"
+    )
+    parser.add_argument(
+        "--cpu-max-seconds",
+        type=float,
+        default=CPU_MAX_SECONDS,
+        help="driving seconds used at most on CPU (default: %(default)s)",
+    )
     parser.add_argument("--host", default=None, help="address to serve on (default: 127.0.0.1 or $GRADIO_SERVER_NAME)")
     parser.add_argument("--port", type=int, default=None, help="port (default: 7860 or $GRADIO_SERVER_PORT)")
     parser.add_argument("--cache-dir", default=None, help="folder for run outputs (default: a temporary folder)")
@@ -151,8 +175,10 @@ def load_settings(args) -> DemoSettings:
             model = TSNet.from_pretrained(str(source)).eval()
             mode = model.config.mode
             if settings.sources.get(mode) not in (None, "random weights"):
-                raise CheckpointError(f"Both {settings.sources[mode]} and {source} are {mode} checkpoints: "
-                                      "give one face and one body checkpoint.")
+                raise CheckpointError(
+                    f"Both {settings.sources[mode]} and {source} are {mode} checkpoints: "
+                    "give one face and one body checkpoint."
+                )
             settings.models[mode], settings.sources[mode] = model, str(source)
     for mode in ("face", "body"):  # the shipped checkpoint for each mode not named (nor random)
         shipped = None if args.no_shipped else default_checkpoint(mode)
@@ -193,6 +219,7 @@ def gpu_decorator(duration: int = GPU_DURATION):
 
 
 # ----- built-in media -------------------------------------------------------------------------
+
 
 def list_templates(folder: Path = TEMPLATES_DIR) -> dict:
     """name -> (label, path) of the shipped motion templates (landmark tracks, .npz)."""
@@ -237,6 +264,7 @@ def template_preview(path: Path, cache_dir: Path, side: int = 256) -> Path:
 
 # ----- one run --------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Truncation:
     """How much of the driving motion a run uses: cut (fewer frames than it has), seconds (the
@@ -275,8 +303,11 @@ class Retargeter:
         except Exception as error:  # a bug, not bad input: still one sentence on the page
             log.exception("retargeting failed")
             detail = str(error).strip().splitlines()[0] if str(error).strip() else "no message"
-            raise gr.Error(f"Unexpected {type(error).__name__} ({detail}): try other inputs, and please report it.",
-                           duration=30, print_exception=False) from None
+            raise gr.Error(
+                f"Unexpected {type(error).__name__} ({detail}): try other inputs, and please report it.",
+                duration=30,
+                print_exception=False,
+            ) from None
 
     def _stream(self, form: FormInputs, progress=None):
         import gradio as gr  # optional (the app extra): imported where the page runs
@@ -306,9 +337,12 @@ class Retargeter:
     def _prepare(self, form: FormInputs):
         """(pipeline, subject path, driving path or LandmarkTrack, RunOptions, Truncation) of one run,
         every input checked: InputError or CheckpointError with one sentence."""
-        subject = _one_of(form.subject_photo, form.subject_video,
-                          "Upload a subject photo or video (or click an example).",
-                          "Give a subject photo or a subject video, not both: clear one of them.")
+        subject = _one_of(
+            form.subject_photo,
+            form.subject_video,
+            "Upload a subject photo or video (or click an example).",
+            "Give a subject photo or a subject video, not both: clear one of them.",
+        )
         driving, fps, length = self._driving(form.driving_video, form.motion_template)
         seconds = self._seconds(form.max_seconds)
         max_frames = max(1, int(seconds * fps))
@@ -316,11 +350,23 @@ class Retargeter:
         if probe_video(subject).is_image:
             k = 1  # a photo is one subject frame, whatever K the slider shows
         pipe = self._pipeline(form.mode, subject, driving)
-        options = RunOptions(mode=form.mode, num_subject_frames=k, selection=form.selection, align=bool(form.align),
-                             smooth=bool(form.smooth), missing=form.missing, max_frames=max_frames,
-                             color_match=bool(form.color_match))
-        return pipe, subject, driving, options, Truncation(length > max_frames, seconds, length / fps,
-                                                          min(max_frames, length))
+        options = RunOptions(
+            mode=form.mode,
+            num_subject_frames=k,
+            selection=form.selection,
+            align=bool(form.align),
+            smooth=bool(form.smooth),
+            missing=form.missing,
+            max_frames=max_frames,
+            color_match=bool(form.color_match),
+        )
+        return (
+            pipe,
+            subject,
+            driving,
+            options,
+            Truncation(length > max_frames, seconds, length / fps, min(max_frames, length)),
+        )
 
     def _driving(self, driving_video, motion_template):
         """(driving: a path or a LandmarkTrack, fps, number of frames)."""
@@ -328,8 +374,9 @@ class Retargeter:
             raise InputError("Give a driving video or a motion template, not both: clear one of them.")
         if motion_template:
             if motion_template not in self.templates:
-                raise InputError(f"Unknown motion template {motion_template!r}: choose one of "
-                                 f"{', '.join(self.templates)}.")
+                raise InputError(
+                    f"Unknown motion template {motion_template!r}: choose one of {', '.join(self.templates)}."
+                )
             track = LandmarkTrack.load(self.templates[motion_template][1])
             return track, float(track.fps), len(track)
         if not driving_video:
@@ -347,8 +394,10 @@ class Retargeter:
             raise InputError(f"Maximum length must be a number of seconds, got {max_seconds!r}.") from None
         if not 0 < seconds <= limit:
             where = f"on {self.settings.device_label}"
-            raise InputError(f"Maximum length is {seconds:g} s but {where} at most {limit:g} s of driving "
-                             f"video are used: ask for {limit:g} s or less (trim longer videos).")
+            raise InputError(
+                f"Maximum length is {seconds:g} s but {where} at most {limit:g} s of driving "
+                f"video are used: ask for {limit:g} s or less (trim longer videos)."
+            )
         return seconds
 
     def _pipeline(self, mode, subject, driving):
@@ -360,8 +409,10 @@ class Retargeter:
             raise InputError(f"Mode must be one of {', '.join(RUN_MODES)}, got {mode!r}.")
         if isinstance(driving, LandmarkTrack):
             if mode not in ("auto", driving.mode):
-                raise InputError(f"The motion template is a {driving.mode} motion but the mode is {mode!r}: "
-                                 f"choose mode 'auto' or {driving.mode!r}, or a {mode} template.")
+                raise InputError(
+                    f"The motion template is a {driving.mode} motion but the mode is {mode!r}: "
+                    f"choose mode 'auto' or {driving.mode!r}, or a {mode} template."
+                )
             wanted = driving.mode
         elif mode != "auto":
             wanted = mode
@@ -370,8 +421,10 @@ class Retargeter:
         if wanted not in models:
             other = "face" if wanted == "body" else "body"
             flag = "--body-checkpoint" if wanted == "body" else "--checkpoint"
-            raise CheckpointError(f"This demo has no {wanted} checkpoint loaded: use {other} videos or a {other} "
-                                  f"template, or start the demo with {flag} FOLDER_OR_HUB_ID.")
+            raise CheckpointError(
+                f"This demo has no {wanted} checkpoint loaded: use {other} videos or a {other} "
+                f"template, or start the demo with {flag} FOLDER_OR_HUB_ID."
+            )
         return RetargetPipeline(models[wanted], device=self.settings.device)
 
     def _outputs(self, result, pipe, elapsed, truncated):
@@ -382,11 +435,16 @@ class Retargeter:
         for name in OUTPUT_VIDEOS:
             if name in result.videos:
                 values[name] = str(shutil.move(str(result.videos[name]), str(folder / f"{name}.mp4")))
-        gallery = [(np.concatenate([crop, mask], axis=1), f"frame {index}")
-                   for crop, mask, index in zip(result.subject_crops, result.subject_masks,
-                                                result.subject_frame_indices, strict=True)]
-        rows = [[r.index, "yes" if r.detected else "no", r.filled, " ".join(map(str, r.subject_frames))]
-                for r in result.frames_report]
+        gallery = [
+            (np.concatenate([crop, mask], axis=1), f"frame {index}")
+            for crop, mask, index in zip(
+                result.subject_crops, result.subject_masks, result.subject_frame_indices, strict=True
+            )
+        ]
+        rows = [
+            [r.index, "yes" if r.detected else "no", r.filled, " ".join(map(str, r.subject_frames))]
+            for r in result.frames_report
+        ]
         values["subject_frames"] = gallery
         values["report"] = pd.DataFrame(rows, columns=REPORT_COLUMNS)
         values["summary"] = _summary(result, pipe, elapsed, truncated, self.settings)
@@ -407,8 +465,9 @@ class LiveRun:
         self.lock = threading.Lock()
 
     def start(self, pipe, subject, driving, options: RunOptions):
-        threading.Thread(target=self._run, args=(pipe, subject, driving, options), name="tsnet-run",
-                         daemon=True).start()
+        threading.Thread(
+            target=self._run, args=(pipe, subject, driving, options), name="tsnet-run", daemon=True
+        ).start()
 
     def _run(self, pipe, subject, driving, options: RunOptions):
         result = error = None
@@ -485,7 +544,7 @@ def _positive_int(value, name: str) -> int:
 
 
 def _guess_mode(subject) -> str:
-    """"face" or "body" for a subject file, as `mode="auto"` decides it."""
+    """ "face" or "body" for a subject file, as `mode="auto"` decides it."""
     return choose_mode(list(iter_frames(subject, max_frames=3)))
 
 
@@ -534,8 +593,10 @@ def _summary(result, pipe, elapsed: float, truncated, settings: DemoSettings) ->
         f"- Time per stage: {stages}",
     ]
     if cut:
-        lines.append(f"- Used the first {seconds:g} s of the {length:.1f} s driving video (the Maximum length "
-                     f"setting; at most {settings.max_seconds:g} s on {settings.device_label}).")
+        lines.append(
+            f"- Used the first {seconds:g} s of the {length:.1f} s driving video (the Maximum length "
+            f"setting; at most {settings.max_seconds:g} s on {settings.device_label})."
+        )
     return "\n".join(lines)
 
 
@@ -550,9 +611,15 @@ CSS = """
 def header_markdown(settings: DemoSettings) -> str:
     """Title, what the page does, and which checkpoints, device and length limit it runs with."""
     if settings.models:
-        loaded = "; ".join(f"{mode}: `{source}`" + (" (untrained: outputs are noise; masks, crops and alignment "
-                                                     "are real)" if source == "random weights" else "")
-                           for mode, source in settings.sources.items())
+        loaded = "; ".join(
+            f"{mode}: `{source}`"
+            + (
+                " (untrained: outputs are noise; masks, crops and alignment are real)"
+                if source == "random weights"
+                else ""
+            )
+            for mode, source in settings.sources.items()
+        )
         checkpoints = f"Checkpoints: {loaded}."
     else:
         checkpoints = f"⚠️ {NO_CHECKPOINT}"
@@ -585,10 +652,15 @@ def build_demo(settings: DemoSettings):
                 outputs = _output_panel(gr, blend=has_blend_model(settings))
         _wire_inputs(gr, inputs, templates, settings)
         handler = gpu_decorator()(_handler(gr, retargeter))
-        running = run.click(handler, inputs=[inputs[name] for name in INPUT_ORDER],
-                            outputs=[outputs[name] for name in OUTPUT_ORDER],
-                            api_name="retarget", concurrency_limit=1, show_progress="full",
-                            show_progress_on=[outputs[name] for name in ("output", "side_by_side", "summary")])
+        running = run.click(
+            handler,
+            inputs=[inputs[name] for name in INPUT_ORDER],
+            outputs=[outputs[name] for name in OUTPUT_ORDER],
+            api_name="retarget",
+            concurrency_limit=1,
+            show_progress="full",
+            show_progress_on=[outputs[name] for name in ("output", "side_by_side", "summary")],
+        )
         stop.click(None, cancels=[running], api_visibility="private", queue=False)
     return demo
 
@@ -598,8 +670,12 @@ def _handler(gr, retargeter: Retargeter):
     /retarget API's parameter names, and a `progress` that defaults to a gr.Progress, which gradio
     fills in."""
     positional = inspect.Parameter.POSITIONAL_OR_KEYWORD
-    signature = inspect.Signature([*(inspect.Parameter(name, positional) for name in INPUT_ORDER),
-                                   inspect.Parameter("progress", positional, default=gr.Progress())])
+    signature = inspect.Signature(
+        [
+            *(inspect.Parameter(name, positional) for name in INPUT_ORDER),
+            inspect.Parameter("progress", positional, default=gr.Progress()),
+        ]
+    )
 
     def retarget(*args, **kwargs):
         bound = signature.bind(*args, **kwargs)
@@ -615,37 +691,57 @@ def _input_panel(gr, settings: DemoSettings, templates: dict):
     inputs = {}
     gr.Markdown("### 1 · Subject: a photo or a short video")
     with gr.Row():
-        inputs["subject_photo"] = gr.Image(label="Subject photo", type="filepath", sources=["upload", "clipboard"],
-                                           height=220, elem_id="subject-photo")
-        inputs["subject_video"] = gr.Video(label="…or subject video", sources=["upload"], height=220,
-                                           elem_id="subject-video")
+        inputs["subject_photo"] = gr.Image(
+            label="Subject photo", type="filepath", sources=["upload", "clipboard"], height=220, elem_id="subject-photo"
+        )
+        inputs["subject_video"] = gr.Video(
+            label="…or subject video", sources=["upload"], height=220, elem_id="subject-video"
+        )
     gr.Markdown("### 2 · Driving motion: a video, webcam or template")
     with gr.Row():
-        inputs["driving_video"] = gr.Video(label="Driving video",
-                                           sources=["upload", "webcam"], include_audio=True, height=220,
-                                           elem_id="driving-video")
+        inputs["driving_video"] = gr.Video(
+            label="Driving video", sources=["upload", "webcam"], include_audio=True, height=220, elem_id="driving-video"
+        )
         with gr.Column(min_width=160):
             choices = [("None (use the video)", "")] + [(label, name) for name, (label, _) in templates.items()]
-            inputs["motion_template"] = gr.Dropdown(choices=choices, value="", label="…or a motion template",
-                                                    elem_id="motion-template")
-            inputs["template_preview"] = gr.Video(label="Template (masks)", interactive=False, height=150,
-                                                  autoplay=True, loop=True, elem_id="template-preview")
+            inputs["motion_template"] = gr.Dropdown(
+                choices=choices, value="", label="…or a motion template", elem_id="motion-template"
+            )
+            inputs["template_preview"] = gr.Video(
+                label="Template (masks)",
+                interactive=False,
+                height=150,
+                autoplay=True,
+                loop=True,
+                elem_id="template-preview",
+            )
     gr.Markdown("### 3 · Options")
-    inputs["mode"] = gr.Radio(list(RUN_MODES), value=RunOptions.mode, label="Mode",
-                              info="auto: face or full body, from the subject")
+    inputs["mode"] = gr.Radio(
+        list(RUN_MODES), value=RunOptions.mode, label="Mode", info="auto: face or full body, from the subject"
+    )
     with gr.Row():
         inputs["subject_frames"] = gr.Slider(1, 8, value=3, step=1, label="K: subject frames per output frame")
-        inputs["selection"] = gr.Radio(list(SELECTIONS), value=RunOptions.selection, label="Subject-frame selection",
-                                       info="nearest pose, or K random (as the paper)")
+        inputs["selection"] = gr.Radio(
+            list(SELECTIONS),
+            value=RunOptions.selection,
+            label="Subject-frame selection",
+            info="nearest pose, or K random (as the paper)",
+        )
     with gr.Row():
         inputs["align"] = gr.Checkbox(value=RunOptions.align, label="Align the driving pose to the subject")
         inputs["smooth"] = gr.Checkbox(value=RunOptions.smooth, label="Smooth landmarks (One-Euro)")
     default = min(settings.max_seconds, GPU_DEFAULT_SECONDS if settings.on_gpu else CPU_DEFAULT_SECONDS)
-    inputs["max_seconds"] = gr.Slider(1, settings.max_seconds, value=default, step=0.5,
-                                      label=f"Maximum length (s), at most {settings.max_seconds:g} s here")
+    inputs["max_seconds"] = gr.Slider(
+        1,
+        settings.max_seconds,
+        value=default,
+        step=0.5,
+        label=f"Maximum length (s), at most {settings.max_seconds:g} s here",
+    )
     with gr.Accordion("More options", open=False):
-        inputs["missing"] = gr.Radio(list(MISSING_POLICIES), value=RunOptions.missing,
-                                     label="Frames where nothing is detected")
+        inputs["missing"] = gr.Radio(
+            list(MISSING_POLICIES), value=RunOptions.missing, label="Frames where nothing is detected"
+        )
         inputs["color_match"] = gr.Checkbox(value=RunOptions.color_match, label="Match output colours to the subject")
     with gr.Row():
         run = gr.Button("Run", variant="primary", elem_id="run", elem_classes="tsnet-run", scale=3)
@@ -662,28 +758,53 @@ def _output_panel(gr, blend: bool) -> dict:
     """name (OUTPUT_ORDER) -> output component; the blend-mask video is shown only when `blend`."""
     out = {}
     panels = "subject | driving | aligned mask | warped | " + ("blend mask | " if blend else "")
-    out["preview"] = gr.Image(label=f"Live view, newest frame while the run goes on: {panels}output", type="numpy",
-                              interactive=False, height=220, format="jpeg", elem_id="live-preview")
+    out["preview"] = gr.Image(
+        label=f"Live view, newest frame while the run goes on: {panels}output",
+        type="numpy",
+        interactive=False,
+        height=220,
+        format="jpeg",
+        elem_id="live-preview",
+    )
     with gr.Row(equal_height=True):
         out["output"] = gr.Video(label="Output", height=250, interactive=False, elem_id="output-video")
         warped = "Warped (transformation branch" + ("; blend models: the pixel warp)" if blend else ")")
         out["warped"] = gr.Video(label=warped, height=250, interactive=False, elem_id="warped")
-        out["blend_mask"] = gr.Video(label="Blend mask (white: warped subject, black: decoder)", height=250,
-                                     interactive=False, visible=blend, elem_id="blend-mask")
-        out["driving_masks"] = gr.Video(label="Driving masks", height=250, interactive=False,
-                                        elem_id="driving-masks")
-        out["aligned_masks"] = gr.Video(label="Aligned driving masks (model input)", height=250, interactive=False,
-                                        elem_id="aligned-masks")
-    out["side_by_side"] = gr.Video(label=f"Side by side: {panels}output", height=210, interactive=False,
-                                   elem_id="side-by-side")
+        out["blend_mask"] = gr.Video(
+            label="Blend mask (white: warped subject, black: decoder)",
+            height=250,
+            interactive=False,
+            visible=blend,
+            elem_id="blend-mask",
+        )
+        out["driving_masks"] = gr.Video(label="Driving masks", height=250, interactive=False, elem_id="driving-masks")
+        out["aligned_masks"] = gr.Video(
+            label="Aligned driving masks (model input)", height=250, interactive=False, elem_id="aligned-masks"
+        )
+    out["side_by_side"] = gr.Video(
+        label=f"Side by side: {panels}output", height=210, interactive=False, elem_id="side-by-side"
+    )
     with gr.Row(equal_height=True):
-        out["subject_frames"] = gr.Gallery(label="Subject frames used, and their masks", columns=4,
-                                           fit_columns=False, height=210, object_fit="contain",
-                                           elem_id="subject-masks", scale=1)
-        out["summary"] = gr.Markdown("Results appear here after a run.", label="Summary", elem_id="summary",
-                                     container=True, padding=True, min_height=210)
-    out["report"] = gr.Dataframe(headers=REPORT_COLUMNS, label="Per-frame report", max_height=220,
-                                 interactive=False, elem_id="frame-report")
+        out["subject_frames"] = gr.Gallery(
+            label="Subject frames used, and their masks",
+            columns=4,
+            fit_columns=False,
+            height=210,
+            object_fit="contain",
+            elem_id="subject-masks",
+            scale=1,
+        )
+        out["summary"] = gr.Markdown(
+            "Results appear here after a run.",
+            label="Summary",
+            elem_id="summary",
+            container=True,
+            padding=True,
+            min_height=210,
+        )
+    out["report"] = gr.Dataframe(
+        headers=REPORT_COLUMNS, label="Per-frame report", max_height=220, interactive=False, elem_id="frame-report"
+    )
     return out
 
 
@@ -693,18 +814,24 @@ def _wire_inputs(gr, inputs: dict, templates: dict, settings: DemoSettings):
     inputs["subject_photo"].upload(lambda: None, outputs=inputs["subject_video"], **private)
     inputs["subject_video"].upload(lambda: None, outputs=inputs["subject_photo"], **private)
     clear_template = lambda: ("", None)  # noqa: E731
-    inputs["driving_video"].upload(clear_template, outputs=[inputs["motion_template"], inputs["template_preview"]],
-                                   **private)
-    inputs["driving_video"].stop_recording(clear_template,
-                                           outputs=[inputs["motion_template"], inputs["template_preview"]], **private)
+    inputs["driving_video"].upload(
+        clear_template, outputs=[inputs["motion_template"], inputs["template_preview"]], **private
+    )
+    inputs["driving_video"].stop_recording(
+        clear_template, outputs=[inputs["motion_template"], inputs["template_preview"]], **private
+    )
 
     def preview(name):
         if not name or name not in templates:
             return gr.update(), None
         return None, str(template_preview(templates[name][1], settings.cache_dir))
 
-    inputs["motion_template"].change(preview, inputs=inputs["motion_template"],
-                                     outputs=[inputs["driving_video"], inputs["template_preview"]], **private)
+    inputs["motion_template"].change(
+        preview,
+        inputs=inputs["motion_template"],
+        outputs=[inputs["driving_video"], inputs["template_preview"]],
+        **private,
+    )
 
 
 def _examples(gr, inputs: dict, templates: dict, settings: DemoSettings):
@@ -712,18 +839,29 @@ def _examples(gr, inputs: dict, templates: dict, settings: DemoSettings):
     face = [name for name in templates if name.startswith("face")]
     if photo is None or not face:
         return
-    gr.Examples(examples=[[str(photo), name, "face"] for name in face],
-                inputs=[inputs["subject_photo"], inputs["motion_template"], inputs["mode"]],
-                label="Examples: the astronaut photo (NASA, public domain) + a face motion template",
-                cache_examples=False, api_visibility="private", example_labels=[templates[name][0] for name in face])
+    gr.Examples(
+        examples=[[str(photo), name, "face"] for name in face],
+        inputs=[inputs["subject_photo"], inputs["motion_template"], inputs["mode"]],
+        label="Examples: the astronaut photo (NASA, public domain) + a face motion template",
+        cache_examples=False,
+        api_visibility="private",
+        example_labels=[templates[name][0] for name in face],
+    )
 
 
 def launch_demo(settings: DemoSettings, host: str | None = None, port: int | None = None, **launch_kwargs):
     """Build, queue (one run at a time) and serve the page; blocks until stopped."""
     demo = build_demo(settings)
     demo.queue(default_concurrency_limit=1, max_size=32)
-    demo.launch(server_name=host, server_port=port, css=CSS, max_file_size="200mb", show_error=False,
-                footer_links=["api", "gradio"], **launch_kwargs)
+    demo.launch(
+        server_name=host,
+        server_port=port,
+        css=CSS,
+        max_file_size="200mb",
+        show_error=False,
+        footer_links=["api", "gradio"],
+        **launch_kwargs,
+    )
     return demo
 
 

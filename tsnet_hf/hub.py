@@ -20,16 +20,19 @@ from safetensors.torch import load_file
 from .config import TSNetConfig
 from .errors import CheckpointError
 
-PAPER_URL = ("https://openaccess.thecvf.com/content/WACV2023/html/Ni_Cross-Identity_Video_Motion_Retargeting_With_"
-             "Joint_Transformation_and_Synthesis_WACV_2023_paper.html")
+PAPER_URL = (
+    "https://openaccess.thecvf.com/content/WACV2023/html/Ni_Cross-Identity_Video_Motion_Retargeting_With_"
+    "Joint_Transformation_and_Synthesis_WACV_2023_paper.html"
+)
 REPO_URL = "https://github.com/tsnet-hf/tsnet-hf"
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[A-Za-z0-9][\w.\-]*)?$")
 
 
-def resolve_checkpoint(name_or_path, revision=None, cache_dir=None, force_download=False, token=None,
-                       local_files_only=False) -> Path:
+def resolve_checkpoint(
+    name_or_path, revision=None, cache_dir=None, force_download=False, token=None, local_files_only=False
+) -> Path:
     """The local folder holding config.json and model.safetensors, downloading a Hub id if needed.
 
     Raises:
@@ -38,12 +41,14 @@ def resolve_checkpoint(name_or_path, revision=None, cache_dir=None, force_downlo
     path = Path(name_or_path).expanduser()
     if path.exists():
         if not path.is_dir():
-            raise CheckpointError(f"{path} is a file: give the checkpoint folder that holds {CONFIG_NAME} and "
-                                  f"{WEIGHTS_NAME}.")
+            raise CheckpointError(
+                f"{path} is a file: give the checkpoint folder that holds {CONFIG_NAME} and {WEIGHTS_NAME}."
+            )
         for name in (CONFIG_NAME, WEIGHTS_NAME):
             if not (path / name).is_file():
-                raise CheckpointError(f"{path} is not a TS-Net checkpoint: it has no {name} "
-                                      f"(expected {CONFIG_NAME} + {WEIGHTS_NAME}).")
+                raise CheckpointError(
+                    f"{path} is not a TS-Net checkpoint: it has no {name} (expected {CONFIG_NAME} + {WEIGHTS_NAME})."
+                )
         return path
     text = str(name_or_path)
     if not _REPO_ID.match(text) or text.startswith(".") or os.sep in text.replace("/", "", 1):
@@ -54,27 +59,44 @@ def resolve_checkpoint(name_or_path, revision=None, cache_dir=None, force_downlo
 def _download(repo_id, revision, cache_dir, force_download, token, local_files_only) -> Path:
     offline = local_files_only or constants.HF_HUB_OFFLINE
     if not offline and not host_reachable(constants.ENDPOINT):
-        raise CheckpointError(f"Cannot reach the Hugging Face Hub to download {repo_id!r} (no network?): "
-                              "give a local checkpoint folder instead.")
+        raise CheckpointError(
+            f"Cannot reach the Hugging Face Hub to download {repo_id!r} (no network?): "
+            "give a local checkpoint folder instead."
+        )
     files = []
     for name in (CONFIG_NAME, WEIGHTS_NAME):
         try:
-            files.append(hf_hub_download(repo_id, name, revision=revision, cache_dir=cache_dir,
-                                         force_download=force_download, token=token,
-                                         local_files_only=local_files_only))
+            files.append(
+                hf_hub_download(
+                    repo_id,
+                    name,
+                    revision=revision,
+                    cache_dir=cache_dir,
+                    force_download=force_download,
+                    token=token,
+                    local_files_only=local_files_only,
+                )
+            )
         except LocalEntryNotFoundError:
-            raise CheckpointError(f"Cannot download {repo_id!r}: offline (HF_HUB_OFFLINE or local_files_only) "
-                                  "and it is not in the local Hub cache; give a local checkpoint folder, "
-                                  "or go online.") from None
+            raise CheckpointError(
+                f"Cannot download {repo_id!r}: offline (HF_HUB_OFFLINE or local_files_only) "
+                "and it is not in the local Hub cache; give a local checkpoint folder, "
+                "or go online."
+            ) from None
         except RepositoryNotFoundError:
-            raise CheckpointError(f"Hub repository {repo_id!r} does not exist or is private "
-                                  "(log in with `hf auth login`).") from None
+            raise CheckpointError(
+                f"Hub repository {repo_id!r} does not exist or is private (log in with `hf auth login`)."
+            ) from None
         except EntryNotFoundError:
-            raise CheckpointError(f"Hub repository {repo_id!r} has no {name}: tsnet-hf loads only config.json + "
-                                  "model.safetensors checkpoints.") from None
+            raise CheckpointError(
+                f"Hub repository {repo_id!r} has no {name}: tsnet-hf loads only config.json + "
+                "model.safetensors checkpoints."
+            ) from None
         except Exception as error:  # offline mode, connection errors: one sentence, no traceback
-            raise CheckpointError(f"Cannot download {repo_id!r} from the Hugging Face Hub "
-                                  f"({type(error).__name__}): give a local checkpoint folder, or go online.") from None
+            raise CheckpointError(
+                f"Cannot download {repo_id!r} from the Hugging Face Hub "
+                f"({type(error).__name__}): give a local checkpoint folder, or go online."
+            ) from None
     return Path(files[0]).parent
 
 
@@ -94,8 +116,10 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path))
     except Exception as error:
-        raise CheckpointError(f"{path} is not a readable safetensors file ({error}); tsnet-hf never loads "
-                              "pickles: convert them with `tsnet-convert-authors`.") from None
+        raise CheckpointError(
+            f"{path} is not a readable safetensors file ({error}); tsnet-hf never loads "
+            "pickles: convert them with `tsnet-convert-authors`."
+        ) from None
 
 
 def load_state_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str):
@@ -112,8 +136,10 @@ def load_state_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], so
         raise CheckpointError(f"{source} does not match its config.json: {' and '.join(parts)} tensors.")
     for key, value in state.items():
         if tuple(value.shape) != tuple(expected[key].shape):
-            raise CheckpointError(f"{source}: tensor {key} has shape {tuple(value.shape)} but the config needs "
-                                  f"{tuple(expected[key].shape)}.")
+            raise CheckpointError(
+                f"{source}: tensor {key} has shape {tuple(value.shape)} but the config needs "
+                f"{tuple(expected[key].shape)}."
+            )
         if not value.is_floating_point():
             raise CheckpointError(f"{source}: tensor {key} has dtype {value.dtype}, expected floating point.")
     model.load_state_dict(state, strict=True)
@@ -129,22 +155,44 @@ def load_checkpoint(cls, name_or_path, map_location="cpu", **download) -> torch.
 
 
 # evaluate.py / validation metric -> the name the card's model-index gives it
-METRIC_NAMES = {"l1": "L1", "l2": "L2 (mean squared error)", "psnr": "PSNR (dB)", "lpips": "LPIPS (AlexNet)",
-                "landmark_distance": "landmark distance (fraction of the crop side)"}
+METRIC_NAMES = {
+    "l1": "L1",
+    "l2": "L2 (mean squared error)",
+    "psnr": "PSNR (dB)",
+    "lpips": "LPIPS (AlexNet)",
+    "landmark_distance": "landmark distance (fraction of the crop side)",
+}
 
 
-def evaluation_results(metrics: dict, task_name: str, dataset_name: str, dataset_type: str,
-                       split: str = "held-out", config: str | None = None) -> list:
+def evaluation_results(
+    metrics: dict,
+    task_name: str,
+    dataset_name: str,
+    dataset_type: str,
+    split: str = "held-out",
+    config: str | None = None,
+) -> list:
     """`huggingface_hub.EvalResult`s (the Hub's model-index form) for the metrics in `metrics`
     ({"l1": 0.05, "lpips": 0.2, ...}, images in [0, 1]); unknown names and missing values are left out.
 
     config: what tells this evaluation from others of the same data (e.g. "K = 3 (nearest)"); the
     Hub groups results by task, dataset, config and split, so without it they would merge.
     """
-    return [EvalResult(task_type="image-to-video", task_name=task_name, dataset_type=dataset_type,
-                       dataset_name=dataset_name, dataset_split=split, dataset_config=config, metric_type=name,
-                       metric_name=METRIC_NAMES[name], metric_value=round(float(metrics[name]), 4))
-            for name in METRIC_NAMES if metrics.get(name) is not None]
+    return [
+        EvalResult(
+            task_type="image-to-video",
+            task_name=task_name,
+            dataset_type=dataset_type,
+            dataset_name=dataset_name,
+            dataset_split=split,
+            dataset_config=config,
+            metric_type=name,
+            metric_name=METRIC_NAMES[name],
+            metric_value=round(float(metrics[name]), 4),
+        )
+        for name in METRIC_NAMES
+        if metrics.get(name) is not None
+    ]
 
 
 def render_model_card(model, base_model=None, datasets=None, eval_results=None, **kwargs) -> ModelCard:
@@ -171,6 +219,12 @@ def fill_model_card(card_data, config: TSNetConfig, num_parameters: int, **kwarg
     """tsnet_hf/model_card_template.md rendered with this metadata (`ModelCardData`), config and
     parameter count; keyword arguments as in `render_model_card`."""
     template = resources.files("tsnet_hf").joinpath("model_card_template.md").read_text(encoding="utf-8")
-    return ModelCard.from_template(card_data=card_data, template_str=template, repo_url=REPO_URL,
-                                   paper_url=PAPER_URL, config=config.to_dict(),
-                                   num_parameters=f"{num_parameters / 1e6:.1f} M", **kwargs)
+    return ModelCard.from_template(
+        card_data=card_data,
+        template_str=template,
+        repo_url=REPO_URL,
+        paper_url=PAPER_URL,
+        config=config.to_dict(),
+        num_parameters=f"{num_parameters / 1e6:.1f} M",
+        **kwargs,
+    )

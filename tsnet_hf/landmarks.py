@@ -18,7 +18,12 @@ import numpy as np
 
 from .errors import DetectionError, InputError, TSNetError
 from .layouts import (
-    BODY_POINTS, BODY_SLICE, FACE_POINTS, FACE_SLICE, LEFT_HAND_SLICE, RIGHT_HAND_SLICE,
+    BODY_POINTS,
+    BODY_SLICE,
+    FACE_POINTS,
+    FACE_SLICE,
+    LEFT_HAND_SLICE,
+    RIGHT_HAND_SLICE,
 )
 from .smoothing import smooth_track
 from .video import iter_frames, open_video
@@ -40,29 +45,103 @@ __all__ = [
 
 # FaceMesh index of each dlib-68 point, in dlib's order (docs/landmarks.md spells it out).
 FACEMESH_TO_DLIB68 = (
-    162, 234, 93, 58, 172, 136, 149, 148, 152, 377, 378, 365, 397, 288, 323, 454, 389,  # jaw
-    71, 63, 105, 66, 107,  # image-left brow, outer to inner
-    336, 296, 334, 293, 301,  # image-right brow, inner to outer
-    168, 197, 5, 4,  # nose bridge, top to tip
-    75, 97, 2, 326, 305,  # nose base, left to right
-    33, 160, 158, 133, 153, 144,  # image-left eye: outer corner, upper lid, inner corner, lower
-    362, 385, 387, 263, 373, 380,  # image-right eye: inner corner, upper lid, outer corner, lower
-    61, 39, 37, 0, 267, 269, 291, 405, 314, 17, 84, 181,  # outer lips from the left corner
-    78, 82, 13, 312, 308, 317, 14, 87,  # inner lips from the left corner
+    162,
+    234,
+    93,
+    58,
+    172,
+    136,
+    149,
+    148,
+    152,
+    377,
+    378,
+    365,
+    397,
+    288,
+    323,
+    454,
+    389,  # jaw
+    71,
+    63,
+    105,
+    66,
+    107,  # image-left brow, outer to inner
+    336,
+    296,
+    334,
+    293,
+    301,  # image-right brow, inner to outer
+    168,
+    197,
+    5,
+    4,  # nose bridge, top to tip
+    75,
+    97,
+    2,
+    326,
+    305,  # nose base, left to right
+    33,
+    160,
+    158,
+    133,
+    153,
+    144,  # image-left eye: outer corner, upper lid, inner corner, lower
+    362,
+    385,
+    387,
+    263,
+    373,
+    380,  # image-right eye: inner corner, upper lid, outer corner, lower
+    61,
+    39,
+    37,
+    0,
+    267,
+    269,
+    291,
+    405,
+    314,
+    17,
+    84,
+    181,  # outer lips from the left corner
+    78,
+    82,
+    13,
+    312,
+    308,
+    317,
+    14,
+    87,  # inner lips from the left corner
 )
 
 # Mediapipe pose points averaged into each BODY_25 joint; () = no counterpart (always missing).
 POSE33_TO_BODY25 = (
     (0,),  # 0 Nose
     (11, 12),  # 1 Neck = mid-shoulders
-    (12,), (14,), (16,),  # 2-4 RShoulder, RElbow, RWrist
-    (11,), (13,), (15,),  # 5-7 LShoulder, LElbow, LWrist
+    (12,),
+    (14,),
+    (16,),  # 2-4 RShoulder, RElbow, RWrist
+    (11,),
+    (13,),
+    (15,),  # 5-7 LShoulder, LElbow, LWrist
     (23, 24),  # 8 MidHip = mid-hips
-    (24,), (26,), (28,),  # 9-11 RHip, RKnee, RAnkle
-    (23,), (25,), (27,),  # 12-14 LHip, LKnee, LAnkle
-    (5,), (2,), (8,), (7,),  # 15-18 REye, LEye, REar, LEar
-    (31,), (), (29,),  # 19-21 LBigToe (foot index), LSmallToe (none), LHeel
-    (32,), (), (30,),  # 22-24 RBigToe (foot index), RSmallToe (none), RHeel
+    (24,),
+    (26,),
+    (28,),  # 9-11 RHip, RKnee, RAnkle
+    (23,),
+    (25,),
+    (27,),  # 12-14 LHip, LKnee, LAnkle
+    (5,),
+    (2,),
+    (8,),
+    (7,),  # 15-18 REye, LEye, REar, LEar
+    (31,),
+    (),
+    (29,),  # 19-21 LBigToe (foot index), LSmallToe (none), LHeel
+    (32,),
+    (),
+    (30,),  # 22-24 RBigToe (foot index), RSmallToe (none), RHeel
 )
 
 POLICIES = ("interpolate", "hold", "drop")
@@ -90,8 +169,7 @@ class DetectionReport:
         self.filled = tuple(self.filled)
         if len(self.filled) != len(self.detected) or not set(self.filled) <= set(FILL_KINDS):
             raise InputError(
-                f"A DetectionReport needs one fill kind from {FILL_KINDS} per frame; "
-                "build it with fill_missing."
+                f"A DetectionReport needs one fill kind from {FILL_KINDS} per frame; build it with fill_missing."
             )
 
     @property
@@ -209,17 +287,23 @@ class LandmarkTrack:
         try:
             with np.load(path, allow_pickle=False) as data:
                 report = DetectionReport(
-                    data["detected"], tuple(data["filled"].tolist()), str(data["policy"]),
+                    data["detected"],
+                    tuple(data["filled"].tolist()),
+                    str(data["policy"]),
                     int(data["points_filled"]),
                 )
                 return cls(
-                    data["points"], str(data["mode"]), tuple(data["frame_size"].tolist()),
-                    float(data["fps"]), report, data["frame_indices"], bool(data["smoothed"]),
+                    data["points"],
+                    str(data["mode"]),
+                    tuple(data["frame_size"].tolist()),
+                    float(data["fps"]),
+                    report,
+                    data["frame_indices"],
+                    bool(data["smoothed"]),
                 )
         except (OSError, ValueError, KeyError) as error:
             raise InputError(
-                f"Cannot read a landmark track from {path} ({error}); "
-                "pass a .npz written by LandmarkTrack.save."
+                f"Cannot read a landmark track from {path} ({error}); pass a .npz written by LandmarkTrack.save."
             ) from None
 
 
@@ -242,9 +326,7 @@ def fill_missing(
     detected = np.asarray(detected, dtype=bool)
     found = np.flatnonzero(detected)
     if found.size == 0:
-        raise DetectionError(
-            "Nothing was detected in any frame; use a video that shows the subject."
-        )
+        raise DetectionError("Nothing was detected in any frame; use a video that shows the subject.")
     points = np.asarray(points, dtype=np.float32)
     frames = np.arange(len(detected))
     if policy == "drop":
@@ -263,9 +345,7 @@ def fill_missing(
     return out, frames, tuple(filled.tolist())
 
 
-def _lerp_frames(
-    points: np.ndarray, prev: np.ndarray, nxt: np.ndarray, at: np.ndarray
-) -> np.ndarray:
+def _lerp_frames(points: np.ndarray, prev: np.ndarray, nxt: np.ndarray, at: np.ndarray) -> np.ndarray:
     """(K, P, 3) points at frames `at`, linear between frames `prev` and `nxt` (all (K,)).
 
     A point missing (confidence 0) at either end stays missing.
@@ -297,7 +377,7 @@ def fill_point_gaps(points: np.ndarray, max_gap: int) -> tuple[np.ndarray, int]:
         for i in np.flatnonzero((gaps > 0) & (gaps <= max_gap)):
             start, end = seen[i], seen[i + 1]
             w = (np.arange(1, end - start, dtype=np.float32) / (end - start))[:, None]  # (gap, 1)
-            out[start + 1:end, p] = (1 - w) * out[start, p] + w * out[end, p]
+            out[start + 1 : end, p] = (1 - w) * out[start, p] + w * out[end, p]
             count += int(end - start - 1)
     return out, count
 
@@ -322,12 +402,14 @@ def _open_source(source, fps: float | None, max_frames: int | None) -> _Source:
     """A _Source from a video path, a (T, H, W, 3) uint8 array or an iterable of frames."""
     if isinstance(source, (str, os.PathLike)):
         info, frames = open_video(source, max_frames=max_frames)
-        return _Source(frames, fps or info.fps or DEFAULT_FPS,  # info.fps is None for an image
-                       os.path.basename(source))
+        return _Source(
+            frames,
+            fps or info.fps or DEFAULT_FPS,  # info.fps is None for an image
+            os.path.basename(source),
+        )
     if isinstance(source, np.ndarray) and source.ndim != 4:
         raise InputError(
-            f"Expected frames of shape (T, H, W, 3), got {source.shape}; "
-            "for a single photo use detect_image."
+            f"Expected frames of shape (T, H, W, 3), got {source.shape}; for a single photo use detect_image."
         )
     if not isinstance(source, Iterable):
         raise InputError(
@@ -376,8 +458,7 @@ def _solutions():
         from mediapipe.python import solutions
     except ImportError:
         raise TSNetError(
-            "Landmark detection needs mediapipe's legacy solutions; install them with "
-            "pip install mediapipe==0.10.21."
+            "Landmark detection needs mediapipe's legacy solutions; install them with pip install mediapipe==0.10.21."
         ) from None
     return solutions
 
@@ -465,8 +546,10 @@ class _HolisticDetector:
         size = frame.shape[:2]
         points = np.zeros((BODY_POINTS, 3), dtype=np.float32)
         points[BODY_SLICE] = _pose_to_body25(result.pose_landmarks, size)
-        for part, hand in ((LEFT_HAND_SLICE, result.left_hand_landmarks),
-                           (RIGHT_HAND_SLICE, result.right_hand_landmarks)):
+        for part, hand in (
+            (LEFT_HAND_SLICE, result.left_hand_landmarks),
+            (RIGHT_HAND_SLICE, result.right_hand_landmarks),
+        ):
             if hand is not None:
                 points[part] = _with_confidence(_to_pixels(hand, size), 1.0)
         if result.face_landmarks is not None:
@@ -511,9 +594,7 @@ def _run_detector(detector, source: _Source, num_points: int):
 # Public entry points
 
 
-DETECTOR_OPTIONS = (
-    "max_faces", "max_point_gap", "min_detection_confidence", "min_tracking_confidence"
-)
+DETECTOR_OPTIONS = ("max_faces", "max_point_gap", "min_detection_confidence", "min_tracking_confidence")
 
 
 def _make_detector(mode: str, static: bool, options: dict):
@@ -540,8 +621,7 @@ def _track(source: _Source, mode: str, policy: str, smooth: bool, static=False, 
         detector.close()
     if not detected.any():
         what = "face" if mode == "face" else "person"
-        where = (f"{source.name}" if static else
-                 f"any of the {len(detected)} frames of {source.name}")
+        where = f"{source.name}" if static else f"any of the {len(detected)} frames of {source.name}"
         raise DetectionError(
             f"No {what} was found in {where}; use a {'photo' if static else 'video'} in which "
             f"one {what} is clearly visible."
@@ -580,7 +660,10 @@ def detect_face(
     Raises DetectionError when no frame has a face.
     """
     return _track(
-        _open_source(frames, fps, max_frames), "face", policy, smooth,
+        _open_source(frames, fps, max_frames),
+        "face",
+        policy,
+        smooth,
         max_faces=max_faces,
         min_detection_confidence=min_detection_confidence,
         min_tracking_confidence=min_tracking_confidence,
@@ -608,7 +691,10 @@ def detect_body(
     mediapipe visibility, hands and face 1 or 0). Raises DetectionError when no frame has a person.
     """
     return _track(
-        _open_source(frames, fps, max_frames), "body", policy, smooth,
+        _open_source(frames, fps, max_frames),
+        "body",
+        policy,
+        smooth,
         max_point_gap=max_point_gap,
         min_detection_confidence=min_detection_confidence,
         min_tracking_confidence=min_tracking_confidence,
@@ -645,7 +731,7 @@ def detect(
 
 
 def choose_mode(frames: Iterable[np.ndarray]) -> str:
-    """"body" or "face" for a few HxWx3 uint8 RGB frames: body when, in most of them, both hips
+    """ "body" or "face" for a few HxWx3 uint8 RGB frames: body when, in most of them, both hips
     are visible (mediapipe visibility >= 0.5) and the largest face is under a quarter of the
     frame height."""
     solutions = _solutions()
@@ -688,5 +774,6 @@ def detect_image(image, mode: str = "auto", *, max_faces: int = 3) -> LandmarkTr
         raise InputError(f"Unknown landmark mode {mode!r}; use 'auto', 'face' or 'body'.")
     if mode == "auto":
         mode = choose_mode([image])
-    return _track(_Source(iter([image]), DEFAULT_FPS, "the image"), mode, "hold", False,
-                  static=True, max_faces=max_faces)
+    return _track(
+        _Source(iter([image]), DEFAULT_FPS, "the image"), mode, "hold", False, static=True, max_faces=max_faces
+    )

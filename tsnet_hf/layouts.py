@@ -15,12 +15,36 @@ import numpy as np
 from .errors import InputError
 
 __all__ = [
-    "FacePart", "FACE_POINTS", "FACE_PARTS", "FACE_EDGES", "FACE_FLIP",
-    "BODY25_NAMES", "BODY25_POINTS", "BODY_POINTS", "BODY_SLICE", "LEFT_HAND_SLICE",
-    "RIGHT_HAND_SLICE", "FACE_SLICE", "BODY_LIMBS", "LIMB_COLORS", "HAND_POINTS", "FINGER_NAMES",
-    "HAND_FINGERS", "FINGER_COLORS", "FACE_COLOR", "BODY25_FLIP", "BODY_FLIP",
-    "FACE_MASK_CHANNELS", "BODY_MASK_CHANNELS", "LIMB_LABELS", "LEFT_FINGER_LABELS",
-    "RIGHT_FINGER_LABELS", "FACE_LABEL", "chain_edges", "flip_permutation", "flip_horizontal",
+    "FacePart",
+    "FACE_POINTS",
+    "FACE_PARTS",
+    "FACE_EDGES",
+    "FACE_FLIP",
+    "BODY25_NAMES",
+    "BODY25_POINTS",
+    "BODY_POINTS",
+    "BODY_SLICE",
+    "LEFT_HAND_SLICE",
+    "RIGHT_HAND_SLICE",
+    "FACE_SLICE",
+    "BODY_LIMBS",
+    "LIMB_COLORS",
+    "HAND_POINTS",
+    "FINGER_NAMES",
+    "HAND_FINGERS",
+    "FINGER_COLORS",
+    "FACE_COLOR",
+    "BODY25_FLIP",
+    "BODY_FLIP",
+    "FACE_MASK_CHANNELS",
+    "BODY_MASK_CHANNELS",
+    "LIMB_LABELS",
+    "LEFT_FINGER_LABELS",
+    "RIGHT_FINGER_LABELS",
+    "FACE_LABEL",
+    "chain_edges",
+    "flip_permutation",
+    "flip_horizontal",
 ]
 
 
@@ -62,19 +86,63 @@ def chain_edges(points: tuple[int, ...], closed: bool) -> list[tuple[int, int]]:
 
 # Every drawn face segment as a point pair (63 pairs): what tests and helpers check masks against.
 FACE_EDGES: tuple[tuple[int, int], ...] = tuple(
-    edge for part in FACE_PARTS for edge in chain_edges(part.points, part.closed))
+    edge for part in FACE_PARTS for edge in chain_edges(part.points, part.closed)
+)
 
 # Mirror partner of each face point under a horizontal flip (flipped[i] = original[FACE_FLIP[i]]).
 FACE_FLIP: tuple[int, ...] = (
-    *range(16, -1, -1),                      # jaw 0-16 reversed
-    26, 25, 24, 23, 22, 21, 20, 19, 18, 17,  # brows swap, outer end to outer end
-    27, 28, 29, 30,                          # nose bridge on the mirror axis
-    35, 34, 33, 32, 31,                      # nose base reversed
-    45, 44, 43, 42, 47, 46,                  # right eye <-> left eye (corners and lids)
-    39, 38, 37, 36, 41, 40,
-    54, 53, 52, 51, 50, 49, 48,              # outer lips: upper lip reversed
-    59, 58, 57, 56, 55,                      # outer lips: lower lip reversed
-    64, 63, 62, 61, 60, 67, 66, 65,          # inner lips likewise
+    *range(16, -1, -1),  # jaw 0-16 reversed
+    26,
+    25,
+    24,
+    23,
+    22,
+    21,
+    20,
+    19,
+    18,
+    17,  # brows swap, outer end to outer end
+    27,
+    28,
+    29,
+    30,  # nose bridge on the mirror axis
+    35,
+    34,
+    33,
+    32,
+    31,  # nose base reversed
+    45,
+    44,
+    43,
+    42,
+    47,
+    46,  # right eye <-> left eye (corners and lids)
+    39,
+    38,
+    37,
+    36,
+    41,
+    40,
+    54,
+    53,
+    52,
+    51,
+    50,
+    49,
+    48,  # outer lips: upper lip reversed
+    59,
+    58,
+    57,
+    56,
+    55,  # outer lips: lower lip reversed
+    64,
+    63,
+    62,
+    61,
+    60,
+    67,
+    66,
+    65,  # inner lips likewise
 )
 
 
@@ -84,9 +152,31 @@ FACE_FLIP: tuple[int, ...] = (
 # for thumb, index, middle, ring, pinky.
 
 BODY25_NAMES: tuple[str, ...] = (
-    "Nose", "Neck", "RShoulder", "RElbow", "RWrist", "LShoulder", "LElbow", "LWrist", "MidHip",
-    "RHip", "RKnee", "RAnkle", "LHip", "LKnee", "LAnkle", "REye", "LEye", "REar", "LEar",
-    "LBigToe", "LSmallToe", "LHeel", "RBigToe", "RSmallToe", "RHeel",
+    "Nose",
+    "Neck",
+    "RShoulder",
+    "RElbow",
+    "RWrist",
+    "LShoulder",
+    "LElbow",
+    "LWrist",
+    "MidHip",
+    "RHip",
+    "RKnee",
+    "RAnkle",
+    "LHip",
+    "LKnee",
+    "LAnkle",
+    "REye",
+    "LEye",
+    "REar",
+    "LEar",
+    "LBigToe",
+    "LSmallToe",
+    "LHeel",
+    "RBigToe",
+    "RSmallToe",
+    "RHeel",
 )
 BODY25_POINTS = 25
 HAND_POINTS = 21
@@ -99,32 +189,102 @@ FACE_SLICE = slice(67, 135)
 
 # OpenPose's BODY_25 limbs (its render pairs), in label order 1..24.
 BODY_LIMBS: tuple[tuple[int, int], ...] = (
-    (1, 8), (1, 2), (1, 5), (2, 3), (3, 4), (5, 6), (6, 7), (8, 9), (9, 10), (10, 11),
-    (8, 12), (12, 13), (13, 14), (1, 0), (0, 15), (15, 17), (0, 16), (16, 18), (14, 19),
-    (19, 20), (14, 21), (11, 22), (22, 23), (11, 24),
+    (1, 8),
+    (1, 2),
+    (1, 5),
+    (2, 3),
+    (3, 4),
+    (5, 6),
+    (6, 7),
+    (8, 9),
+    (9, 10),
+    (10, 11),
+    (8, 12),
+    (12, 13),
+    (13, 14),
+    (1, 0),
+    (0, 15),
+    (15, 17),
+    (0, 16),
+    (16, 18),
+    (14, 19),
+    (19, 20),
+    (14, 21),
+    (11, 22),
+    (22, 23),
+    (11, 24),
 )
 
 # 24 distinct colours (RGB), hues 15 degrees apart in limb order, like OpenPose's hue sweep
 # (OpenPose itself repeats colours across limbs; the one-hot channels need no colour at all,
 # these are only for people to look at).
 LIMB_COLORS: tuple[tuple[int, int, int], ...] = (
-    (255, 0, 0), (255, 64, 0), (255, 128, 0), (255, 191, 0), (255, 255, 0), (191, 255, 0),
-    (128, 255, 0), (64, 255, 0), (0, 255, 0), (0, 255, 64), (0, 255, 128), (0, 255, 191),
-    (0, 255, 255), (0, 191, 255), (0, 128, 255), (0, 64, 255), (0, 0, 255), (64, 0, 255),
-    (128, 0, 255), (191, 0, 255), (255, 0, 255), (255, 0, 191), (255, 0, 128), (255, 0, 64),
+    (255, 0, 0),
+    (255, 64, 0),
+    (255, 128, 0),
+    (255, 191, 0),
+    (255, 255, 0),
+    (191, 255, 0),
+    (128, 255, 0),
+    (64, 255, 0),
+    (0, 255, 0),
+    (0, 255, 64),
+    (0, 255, 128),
+    (0, 255, 191),
+    (0, 255, 255),
+    (0, 191, 255),
+    (0, 128, 255),
+    (0, 64, 255),
+    (0, 0, 255),
+    (64, 0, 255),
+    (128, 0, 255),
+    (191, 0, 255),
+    (255, 0, 255),
+    (255, 0, 191),
+    (255, 0, 128),
+    (255, 0, 64),
 )
 
 FINGER_NAMES = ("thumb", "index", "middle", "ring", "pinky")
 # Each finger as a chain of hand-local indices from the wrist: 4 segments per finger.
-HAND_FINGERS: tuple[tuple[int, ...], ...] = tuple(
-    (0, 1 + 4 * f, 2 + 4 * f, 3 + 4 * f, 4 + 4 * f) for f in range(5))
+HAND_FINGERS: tuple[tuple[int, ...], ...] = tuple((0, 1 + 4 * f, 2 + 4 * f, 3 + 4 * f, 4 + 4 * f) for f in range(5))
 FINGER_COLORS: tuple[tuple[int, int, int], ...] = (
-    (255, 96, 96), (255, 224, 96), (96, 255, 128), (96, 192, 255), (208, 96, 255))
+    (255, 96, 96),
+    (255, 224, 96),
+    (96, 255, 128),
+    (96, 192, 255),
+    (208, 96, 255),
+)
 FACE_COLOR = (255, 255, 255)
 
 # Mirror partner of each BODY_25 point under a horizontal flip (right <-> left).
 BODY25_FLIP: tuple[int, ...] = (
-    0, 1, 5, 6, 7, 2, 3, 4, 8, 12, 13, 14, 9, 10, 11, 16, 15, 18, 17, 22, 23, 24, 19, 20, 21)
+    0,
+    1,
+    5,
+    6,
+    7,
+    2,
+    3,
+    4,
+    8,
+    12,
+    13,
+    14,
+    9,
+    10,
+    11,
+    16,
+    15,
+    18,
+    17,
+    22,
+    23,
+    24,
+    19,
+    20,
+    21,
+)
 # Whole 135-point layout: body, hands swapped as blocks, face mirrored.
 BODY_FLIP: tuple[int, ...] = (
     *BODY25_FLIP,

@@ -18,9 +18,19 @@ from . import layouts
 from .errors import InputError
 
 __all__ = [
-    "draw_face_mask", "draw_body_mask", "draw_mask", "draw_masks", "labels_to_onehot",
-    "onehot_masks", "mask_channels", "render_mask_rgb", "mask_box", "segment_coverage", "line_width",
-    "FACE_PALETTE", "BODY_PALETTE",
+    "draw_face_mask",
+    "draw_body_mask",
+    "draw_mask",
+    "draw_masks",
+    "labels_to_onehot",
+    "onehot_masks",
+    "mask_channels",
+    "render_mask_rgb",
+    "mask_box",
+    "segment_coverage",
+    "line_width",
+    "FACE_PALETTE",
+    "BODY_PALETTE",
 ]
 
 SHIFT = 4  # fractional bits of the coordinates handed to OpenCV: 1/16 px precision
@@ -31,9 +41,15 @@ _MAX_COORD = 1e5  # points further out than this are clamped (keeps int32 maths 
 FACE_PALETTE = np.array([(0, 0, 0), layouts.FACE_COLOR], dtype=np.uint8)
 # Body: limbs in their colours, left-hand fingers bright, right-hand fingers darker, face white.
 BODY_PALETTE = np.array(
-    [(0, 0, 0), *layouts.LIMB_COLORS, *layouts.FINGER_COLORS,
-     *[(c[0] * 5 // 8, c[1] * 5 // 8, c[2] * 5 // 8) for c in layouts.FINGER_COLORS],
-     layouts.FACE_COLOR], dtype=np.uint8)
+    [
+        (0, 0, 0),
+        *layouts.LIMB_COLORS,
+        *layouts.FINGER_COLORS,
+        *[(c[0] * 5 // 8, c[1] * 5 // 8, c[2] * 5 // 8) for c in layouts.FINGER_COLORS],
+        layouts.FACE_COLOR,
+    ],
+    dtype=np.uint8,
+)
 
 
 def line_width(width_at_256: float, size: tuple[int, int]) -> int:
@@ -100,12 +116,22 @@ def _valid_runs(chain: tuple[int, ...], valid: np.ndarray, closed: bool) -> list
     return [(run, False) for run in runs if len(run) >= 2]
 
 
-def _draw_chains(canvas: np.ndarray, fixed: np.ndarray, valid: np.ndarray,
-                 chains: list[tuple[tuple[int, ...], bool]], label: int, thickness: int) -> None:
+def _draw_chains(
+    canvas: np.ndarray,
+    fixed: np.ndarray,
+    valid: np.ndarray,
+    chains: list[tuple[tuple[int, ...], bool]],
+    label: int,
+    thickness: int,
+) -> None:
     """Draw point chains into `canvas` with value `label` (in place, no anti-aliasing)."""
     for closed in (False, True):
-        lines = [fixed[run] for chain, is_closed in chains
-                 for run, run_closed in _valid_runs(chain, valid, is_closed) if run_closed == closed]
+        lines = [
+            fixed[run]
+            for chain, is_closed in chains
+            for run, run_closed in _valid_runs(chain, valid, is_closed)
+            if run_closed == closed
+        ]
         if lines:
             cv2.polylines(canvas, lines, closed, int(label), thickness, cv2.LINE_8, SHIFT)
 
@@ -114,8 +140,9 @@ _FACE_CHAINS = [(part.points, part.closed) for part in layouts.FACE_PARTS]
 _GROW_KERNEL = np.ones((2, 2), np.uint8)  # anchor (1, 1): grows strokes down and right by 1 px
 
 
-def draw_face_mask(landmarks: np.ndarray, size: tuple[int, int], width: int | None = None,
-                   min_confidence: float = 0.5) -> np.ndarray:
+def draw_face_mask(
+    landmarks: np.ndarray, size: tuple[int, int], width: int | None = None, min_confidence: float = 0.5
+) -> np.ndarray:
     """Face edge mask: jaw, brows, nose, eyes, outer and inner lips (paper section 4.1).
 
     Args:
@@ -141,8 +168,9 @@ def draw_face_mask(landmarks: np.ndarray, size: tuple[int, int], width: int | No
     return canvas
 
 
-def draw_body_mask(landmarks: np.ndarray, size: tuple[int, int], width: int | None = None,
-                   min_confidence: float = 0.5) -> np.ndarray:
+def draw_body_mask(
+    landmarks: np.ndarray, size: tuple[int, int], width: int | None = None, min_confidence: float = 0.5
+) -> np.ndarray:
     """Body mask: BODY_25 limbs, face edges, then hand fingers on top.
 
     Args:
@@ -163,13 +191,14 @@ def draw_body_mask(landmarks: np.ndarray, size: tuple[int, int], width: int | No
     fixed, valid = _fixed_point(points, min_confidence)
     for label, (i, j) in zip(layouts.LIMB_LABELS, layouts.BODY_LIMBS):
         if valid[i] and valid[j]:
-            cv2.line(canvas, tuple(fixed[i]), tuple(fixed[j]), label, _cv2_thickness(limb_width),
-                     cv2.LINE_8, SHIFT)
+            cv2.line(canvas, tuple(fixed[i]), tuple(fixed[j]), label, _cv2_thickness(limb_width), cv2.LINE_8, SHIFT)
     face = layouts.FACE_SLICE.start
     face_chains = [(tuple(face + i for i in chain), closed) for chain, closed in _FACE_CHAINS]
     _draw_chains(canvas, fixed, valid, face_chains, layouts.FACE_LABEL, _cv2_thickness(detail_width))
-    for hand, labels in ((layouts.LEFT_HAND_SLICE, layouts.LEFT_FINGER_LABELS),
-                         (layouts.RIGHT_HAND_SLICE, layouts.RIGHT_FINGER_LABELS)):
+    for hand, labels in (
+        (layouts.LEFT_HAND_SLICE, layouts.LEFT_FINGER_LABELS),
+        (layouts.RIGHT_HAND_SLICE, layouts.RIGHT_FINGER_LABELS),
+    ):
         for label, finger in zip(labels, layouts.HAND_FINGERS):
             chain = tuple(hand.start + i for i in finger)
             _draw_chains(canvas, fixed, valid, [(chain, False)], label, _cv2_thickness(detail_width))
@@ -223,11 +252,12 @@ def labels_to_onehot(labels: np.ndarray | torch.Tensor, channels: int) -> np.nda
     if count:
         top = int(labels.max())
         if top >= channels or int(labels.min()) < 0:
-            raise InputError(f"Labels reach {top}, outside [0, {channels}); "
-                             "draw face masks with 2 channels and body masks with 36.")
+            raise InputError(
+                f"Labels reach {top}, outside [0, {channels}); draw face masks with 2 channels and body masks with 36."
+            )
     if torch.is_tensor(labels) and labels.device.type != "cpu":
         onehot = torch.nn.functional.one_hot(labels.long(), channels)  # (..., H, W, C)
-        return onehot.movedim(-1, -3).to(torch.float32).contiguous()   # (..., C, H, W)
+        return onehot.movedim(-1, -3).to(torch.float32).contiguous()  # (..., C, H, W)
     if torch.is_tensor(labels):
         return torch.from_numpy(_onehot_numpy(labels.numpy(), channels))
     return _onehot_numpy(np.asarray(labels), channels)
@@ -237,15 +267,16 @@ def _onehot_numpy(labels: np.ndarray, channels: int) -> np.ndarray:
     # Fancy-index assignment: about 1 ms for a 36-channel 256x256 mask, where a broadcast
     # comparison takes 25 ms and torch's scatter_ on CPU 23 ms (measured on this 2-core machine).
     lead, (height, width) = labels.shape[:-2], labels.shape[-2:]
-    flat = labels.reshape(-1, height * width).astype(np.intp)               # (N, HW)
+    flat = labels.reshape(-1, height * width).astype(np.intp)  # (N, HW)
     onehot = np.zeros((flat.shape[0], channels, height * width), np.float32)  # (N, C, HW)
     rows = np.arange(flat.shape[0])[:, None]
     onehot[rows, flat, np.arange(height * width)[None, :]] = 1.0
-    return onehot.reshape(*lead, channels, height, width)                   # (..., C, H, W)
+    return onehot.reshape(*lead, channels, height, width)  # (..., C, H, W)
 
 
-def onehot_masks(track: np.ndarray, size: tuple[int, int], device: torch.device | str | None = None,
-                 **kwargs) -> torch.Tensor:
+def onehot_masks(
+    track: np.ndarray, size: tuple[int, int], device: torch.device | str | None = None, **kwargs
+) -> torch.Tensor:
     """The model's mask input for a landmark track.
 
     Args:
@@ -282,13 +313,20 @@ def render_mask_rgb(labels: np.ndarray, mode: str) -> np.ndarray:
     if labels.ndim != 2:
         raise InputError(f"Labels have shape {labels.shape}; expected (H, W).")
     if labels.size and (labels.min() < 0 or labels.max() >= len(palette)):
-        raise InputError(f"Labels reach {labels.max()}, outside the {mode} palette of "
-                         f"{len(palette)} labels; pass the mode the mask was drawn with.")
+        raise InputError(
+            f"Labels reach {labels.max()}, outside the {mode} palette of "
+            f"{len(palette)} labels; pass the mode the mask was drawn with."
+        )
     return palette[labels.astype(np.intp)]
 
 
-def mask_box(landmarks: np.ndarray, size: tuple[int, int], margin: float = 1 / 16,
-             min_confidence: float = 0.5, authors: bool = False) -> tuple[float, float, float, float]:
+def mask_box(
+    landmarks: np.ndarray,
+    size: tuple[int, int],
+    margin: float = 1 / 16,
+    min_confidence: float = 0.5,
+    authors: bool = False,
+) -> tuple[float, float, float, float]:
     """The mask-aware bounding box of the paper (section 3.1, Fig. 3).
 
     As the authors: min/max of the landmarks plus `margin` times the image width (x) or height
@@ -316,14 +354,22 @@ def mask_box(landmarks: np.ndarray, size: tuple[int, int], margin: float = 1 / 1
     pad_x, pad_y = margin * width, margin * height
     if authors:
         pad_x, pad_y = math.floor(pad_x), math.floor(pad_y)
-    box = (np.clip(xs.min() - pad_x, 0, width), np.clip(ys.min() - pad_y, 0, height),
-           np.clip(xs.max() + pad_x, 0, width), np.clip(ys.max() + pad_y, 0, height))
+    box = (
+        np.clip(xs.min() - pad_x, 0, width),
+        np.clip(ys.min() - pad_y, 0, height),
+        np.clip(xs.max() + pad_x, 0, width),
+        np.clip(ys.max() + pad_y, 0, height),
+    )
     return tuple(float(math.floor(v)) if authors else float(v) for v in box)
 
 
-def segment_coverage(labels: np.ndarray, landmarks: np.ndarray,
-                     edges: tuple[tuple[int, int], ...] = layouts.FACE_EDGES,
-                     min_confidence: float = 0.5, samples: int = 5) -> float:
+def segment_coverage(
+    labels: np.ndarray,
+    landmarks: np.ndarray,
+    edges: tuple[tuple[int, int], ...] = layouts.FACE_EDGES,
+    min_confidence: float = 0.5,
+    samples: int = 5,
+) -> float:
     """Fraction of points sampled along the landmark segments that fall on drawn pixels.
 
     A check that a mask shows the structure it should (for example the 68-point face on a real
@@ -343,12 +389,11 @@ def segment_coverage(labels: np.ndarray, landmarks: np.ndarray,
     pairs = np.asarray(edges, dtype=np.int64).reshape(-1, 2)
     valid = points[:, 2] >= min_confidence
     pairs = pairs[valid[pairs[:, 0]] & valid[pairs[:, 1]]]
-    steps = np.linspace(0.0, 1.0, samples, dtype=np.float32)[None, :, None]   # (1, S, 1)
+    steps = np.linspace(0.0, 1.0, samples, dtype=np.float32)[None, :, None]  # (1, S, 1)
     start, end = points[pairs[:, 0], None, :2], points[pairs[:, 1], None, :2]  # (E, 1, 2)
     sampled = np.rint(start + (end - start) * steps).reshape(-1, 2).astype(np.int64)
     height, width = np.asarray(labels).shape[:2]
-    inside = ((sampled[:, 0] >= 0) & (sampled[:, 0] < width)
-              & (sampled[:, 1] >= 0) & (sampled[:, 1] < height))
+    inside = (sampled[:, 0] >= 0) & (sampled[:, 0] < width) & (sampled[:, 1] >= 0) & (sampled[:, 1] < height)
     sampled = sampled[inside]
     if len(sampled) == 0:
         return 0.0

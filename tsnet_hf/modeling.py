@@ -35,8 +35,13 @@ class ResBlock(nn.Module):
     def __init__(self, dim: int):
         super().__init__()
         self.body = nn.Sequential(
-            nn.ReflectionPad2d(1), nn.Conv2d(dim, dim, 3), nn.InstanceNorm2d(dim), nn.ReLU(inplace=True),
-            nn.ReflectionPad2d(1), nn.Conv2d(dim, dim, 3), nn.InstanceNorm2d(dim),
+            nn.ReflectionPad2d(1),
+            nn.Conv2d(dim, dim, 3),
+            nn.InstanceNorm2d(dim),
+            nn.ReLU(inplace=True),
+            nn.ReflectionPad2d(1),
+            nn.Conv2d(dim, dim, 3),
+            nn.InstanceNorm2d(dim),
         )
 
     def forward(self, x):
@@ -48,13 +53,16 @@ class Encoder(nn.Module):
 
     def __init__(self, in_channels: int, base: int, num_downsamples: int, num_blocks: int):
         super().__init__()
-        self.stem = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(in_channels, base, 7),
-                                  nn.InstanceNorm2d(base), nn.ReLU(inplace=True))
+        self.stem = nn.Sequential(
+            nn.ReflectionPad2d(3), nn.Conv2d(in_channels, base, 7), nn.InstanceNorm2d(base), nn.ReLU(inplace=True)
+        )
         widths = [base * 2**i for i in range(num_downsamples + 1)]
-        self.down = nn.Sequential(*[
-            nn.Sequential(conv(c_in, c_out, 3, stride=2), nn.InstanceNorm2d(c_out), nn.ReLU(inplace=True))
-            for c_in, c_out in zip(widths[:-1], widths[1:])
-        ])
+        self.down = nn.Sequential(
+            *[
+                nn.Sequential(conv(c_in, c_out, 3, stride=2), nn.InstanceNorm2d(c_out), nn.ReLU(inplace=True))
+                for c_in, c_out in zip(widths[:-1], widths[1:])
+            ]
+        )
         self.blocks = nn.Sequential(*[ResBlock(widths[-1]) for _ in range(num_blocks)])
 
     def forward(self, x):
@@ -80,7 +88,7 @@ class FusionNet(nn.Module):
         """(M, D, h, w) -> (M, 2D, h, w): the subject half of the first conv (None without blocks)."""
         if len(self.blocks) == 0:
             return None
-        weight = self.blocks[0].body[1].weight[:, :self.dim]
+        weight = self.blocks[0].body[1].weight[:, : self.dim]
         return F.conv2d(F.pad(subject_features, (1, 1, 1, 1), mode="reflect"), weight)
 
     def forward(self, subject_features, driving_features, subject_part=None):
@@ -88,14 +96,20 @@ class FusionNet(nn.Module):
         (Ns, K, 2D, h, w) from `subject_part` (None: the plain, unsplit computation); Ns = N or 1.
         Returns (N, K, D, h, w)."""
         num, frames_per = driving_features.shape[0], subject_features.shape[1]
-        both = torch.cat([subject_features.expand(num, -1, -1, -1, -1),
-                          driving_features[:, None].expand(-1, frames_per, -1, -1, -1)], dim=2).flatten(0, 1)
+        both = torch.cat(
+            [
+                subject_features.expand(num, -1, -1, -1, -1),
+                driving_features[:, None].expand(-1, frames_per, -1, -1, -1),
+            ],
+            dim=2,
+        ).flatten(0, 1)
         blocks = list(self.blocks)
         if blocks and subject_part is not None:
             first = blocks.pop(0)
             conv1 = first.body[1]
-            driving_part = F.conv2d(F.pad(driving_features, (1, 1, 1, 1), mode="reflect"),
-                                    conv1.weight[:, self.dim:], conv1.bias)  # (N, 2D, h, w)
+            driving_part = F.conv2d(
+                F.pad(driving_features, (1, 1, 1, 1), mode="reflect"), conv1.weight[:, self.dim :], conv1.bias
+            )  # (N, 2D, h, w)
             summed = (subject_part + driving_part[:, None]).flatten(0, 1)  # (N*K, 2D, h, w)
             both = both + first.body[2:](summed)
         for block in blocks:
@@ -113,12 +127,18 @@ class Decoder(nn.Module):
         self.proj = nn.Conv2d(in_channels, dim, 1) if in_channels != dim else nn.Identity()
         self.blocks = nn.Sequential(*[ResBlock(dim) for _ in range(num_blocks)])
         widths = [base * 2**i for i in range(num_downsamples, -1, -1)]
-        self.up = nn.Sequential(*[
-            nn.Sequential(nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
-                          nn.ReflectionPad2d(1), nn.Conv2d(c_in, c_out, 3),
-                          nn.InstanceNorm2d(c_out), nn.ReLU(inplace=True))
-            for c_in, c_out in zip(widths[:-1], widths[1:])
-        ])
+        self.up = nn.Sequential(
+            *[
+                nn.Sequential(
+                    nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+                    nn.ReflectionPad2d(1),
+                    nn.Conv2d(c_in, c_out, 3),
+                    nn.InstanceNorm2d(c_out),
+                    nn.ReLU(inplace=True),
+                )
+                for c_in, c_out in zip(widths[:-1], widths[1:])
+            ]
+        )
         self.head = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(base, 3, 7), nn.Tanh())
 
     def forward(self, x):
@@ -145,8 +165,9 @@ class SubjectMemory:
 
     def apply(self, function) -> "SubjectMemory":
         """A memory of `function(tensor)` for every tensor field (a field that is None stays None)."""
-        return SubjectMemory(**{f.name: None if getattr(self, f.name) is None else function(getattr(self, f.name))
-                                for f in fields(self)})
+        return SubjectMemory(
+            **{f.name: None if getattr(self, f.name) is None else function(getattr(self, f.name)) for f in fields(self)}
+        )
 
     def select(self, choices: torch.Tensor) -> "SubjectMemory":
         """A pool memory (B = 1, K = S frames) and (N, K') pool rows -> N subject sets of K' frames."""
@@ -222,8 +243,13 @@ def patch_warp(frames: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     patches = frames.reshape(*frames.shape[:2], 3, h, sy, w, sx).permute(0, 1, 2, 4, 6, 3, 5)
     patches = patches.reshape(frames.shape[0], frames_per, 3 * sy * sx, h, w)
     patches = patches.expand(num, -1, -1, -1, -1).reshape(num * frames_per, 3 * sy * sx, h, w)
-    moved = F.grid_sample(patches, grid.reshape(num * frames_per, h, w, 2).to(patches.dtype),
-                          mode="bilinear", padding_mode="zeros", align_corners=False)
+    moved = F.grid_sample(
+        patches,
+        grid.reshape(num * frames_per, h, w, 2).to(patches.dtype),
+        mode="bilinear",
+        padding_mode="zeros",
+        align_corners=False,
+    )
     moved = moved.reshape(num, frames_per, 3, sy, sx, h, w).permute(0, 1, 2, 5, 3, 6, 4)
     return moved.reshape(num, frames_per, 3, height, width)
 
@@ -251,8 +277,13 @@ def pixel_warp(images: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
 
 def _head(in_channels: int, width: int, out_channels: int) -> nn.Sequential:
     """Three 3x3 convs at full resolution: the blend path's small per-pixel predictors."""
-    return nn.Sequential(conv(in_channels, width, 3), nn.ReLU(inplace=True), conv(width, width, 3),
-                         nn.ReLU(inplace=True), conv(width, out_channels, 3))
+    return nn.Sequential(
+        conv(in_channels, width, 3),
+        nn.ReLU(inplace=True),
+        conv(width, width, 3),
+        nn.ReLU(inplace=True),
+        conv(width, out_channels, 3),
+    )
 
 
 class BlendHead(nn.Module):
@@ -277,8 +308,14 @@ class BlendHead(nn.Module):
         self.frame_scores = _head(self.SCORE_INPUTS, width, 1) if learned_weights else None
         self.mask = _head(self.MASK_INPUTS, width, 1)
 
-    def forward(self, decoded: torch.Tensor, subject_frames: torch.Tensor, subject_masks: torch.Tensor,
-                grid: torch.Tensor, driving_masks: torch.Tensor) -> dict:
+    def forward(
+        self,
+        decoded: torch.Tensor,
+        subject_frames: torch.Tensor,
+        subject_masks: torch.Tensor,
+        grid: torch.Tensor,
+        driving_masks: torch.Tensor,
+    ) -> dict:
         """decoded (N, 3, H, W), subject frames (Ns, K, 3, H, W) and one-hot masks (Ns, K, C, H, W),
         grid (N, K, h, w, 2), driving masks (N, C, H, W). Returns the TSNetOutput blend fields."""
         num, frames_per = grid.shape[:2]
@@ -292,17 +329,32 @@ class BlendHead(nn.Module):
         if self.frame_scores is None:
             weights = pixels.new_full((num, frames_per, 1, *pixels.shape[-2:]), 1.0 / frames_per)
         else:
-            per_frame = torch.cat([pixels, decoded[:, None].expand(-1, frames_per, -1, -1, -1), agreement,
-                                   1 - masks[:, :, :1], driving_fg.expand(-1, frames_per, -1, -1, -1), inside], dim=2)
+            per_frame = torch.cat(
+                [
+                    pixels,
+                    decoded[:, None].expand(-1, frames_per, -1, -1, -1),
+                    agreement,
+                    1 - masks[:, :, :1],
+                    driving_fg.expand(-1, frames_per, -1, -1, -1),
+                    inside,
+                ],
+                dim=2,
+            )
             scores = self.frame_scores(per_frame.flatten(0, 1)).reshape(num, frames_per, 1, *pixels.shape[-2:])
             weights = torch.softmax(scores.float(), dim=1).to(pixels.dtype)
         sharp = (weights * pixels).sum(dim=1)
-        mask_in = torch.cat([sharp, decoded, driving_fg[:, 0], (weights * agreement).sum(dim=1),
-                             (weights * inside).sum(dim=1)], dim=1)
+        mask_in = torch.cat(
+            [sharp, decoded, driving_fg[:, 0], (weights * agreement).sum(dim=1), (weights * inside).sum(dim=1)], dim=1
+        )
         blend_mask = torch.sigmoid(self.mask(mask_in).float()).to(sharp.dtype)
         image = blend_mask * sharp + (1 - blend_mask) * decoded
-        return {"image": image, "sharp": sharp, "blend_mask": blend_mask, "frame_weights": weights[:, :, 0],
-                "decoded": decoded}
+        return {
+            "image": image,
+            "sharp": sharp,
+            "blend_mask": blend_mask,
+            "frame_weights": weights[:, :, 0],
+            "decoded": decoded,
+        }
 
 
 class TSNet(
@@ -338,8 +390,9 @@ class TSNet(
         self.matting = nn.Conv2d(2 * dim, 1, 3, padding=1) if both and config.combine == "matting" else None
         decoder_in = 2 * dim if both and config.combine == "concat" else dim
         self.decoder = Decoder(decoder_in, *args, config.decoder_blocks)
-        self.blend = (BlendHead(config.blend_channels, config.frame_weights == "learned")
-                      if config.output == "blend" else None)
+        self.blend = (
+            BlendHead(config.blend_channels, config.frame_weights == "learned") if config.output == "blend" else None
+        )
         self.reset_parameters()
 
     def reset_parameters(self, std: float = 0.02):
@@ -385,9 +438,14 @@ class TSNet(
         with torch.autocast(x.device.type, enabled=False):
             return encoder(x.float())
 
-    def encode_subject(self, frames: torch.Tensor, masks: torch.Tensor,
-                       boxes: torch.Tensor | None = None, precompute_fusion: bool = True,
-                       fp32_encoders: bool = False) -> SubjectMemory:
+    def encode_subject(
+        self,
+        frames: torch.Tensor,
+        masks: torch.Tensor,
+        boxes: torch.Tensor | None = None,
+        precompute_fusion: bool = True,
+        fp32_encoders: bool = False,
+    ) -> SubjectMemory:
         """Encode K subject frames once.
 
         Args:
@@ -411,11 +469,21 @@ class TSNet(
         features = features.reshape(batch, frames_per, *features.shape[1:])
         if fusion_part is not None:
             fusion_part = fusion_part.reshape(batch, frames_per, *fusion_part.shape[1:])
-        return SubjectMemory(features=features, inside=self._inside(masks, boxes), frames=frames,
-                             fusion_part=fusion_part, masks=masks if self.blend is not None else None)
+        return SubjectMemory(
+            features=features,
+            inside=self._inside(masks, boxes),
+            frames=frames,
+            fusion_part=fusion_part,
+            masks=masks if self.blend is not None else None,
+        )
 
-    def generate(self, memory: SubjectMemory, driving_masks: torch.Tensor,
-                 driving_boxes: torch.Tensor | None = None, fp32_encoders: bool = False) -> TSNetOutput:
+    def generate(
+        self,
+        memory: SubjectMemory,
+        driving_masks: torch.Tensor,
+        driving_boxes: torch.Tensor | None = None,
+        fp32_encoders: bool = False,
+    ) -> TSNetOutput:
         """Generate one frame per driving mask from an encoded subject.
 
         Args:
@@ -434,9 +502,15 @@ class TSNet(
         driving_features = self._encode(self.mask_encoder, driving_in, fp32_encoders)
         transformed = grid = warped = alpha = None
         if "t" in self.config.branches:
-            grid = sampling_grid(driving_features, memory.features, self._inside(driving_masks, driving_boxes),
-                                 memory.inside, self.config.temperature, self.config.mask_aware,
-                                 authors=self.config.authors_compat)
+            grid = sampling_grid(
+                driving_features,
+                memory.features,
+                self._inside(driving_masks, driving_boxes),
+                memory.inside,
+                self.config.temperature,
+                self.config.mask_aware,
+                authors=self.config.authors_compat,
+            )
             transformed = _warp_features(memory.features, driving_features.shape[0], grid)
             warped = patch_warp(memory.frames, grid)
         synthesised = None
@@ -451,8 +525,14 @@ class TSNet(
         blended = self.blend(image, memory.frames, memory.masks, grid, driving_masks)
         return TSNetOutput(grid=grid, warped=warped, alpha=alpha, **blended)
 
-    def forward(self, subject_frames: torch.Tensor, subject_masks: torch.Tensor, driving_masks: torch.Tensor,
-                subject_boxes: torch.Tensor | None = None, driving_boxes: torch.Tensor | None = None) -> TSNetOutput:
+    def forward(
+        self,
+        subject_frames: torch.Tensor,
+        subject_masks: torch.Tensor,
+        driving_masks: torch.Tensor,
+        subject_boxes: torch.Tensor | None = None,
+        driving_boxes: torch.Tensor | None = None,
+    ) -> TSNetOutput:
         """`generate(encode_subject(subject_frames, subject_masks), driving_masks)` in one call."""
         memory = self.encode_subject(subject_frames, subject_masks, subject_boxes)
         return self.generate(memory, driving_masks, driving_boxes)
@@ -469,9 +549,18 @@ class TSNet(
     # ----- Hub ------------------------------------------------------------------------------
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *, revision: str | None = None,
-                        cache_dir=None, force_download: bool = False, token=None,
-                        local_files_only: bool = False, map_location="cpu", **kwargs) -> "TSNet":
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path,
+        *,
+        revision: str | None = None,
+        cache_dir=None,
+        force_download: bool = False,
+        token=None,
+        local_files_only: bool = False,
+        map_location="cpu",
+        **kwargs,
+    ) -> "TSNet":
         """Load a TS-Net from a local folder or a Hub id (config.json + model.safetensors only).
 
         Loading is strict: a config.json with unknown or missing fields, or weights with missing,
@@ -480,9 +569,16 @@ class TSNet(
         """
         if kwargs:
             raise InputError(f"TSNet.from_pretrained got unexpected argument(s) {sorted(kwargs)}.")
-        return load_checkpoint(cls, pretrained_model_name_or_path, revision=revision, cache_dir=cache_dir,
-                               force_download=force_download, token=token,
-                               local_files_only=local_files_only, map_location=map_location)
+        return load_checkpoint(
+            cls,
+            pretrained_model_name_or_path,
+            revision=revision,
+            cache_dir=cache_dir,
+            force_download=force_download,
+            token=token,
+            local_files_only=local_files_only,
+            map_location=map_location,
+        )
 
     def generate_model_card(self, *args, **kwargs) -> ModelCard:
         """The model card rendered from tsnet_hf/model_card_template.md."""
@@ -493,8 +589,13 @@ def _warp_features(subject_features, num, grid):
     """grid_sample each subject frame's features with its grid and average over K -> (N, D, h, w)."""
     frames_per, dim, h, w = subject_features.shape[1:]
     features = subject_features.expand(num, -1, -1, -1, -1).reshape(num * frames_per, dim, h, w)
-    warped = F.grid_sample(features, grid.reshape(num * frames_per, h, w, 2).to(features.dtype),
-                           mode="bilinear", padding_mode="zeros", align_corners=False)
+    warped = F.grid_sample(
+        features,
+        grid.reshape(num * frames_per, h, w, 2).to(features.dtype),
+        mode="bilinear",
+        padding_mode="zeros",
+        align_corners=False,
+    )
     return warped.reshape(num, frames_per, dim, h, w).mean(dim=1)
 
 
@@ -522,14 +623,18 @@ def _check_size(config: TSNetConfig, name: str, x: torch.Tensor):
     stride = 2**config.num_downsamples
     height, width = x.shape[-2:]
     if height % stride or width % stride or height < stride or width < stride:
-        raise InputError(f"{name} has size {height}x{width}; height and width must be positive multiples of "
-                         f"{stride} (the model was trained at {config.image_size}x{config.image_size}).")
+        raise InputError(
+            f"{name} has size {height}x{width}; height and width must be positive multiples of "
+            f"{stride} (the model was trained at {config.image_size}x{config.image_size})."
+        )
 
 
 def _check_masks(config: TSNetConfig, name: str, masks: torch.Tensor):
     if masks.shape[-3] != config.mask_channels:
-        raise InputError(f"{name} has {masks.shape[-3]} channels but this {config.mode} model takes "
-                         f"{config.mask_channels}-channel one-hot masks.")
+        raise InputError(
+            f"{name} has {masks.shape[-3]} channels but this {config.mode} model takes "
+            f"{config.mask_channels}-channel one-hot masks."
+        )
 
 
 def _check_boxes(name: str, boxes, leading: tuple):
@@ -552,22 +657,27 @@ def _check_subject(config: TSNetConfig, frames, masks, boxes):
     _check_masks(config, "subject masks", masks)
     _check_size(config, "subject frames", frames)
     if frames.shape[:2] != masks.shape[:2] or frames.shape[-2:] != masks.shape[-2:]:
-        raise InputError(f"subject frames {tuple(frames.shape)} and subject masks {tuple(masks.shape)} must "
-                         "agree in B, K, H and W.")
+        raise InputError(
+            f"subject frames {tuple(frames.shape)} and subject masks {tuple(masks.shape)} must agree in B, K, H and W."
+        )
     _check_boxes("subject boxes", boxes, tuple(frames.shape[:2]))
 
 
 def _check_driving(config: TSNetConfig, memory: SubjectMemory, masks, boxes):
     if not isinstance(memory, SubjectMemory):
-        raise InputError(f"generate expects the SubjectMemory that encode_subject returns, "
-                         f"got {type(memory).__name__}.")
+        raise InputError(
+            f"generate expects the SubjectMemory that encode_subject returns, got {type(memory).__name__}."
+        )
     _check_tensor("driving masks", masks, 4, "(N, C, H, W)")
     _check_masks(config, "driving masks", masks)
     if masks.shape[-2:] != memory.frames.shape[-2:]:
-        raise InputError(f"driving masks are {tuple(masks.shape[-2:])} but the subject frames are "
-                         f"{tuple(memory.frames.shape[-2:])}: use one frame size.")
+        raise InputError(
+            f"driving masks are {tuple(masks.shape[-2:])} but the subject frames are "
+            f"{tuple(memory.frames.shape[-2:])}: use one frame size."
+        )
     if masks.shape[0] == 0 or masks.shape[0] % memory.num_subjects:
-        raise InputError(f"got {masks.shape[0]} driving masks for {memory.num_subjects} subject sets: "
-                         "give a positive multiple of the number of subject sets.")
+        raise InputError(
+            f"got {masks.shape[0]} driving masks for {memory.num_subjects} subject sets: "
+            "give a positive multiple of the number of subject sets."
+        )
     _check_boxes("driving boxes", boxes, (masks.shape[0],))
-

@@ -124,8 +124,10 @@ class RetargetOutput:
 
     def _video(self, name: str) -> Path:
         if name == "blend_mask" and name not in self.videos:
-            raise InputError("Only a blend model (config output='blend') makes a blend mask; this run's model "
-                             "paints its frames with the decoder alone.")
+            raise InputError(
+                "Only a blend model (config output='blend') makes a blend mask; this run's model "
+                "paints its frames with the decoder alone."
+            )
         if name not in self.videos:
             raise InputError(f"Unknown video {name!r}; choose one of {sorted(self.videos)}.")
         return self.videos[name]
@@ -134,8 +136,13 @@ class RetargetOutput:
         """Copy the output mp4 (with the driving video's audio) to `path`; optionally also the
         side-by-side, aligned-mask, warped and (blend models) blend-mask videos. Every video asked
         for is checked first, and each copy is atomic: a failure leaves no partial file."""
-        jobs = [(path, "output"), (side_by_side, "side_by_side"), (masks, "aligned_masks"), (warped, "warped"),
-                (blend_mask, "blend_mask")]
+        jobs = [
+            (path, "output"),
+            (side_by_side, "side_by_side"),
+            (masks, "aligned_masks"),
+            (warped, "warped"),
+            (blend_mask, "blend_mask"),
+        ]
         jobs = [(Path(target), self._video(name)) for target, name in jobs if target is not None]
         for target, source in jobs:
             copy_atomic(source, target)
@@ -145,8 +152,10 @@ class RetargetOutput:
         """A few lines for people: detections, filled frames, time per stage."""
         filled = sum(r.filled not in ("none", "dropped") for r in self.frames_report)
         stages = ", ".join(f"{k} {v:.1f} s" for k, v in self.timings.items())
-        return (f"{self.num_frames} frames at {self.fps:g} fps ({self.mode}); {filled} filled in.\n"
-                f"subject: {self.subject_summary}\ndriving: {self.driving_summary}\ntime: {stages}")
+        return (
+            f"{self.num_frames} frames at {self.fps:g} fps ({self.mode}); {filled} filled in.\n"
+            f"subject: {self.subject_summary}\ndriving: {self.driving_summary}\ntime: {stages}"
+        )
 
     def cleanup(self):
         """Delete the working folder if this run created it (a folder the caller gave is kept)."""

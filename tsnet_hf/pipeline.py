@@ -29,8 +29,14 @@ class RetargetPipeline:
     length; the result reads its videos back on demand.
     """
 
-    def __init__(self, model: TSNet, device=None, dtype: torch.dtype | None = None,
-                 channels_last: bool | None = None, compile: bool = False):
+    def __init__(
+        self,
+        model: TSNet,
+        device=None,
+        dtype: torch.dtype | None = None,
+        channels_last: bool | None = None,
+        compile: bool = False,
+    ):
         """model: a TSNet; device: "cuda", "mps", "cpu" or None for the best there is; dtype: the
         autocast dtype (None: see `autocast_dtype`; torch.float32 turns reduced precision off);
         channels_last: NHWC convolutions (None: on CUDA only; see docs/benchmarks.md);
@@ -48,11 +54,23 @@ class RetargetPipeline:
         self._compiled_batch = None  # the driving batch the compiled generator was made for
 
     @classmethod
-    def from_pretrained(cls, path_or_repo_id, device=None, dtype: torch.dtype | None = None,
-                        channels_last: bool | None = None, compile: bool = False, **hub_kwargs) -> "RetargetPipeline":
+    def from_pretrained(
+        cls,
+        path_or_repo_id,
+        device=None,
+        dtype: torch.dtype | None = None,
+        channels_last: bool | None = None,
+        compile: bool = False,
+        **hub_kwargs,
+    ) -> "RetargetPipeline":
         """Load a checkpoint folder or Hub id (see `TSNet.from_pretrained`)."""
-        return cls(TSNet.from_pretrained(path_or_repo_id, **hub_kwargs), device=device, dtype=dtype,
-                   channels_last=channels_last, compile=compile)
+        return cls(
+            TSNet.from_pretrained(path_or_repo_id, **hub_kwargs),
+            device=device,
+            dtype=dtype,
+            channels_last=channels_last,
+            compile=compile,
+        )
 
     @property
     def mode(self) -> str:
@@ -63,12 +81,29 @@ class RetargetPipeline:
         return self.model.config.image_size
 
     @torch.inference_mode()
-    def __call__(self, subject, driving, *, mode: str = "auto", num_subject_frames: int | None = None,
-                 selection: str = "nearest", seed: int = 0, align: bool = True, smooth: bool = True,
-                 missing: str = "interpolate", max_frames: int | None = None, batch_size: int = 8,
-                 pool_size: int = 16, subject_max_frames: int = 300, paste_back: bool = True,
-                 color_match: bool = False, high_res_warp: bool = True, progress=None, preview=None,
-                 workdir=None) -> RetargetOutput:
+    def __call__(
+        self,
+        subject,
+        driving,
+        *,
+        mode: str = "auto",
+        num_subject_frames: int | None = None,
+        selection: str = "nearest",
+        seed: int = 0,
+        align: bool = True,
+        smooth: bool = True,
+        missing: str = "interpolate",
+        max_frames: int | None = None,
+        batch_size: int = 8,
+        pool_size: int = 16,
+        subject_max_frames: int = 300,
+        paste_back: bool = True,
+        color_match: bool = False,
+        high_res_warp: bool = True,
+        progress=None,
+        preview=None,
+        workdir=None,
+    ) -> RetargetOutput:
         """Retarget the driving video's motion onto the subject.
 
         Args:
@@ -107,10 +142,22 @@ class RetargetPipeline:
         Raises:
             TSNetError subclasses with one sentence for every bad input.
         """
-        options = RunOptions(mode=mode, num_subject_frames=num_subject_frames, selection=selection, seed=seed,
-                             align=align, smooth=smooth, missing=missing, max_frames=max_frames,
-                             batch_size=batch_size, pool_size=pool_size, subject_max_frames=subject_max_frames,
-                             paste_back=paste_back, color_match=color_match, high_res_warp=high_res_warp)
+        options = RunOptions(
+            mode=mode,
+            num_subject_frames=num_subject_frames,
+            selection=selection,
+            seed=seed,
+            align=align,
+            smooth=smooth,
+            missing=missing,
+            max_frames=max_frames,
+            batch_size=batch_size,
+            pool_size=pool_size,
+            subject_max_frames=subject_max_frames,
+            paste_back=paste_back,
+            color_match=color_match,
+            high_res_warp=high_res_warp,
+        )
         return Run(self, options, progress, workdir, preview=preview).execute(subject, driving)
 
     def encode(self, crops: np.ndarray, masks: torch.Tensor, boxes: torch.Tensor | None = None) -> SubjectMemory:
@@ -119,8 +166,9 @@ class RetargetPipeline:
         frames = to_model_frames(crops, self.device)[None]
         boxes = None if boxes is None else boxes.to(self.device)[None]
         with self._autocast():
-            return self.model.encode_subject(frames, masks.to(self.device)[None], boxes,
-                                             fp32_encoders=self._fp32_encoders)
+            return self.model.encode_subject(
+                frames, masks.to(self.device)[None], boxes, fp32_encoders=self._fp32_encoders
+            )
 
     def generate(self, memory: SubjectMemory, masks: torch.Tensor, boxes: torch.Tensor | None = None):
         """(N, C, size, size) one-hot masks (and (N, 4) boxes or None) -> TSNetOutput, on the
@@ -145,8 +193,12 @@ class RetargetPipeline:
         out = self._compiled(memory, masks)
         if not padding:
             return out
-        return type(out)(**{f.name: None if getattr(out, f.name) is None else getattr(out, f.name)[:count]
-                            for f in dataclass_fields(out)})
+        return type(out)(
+            **{
+                f.name: None if getattr(out, f.name) is None else getattr(out, f.name)[:count]
+                for f in dataclass_fields(out)
+            }
+        )
 
     @property
     def _fp32_encoders(self) -> bool:

@@ -43,8 +43,9 @@ class Source:
         """A new pass over the (H, W, 3) uint8 RGB frames, at most `max_frames` of them."""
         data = self.data
         if isinstance(data, (str, Path)):
-            self.info, frames = open_video(data, max_frames=max_frames, require_video=self.require_video,
-                                           info=self.info)
+            self.info, frames = open_video(
+                data, max_frames=max_frames, require_video=self.require_video, info=self.info
+            )
             return frames
         if isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim in (3, 4) and data.shape[-1] == 3:
             if data.ndim == 3:
@@ -52,8 +53,10 @@ class Source:
                     raise InputError("The driving input is a single image; give a video (or frames (T, H, W, 3)).")
                 data = data[None]
             return iter(data[:max_frames])
-        raise InputError("Give a video or image path, or uint8 RGB frames of shape (H, W, 3) or (T, H, W, 3); "
-                         f"got {type(data).__name__}{getattr(data, 'shape', '')}.")
+        raise InputError(
+            "Give a video or image path, or uint8 RGB frames of shape (H, W, 3) or (T, H, W, 3); "
+            f"got {type(data).__name__}{getattr(data, 'shape', '')}."
+        )
 
     @property
     def is_photo(self) -> bool:
@@ -146,12 +149,22 @@ class Run:
             raise
         # 6. The result: the videos stay in the work folder until RetargetOutput.cleanup().
         return RetargetOutput(
-            fps=float(plan.track.fps), num_frames=len(reports), mode=mode, size=self.size, workdir=workdir,
-            videos=videos, subject_crops=pool.crops,
+            fps=float(plan.track.fps),
+            num_frames=len(reports),
+            mode=mode,
+            size=self.size,
+            workdir=workdir,
+            videos=videos,
+            subject_crops=pool.crops,
             subject_masks=np.stack([render_mask_rgb(labels, mode) for labels in pool.labels]),
-            subject_frame_indices=pool.frame_indices, frames_report=reports,
-            subject_summary=pool.summary, driving_summary=plan.track.report.summary(),
-            timings=dict(self.timer.seconds), audio_source=plan.audio, owns_workdir=self.own_workdir)
+            subject_frame_indices=pool.frame_indices,
+            frames_report=reports,
+            subject_summary=pool.summary,
+            driving_summary=plan.track.report.summary(),
+            timings=dict(self.timer.seconds),
+            audio_source=plan.audio,
+            owns_workdir=self.own_workdir,
+        )
 
     # ----- mode ---------------------------------------------------------------------------------
 
@@ -159,8 +172,10 @@ class Run:
         model_mode, asked = self.pipe.mode, self.options.mode
         if asked != "auto":
             if asked != model_mode:
-                raise InputError(f"This checkpoint is a {model_mode} model but mode={asked!r} was asked: "
-                                 f"load a {asked} checkpoint or use mode={model_mode!r}.")
+                raise InputError(
+                    f"This checkpoint is a {model_mode} model but mode={asked!r} was asked: "
+                    f"load a {asked} checkpoint or use mode={model_mode!r}."
+                )
             return asked
         seen = {}
         for name, source in (("subject", subject), ("driving video", driving)):
@@ -169,11 +184,15 @@ class Run:
             else:
                 seen[name] = choose_mode(list(itertools.islice(source.frames(3), 3)))
         if seen["subject"] != seen["driving video"]:
-            raise InputError(f"The subject shows a {seen['subject']} but the driving video a {seen['driving video']}: "
-                             "use two face videos or two full-body videos (or pass mode explicitly).")
+            raise InputError(
+                f"The subject shows a {seen['subject']} but the driving video a {seen['driving video']}: "
+                "use two face videos or two full-body videos (or pass mode explicitly)."
+            )
         if seen["subject"] != model_mode:
-            raise InputError(f"The videos show a {seen['subject']} but this checkpoint is a {model_mode} model: "
-                             f"load a {seen['subject']} checkpoint, or pass mode={model_mode!r} to force it.")
+            raise InputError(
+                f"The videos show a {seen['subject']} but this checkpoint is a {model_mode} model: "
+                f"load a {seen['subject']} checkpoint, or pass mode={model_mode!r} to force it."
+            )
         return model_mode
 
     # ----- subject ------------------------------------------------------------------------------
@@ -207,8 +226,9 @@ class Run:
         self.progress("encode subject", 0, len(rows))
         with self.timer("encode subject"):
             memory = self.pipe.encode(crops, onehot, self._authors_boxes(points))
-        return SubjectPool(crops, points, labels, track.frame_indices[rows], all_points, memory,
-                           track.report.summary(), large_crops)
+        return SubjectPool(
+            crops, points, labels, track.frame_indices[rows], all_points, memory, track.report.summary(), large_crops
+        )
 
     def _subject_large_side(self, transforms) -> int | None:
         """The side L of the subject crops for the high-res warp, or None where it is off: for a
@@ -224,8 +244,9 @@ class Run:
         if not self.authors:
             return None
         margin, size = self.pipe.model.config.box_margin, (self.size, self.size)
-        return torch.tensor([mask_box(p, size, margin, MIN_CONFIDENCE, authors=True) for p in points],
-                            dtype=torch.float32)
+        return torch.tensor(
+            [mask_box(p, size, margin, MIN_CONFIDENCE, authors=True) for p in points], dtype=torch.float32
+        )
 
     # ----- driving ------------------------------------------------------------------------------
 
@@ -248,8 +269,14 @@ class Run:
             if options.align:
                 aligner = align_face if mode == "face" else align_body
                 aligned = aligner(points, pool.all_points).astype(np.float32)
-            choices = choose_subject_frames(aligned, pool.points, self.size, k=options.num_subject_frames,
-                                            selection=options.selection, seed=options.seed)
+            choices = choose_subject_frames(
+                aligned,
+                pool.points,
+                self.size,
+                k=options.num_subject_frames,
+                selection=options.selection,
+                seed=options.seed,
+            )
         return DrivingPlan(track, transforms, points, aligned, choices, frames, audio)
 
     # ----- generation ---------------------------------------------------------------------------
@@ -268,8 +295,10 @@ class Run:
         chunks = [np.arange(start, min(total, start + batch)) for start in range(0, total, batch)]
         reports = []
         with contextlib.ExitStack() as stack:
-            writers = {name: stack.enter_context(VideoWriter(path, fps, audio_from=audio.get(name), preset="veryfast"))
-                       for name, path in paths.items()}
+            writers = {
+                name: stack.enter_context(VideoWriter(path, fps, audio_from=audio.get(name), preset="veryfast"))
+                for name, path in paths.items()
+            }
             if frames is not None:  # closed after the threads below are done with it
                 stack.callback(frames.close)  # a stopped run ends its ffmpeg decoder now
             worker = stack.enter_context(ThreadPoolExecutor(max_workers=1, thread_name_prefix="tsnet-write"))
@@ -368,8 +397,14 @@ class Run:
         subject = pool.crops[plan.choices[row][0]]
         blend = [pictures["blend_mask"]] if "blend_mask" in pictures else []
         side = np.concatenate([subject, driving_crop, aligned_mask, warped, *blend, image], axis=1)
-        panels = {"output": output, "crop": image, "driving_masks": driving_mask, "aligned_masks": aligned_mask,
-                  "warped": warped, "side_by_side": side}
+        panels = {
+            "output": output,
+            "crop": image,
+            "driving_masks": driving_mask,
+            "aligned_masks": aligned_mask,
+            "warped": warped,
+            "side_by_side": side,
+        }
         if blend:
             panels["blend_mask"] = blend[0]
         return panels
@@ -377,11 +412,16 @@ class Run:
     def _frame_report(self, pool, plan, row) -> FrameReport:
         index = int(plan.track.frame_indices[row])
         report = plan.track.report
-        return FrameReport(index=index, detected=bool(report.detected[index]), filled=report.filled[index],
-                           subject_frames=tuple(int(pool.frame_indices[c]) for c in plan.choices[row]))
+        return FrameReport(
+            index=index,
+            detected=bool(report.detected[index]),
+            filled=report.filled[index],
+            subject_frames=tuple(int(pool.frame_indices[c]) for c in plan.choices[row]),
+        )
 
 
 # ----- helpers ------------------------------------------------------------------------------------
+
 
 def _detect_subject(subject: Source, mode, options) -> LandmarkTrack:
     """The subject's landmarks: a photo (an image file or an (H, W, 3) array) in static mode."""
@@ -404,8 +444,12 @@ def _limit_track(track, max_frames):
     report = track.report
     kept = track.frame_indices[:max_frames]
     end = int(kept[-1]) + 1
-    return replace(track, points=track.points[:max_frames], frame_indices=kept,
-                   report=DetectionReport(report.detected[:end], report.filled[:end], report.policy))
+    return replace(
+        track,
+        points=track.points[:max_frames],
+        frame_indices=kept,
+        report=DetectionReport(report.detected[:end], report.filled[:end], report.policy),
+    )
 
 
 def _crop_transforms(track, mode, size):

@@ -25,12 +25,13 @@ def diverse_rows(points: np.ndarray, count: int) -> np.ndarray:
     for _ in range(count - 1):
         row = int(np.argmax(np.where(np.isfinite(distance), distance, -1)))
         chosen.append(row)
-        distance = np.minimum(distance, pose_distances(points, points[row:row + 1], 1)[:, 0])
+        distance = np.minimum(distance, pose_distances(points, points[row : row + 1], 1)[:, 0])
     return np.array(sorted(set(chosen)))
 
 
-def choose_subject_frames(driving: np.ndarray, pool: np.ndarray, size: int, k: int | None = None,
-                          selection: str = "nearest", seed: int = 0) -> np.ndarray:
+def choose_subject_frames(
+    driving: np.ndarray, pool: np.ndarray, size: int, k: int | None = None, selection: str = "nearest", seed: int = 0
+) -> np.ndarray:
     """(T, P, 3) driving and (S, P, 3) pool crop landmarks -> (T, K) int64 pool rows for each driving
     frame: the K nearest in pose (`selection` "nearest"), or K random ones drawn once with `seed` for
     all frames ("random", the paper's inference). K defaults to min(3, S).
@@ -41,15 +42,17 @@ def choose_subject_frames(driving: np.ndarray, pool: np.ndarray, size: int, k: i
     available = len(pool)
     k = k or min(3, available)
     if k > available:
-        raise InputError(f"K = {k} subject frames were asked but the subject gives only {available} usable "
-                         f"frame{'s' if available > 1 else ''}: lower K or use a longer subject video.")
+        raise InputError(
+            f"K = {k} subject frames were asked but the subject gives only {available} usable "
+            f"frame{'s' if available > 1 else ''}: lower K or use a longer subject video."
+        )
     if selection == "random":
         rows = np.random.default_rng(seed).choice(available, size=k, replace=False)
         return np.broadcast_to(np.sort(rows), (len(driving), k)).copy()
     choices = np.empty((len(driving), k), dtype=np.int64)
     for start in range(0, len(driving), 1024):  # bounded memory on long videos
-        distances = pose_distances(driving[start:start + 1024], pool, size)
-        choices[start:start + 1024] = np.argsort(distances, axis=1, kind="stable")[:, :k]
+        distances = pose_distances(driving[start : start + 1024], pool, size)
+        choices[start : start + 1024] = np.argsort(distances, axis=1, kind="stable")[:, :k]
     return choices
 
 

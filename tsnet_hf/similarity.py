@@ -51,13 +51,21 @@ def boxes_from_masks(masks: torch.Tensor, margin: float) -> torch.Tensor:
     x0, x1 = extent(cols, width)
     y0, y1 = extent(rows, height)
     pad_x, pad_y = margin * width, margin * height
-    boxes = torch.stack([(x0 - pad_x).clamp(min=0), (y0 - pad_y).clamp(min=0),
-                         (x1 + pad_x).clamp(max=width), (y1 + pad_y).clamp(max=height)], dim=-1)
+    boxes = torch.stack(
+        [
+            (x0 - pad_x).clamp(min=0),
+            (y0 - pad_y).clamp(min=0),
+            (x1 + pad_x).clamp(max=width),
+            (y1 + pad_y).clamp(max=height),
+        ],
+        dim=-1,
+    )
     return torch.where(empty[..., None], torch.zeros_like(boxes), boxes)
 
 
-def box_membership(boxes: torch.Tensor, image_size: tuple[int, int], feature_size: tuple[int, int],
-                   authors: bool = False) -> torch.Tensor:
+def box_membership(
+    boxes: torch.Tensor, image_size: tuple[int, int], feature_size: tuple[int, int], authors: bool = False
+) -> torch.Tensor:
     """Which feature cells lie inside each box.
 
     Args:
@@ -125,9 +133,15 @@ def _side_grid(driving, subject, coords, rows, cols, temperature):
     return row_index, row_valid, grid
 
 
-def sampling_grid(driving_features: torch.Tensor, subject_features: torch.Tensor,
-                  driving_inside: torch.Tensor | None, subject_inside: torch.Tensor | None,
-                  temperature: float, mask_aware: bool = True, authors: bool = False) -> torch.Tensor:
+def sampling_grid(
+    driving_features: torch.Tensor,
+    subject_features: torch.Tensor,
+    driving_inside: torch.Tensor | None,
+    subject_inside: torch.Tensor | None,
+    temperature: float,
+    mask_aware: bool = True,
+    authors: bool = False,
+) -> torch.Tensor:
     """Sampling grids G'_k of eq. (2), one per driving frame and subject frame.
 
     Args:
@@ -189,8 +203,9 @@ def allowed_pairs(driving_inside: torch.Tensor, subject_inside: torch.Tensor) ->
     return (rows == cols) | side_empty
 
 
-def dense_reference_grid(driving_features, subject_features, driving_inside, subject_inside,
-                         temperature: float) -> torch.Tensor:
+def dense_reference_grid(
+    driving_features, subject_features, driving_inside, subject_inside, temperature: float
+) -> torch.Tensor:
     """Dense reference of the mask-aware grid: all pairs computed, cross pairs excluded.
 
     Same arguments and result as `sampling_grid`; used by the tests.

@@ -70,9 +70,7 @@ def _alpha(cutoff: np.ndarray | float, dt: float) -> np.ndarray | float:
     return 1.0 / (1.0 + 1.0 / (2.0 * math.pi * cutoff * dt))
 
 
-def one_euro_filter(
-    values: np.ndarray, times: np.ndarray, valid: np.ndarray, settings: OneEuroSettings
-) -> np.ndarray:
+def one_euro_filter(values: np.ndarray, times: np.ndarray, valid: np.ndarray, settings: OneEuroSettings) -> np.ndarray:
     """Filter (T, P, D) values in time, each point's D coordinates as one vector.
 
     values: (T, P, D) float, any units (the speed in `settings.beta` is in these units / s).
@@ -144,14 +142,11 @@ def _settings(preset: str | None, overrides: dict) -> OneEuroSettings:
     elif preset in PRESETS:
         base = PRESETS[preset]
     else:
-        raise InputError(
-            f"Unknown smoothing preset {preset!r}; use one of {sorted(PRESETS)} or None."
-        )
+        raise InputError(f"Unknown smoothing preset {preset!r}; use one of {sorted(PRESETS)} or None.")
     unknown = set(overrides) - set(OneEuroSettings.__dataclass_fields__)
     if unknown:
         raise InputError(
-            f"Unknown smoothing setting(s) {sorted(unknown)}; valid ones are min_cutoff, beta, "
-            "d_cutoff and normalise."
+            f"Unknown smoothing setting(s) {sorted(unknown)}; valid ones are min_cutoff, beta, d_cutoff and normalise."
         )
     return replace(base, **overrides)
 

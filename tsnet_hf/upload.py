@@ -34,8 +34,9 @@ def upload_plan(folder) -> list[Path]:
     """
     folder = Path(folder)
     if not folder.is_dir():
-        raise CheckpointError(f"Checkpoint folder {folder} does not exist: give the folder that holds config.json "
-                              "and model.safetensors.")
+        raise CheckpointError(
+            f"Checkpoint folder {folder} does not exist: give the folder that holds config.json and model.safetensors."
+        )
     resolve_checkpoint(folder)
     _check_card(folder / "README.md")
     return [folder / name for name in UPLOADED if (folder / name).is_file()]
@@ -47,8 +48,10 @@ def _check_card(card_path: Path) -> None:
     base = ModelCard.load(card_path).data.base_model
     for name in [base] if isinstance(base, str) else base or []:
         if not _REPO_ID.match(name):
-            raise CheckpointError(f"{card_path} gives base_model {name!r}, which is not a Hub id: put the base "
-                                  "model's Hub id (USER/NAME) there, or remove the line, before uploading.")
+            raise CheckpointError(
+                f"{card_path} gives base_model {name!r}, which is not a Hub id: put the base "
+                "model's Hub id (USER/NAME) there, or remove the line, before uploading."
+            )
 
 
 def push_checkpoint(folder, repo_id: str, private: bool = False) -> str:
@@ -65,11 +68,20 @@ def push_checkpoint(folder, repo_id: str, private: bool = False) -> str:
         raise CheckpointError(problem)
 
     def failure(error):
-        return CheckpointError(f"Uploading {folder} to {repo_id} failed ({type(error).__name__}): check the id, "
-                               "your token's write access and the network.")
+        return CheckpointError(
+            f"Uploading {folder} to {repo_id} failed ({type(error).__name__}): check the id, "
+            "your token's write access and the network."
+        )
 
-    info = create_and_upload(folder, repo_id, "model", {"private": private or None},
-                             {"allow_patterns": list(UPLOADED)}, "Upload TS-Net checkpoint (tsnet-hf)", failure)
+    info = create_and_upload(
+        folder,
+        repo_id,
+        "model",
+        {"private": private or None},
+        {"allow_patterns": list(UPLOADED)},
+        "Upload TS-Net checkpoint (tsnet-hf)",
+        failure,
+    )
     return str(getattr(info, "commit_url", info))
 
 
@@ -83,8 +95,9 @@ def upload_blocker(dry_run: str) -> str | None:
     return None
 
 
-def create_and_upload(folder, repo_id: str, repo_type: str, create: dict, upload: dict, commit_message: str,
-                      failure) -> object:
+def create_and_upload(
+    folder, repo_id: str, repo_type: str, create: dict, upload: dict, commit_message: str, failure
+) -> object:
     """`create_repo(repo_id, exist_ok=True, **create)`, then `upload_folder(folder, **upload)`, in
     a repository of `repo_type` ("model", "space"); returns upload_folder's answer (a CommitInfo).
 
@@ -95,8 +108,9 @@ def create_and_upload(folder, repo_id: str, repo_type: str, create: dict, upload
     api = huggingface_hub.HfApi()
     try:
         api.create_repo(repo_id, repo_type=repo_type, exist_ok=True, **create)
-        return api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type=repo_type,
-                                 commit_message=commit_message, **upload)
+        return api.upload_folder(
+            folder_path=str(folder), repo_id=repo_id, repo_type=repo_type, commit_message=commit_message, **upload
+        )
     except Exception as error:  # network, permission, bad id: one sentence, not a traceback
         raise failure(error) from None
 

@@ -26,8 +26,16 @@ import numpy as np
 
 from .errors import InputError, VideoError
 
-__all__ = ["VideoInfo", "probe_video", "open_video", "iter_frames", "read_frames", "VideoWriter",
-           "IMAGE_SUFFIXES", "MIN_SIDE"]
+__all__ = [
+    "VideoInfo",
+    "probe_video",
+    "open_video",
+    "iter_frames",
+    "read_frames",
+    "VideoWriter",
+    "IMAGE_SUFFIXES",
+    "MIN_SIDE",
+]
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
 MIN_SIDE = 16  # smallest frame side accepted, in pixels (the model works on 256 px crops)
@@ -79,8 +87,10 @@ def _is_image(path: Path) -> bool:
 
 def _check_size(width: int, height: int, path: Path) -> None:
     if min(width, height) < MIN_SIDE:
-        raise VideoError(f"{path.name} has {width}x{height} pixel frames, too small: frames must be "
-                         f"at least {MIN_SIDE} px on each side; use a larger video or image.")
+        raise VideoError(
+            f"{path.name} has {width}x{height} pixel frames, too small: frames must be "
+            f"at least {MIN_SIDE} px on each side; use a larger video or image."
+        )
 
 
 def _read_image(path: Path) -> np.ndarray:
@@ -95,15 +105,36 @@ def _read_image(path: Path) -> np.ndarray:
 def _decode_command(path: Path, max_frames: int | None, loglevel: str) -> list[str]:
     """ffmpeg command that writes the first video stream's frames to stdout as raw RGB24."""
     limit = [] if max_frames is None else ["-frames:v", str(max_frames)]
-    return [_ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", loglevel, "-i", str(path),
-            "-map", "0:v:0", "-fps_mode", "passthrough", *limit,
-            "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:"]
+    return [
+        _ffmpeg_exe(),
+        "-hide_banner",
+        "-nostdin",
+        "-loglevel",
+        loglevel,
+        "-i",
+        str(path),
+        "-map",
+        "0:v:0",
+        "-fps_mode",
+        "passthrough",
+        *limit,
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "rgb24",
+        "pipe:",
+    ]
 
 
 def _last_log_line(log: str) -> str:
     """The last line of an ffmpeg log that says what went wrong, without its [module @ 0x..] tag."""
-    skip = ("Error opening input file", "Error opening input files", "Conversion failed", "frame=",
-            "At least one output file")
+    skip = (
+        "Error opening input file",
+        "Error opening input files",
+        "Conversion failed",
+        "frame=",
+        "At least one output file",
+    )
     lines = [line.strip() for line in log.splitlines() if line.strip()]
     for line in reversed(lines):
         if not line.startswith(skip):
@@ -129,8 +160,11 @@ def _parse_header(log: str) -> dict:
     size = re.search(r"Stream #\S+.*?: Video: .*?, (\d+)x(\d+)[ ,\n]", output)
     return {
         "fps": float(fps.group(1)) if fps else None,
-        "duration": (int(duration.group(1)) * 3600 + int(duration.group(2)) * 60
-                     + float(duration.group(3)) - late_start) if duration else None,
+        "duration": (
+            int(duration.group(1)) * 3600 + int(duration.group(2)) * 60 + float(duration.group(3)) - late_start
+        )
+        if duration
+        else None,
         "has_audio": re.search(r"Stream #\S+.*?: Audio: ", source) is not None,
         "size": (int(size.group(1)), int(size.group(2))) if size else None,
     }
@@ -138,19 +172,22 @@ def _parse_header(log: str) -> dict:
 
 def _probe_stream(path: Path) -> tuple[dict, np.ndarray]:
     """Decode the first frame of a video: (header dict of `_parse_header`, (H, W, 3) RGB frame)."""
-    result = subprocess.run(_decode_command(path, 1, "info"), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, timeout=120)
+    result = subprocess.run(_decode_command(path, 1, "info"), capture_output=True, timeout=120)
     log = result.stderr.decode("utf-8", errors="replace")
     header = _parse_header(log)
     if header["size"] is None:
-        raise VideoError(f"{path.name} cannot be read as a video ({_last_log_line(log)}); "
-                         "use a complete mp4, mov, webm, avi or gif file.")
+        raise VideoError(
+            f"{path.name} cannot be read as a video ({_last_log_line(log)}); "
+            "use a complete mp4, mov, webm, avi or gif file."
+        )
     width, height = header["size"]
     _check_size(width, height, path)
     if len(result.stdout) < width * height * 3:
-        raise VideoError(f"{path.name} contains no frame that can be decoded ({_last_log_line(log)}); "
-                         "it is probably truncated or damaged: export or download it again.")
-    first = np.frombuffer(result.stdout[:width * height * 3], np.uint8).reshape(height, width, 3)
+        raise VideoError(
+            f"{path.name} contains no frame that can be decoded ({_last_log_line(log)}); "
+            "it is probably truncated or damaged: export or download it again."
+        )
+    first = np.frombuffer(result.stdout[: width * height * 3], np.uint8).reshape(height, width, 3)
     return header, first.copy()
 
 
@@ -158,16 +195,23 @@ def _info_from_header(header: dict) -> VideoInfo:
     fps = header["fps"] if header["fps"] and 0 < header["fps"] <= 1000 else _DEFAULT_FPS
     duration = header["duration"] or 0.0
     width, height = header["size"]
-    return VideoInfo(fps=fps, frame_count=int(round(duration * fps)), width=width, height=height,
-                     has_audio=header["has_audio"], is_image=False)
+    return VideoInfo(
+        fps=fps,
+        frame_count=int(round(duration * fps)),
+        width=width,
+        height=height,
+        has_audio=header["has_audio"],
+        is_image=False,
+    )
 
 
 def _check_request(path: Path, require_video: bool, max_frames: int | None) -> None:
     if max_frames is not None and (not isinstance(max_frames, int) or max_frames < 1):
         raise InputError(f"max_frames is {max_frames!r}; give a whole number >= 1, or None for all.")
     if require_video and _is_image(path):
-        raise VideoError(f"{path.name} is a still image but a video is needed here; "
-                         "give a video file (mp4, mov, webm, avi or gif).")
+        raise VideoError(
+            f"{path.name} is a still image but a video is needed here; give a video file (mp4, mov, webm, avi or gif)."
+        )
 
 
 def probe_video(path: str | os.PathLike, require_video: bool = False) -> VideoInfo:
@@ -190,8 +234,9 @@ def probe_video(path: str | os.PathLike, require_video: bool = False) -> VideoIn
     return _info_from_header(header)
 
 
-def iter_frames(path: str | os.PathLike, max_frames: int | None = None,
-                require_video: bool = False) -> Iterator[np.ndarray]:
+def iter_frames(
+    path: str | os.PathLike, max_frames: int | None = None, require_video: bool = False
+) -> Iterator[np.ndarray]:
     """Stream the frames of a video (or the single frame of an image).
 
     The file is checked when this is called (errors are raised here, not at the first frame);
@@ -210,8 +255,9 @@ def iter_frames(path: str | os.PathLike, max_frames: int | None = None,
     return open_video(path, max_frames, require_video)[1]
 
 
-def open_video(path: str | os.PathLike, max_frames: int | None = None, require_video: bool = False,
-               info: VideoInfo | None = None) -> tuple[VideoInfo, Iterator[np.ndarray]]:
+def open_video(
+    path: str | os.PathLike, max_frames: int | None = None, require_video: bool = False, info: VideoInfo | None = None
+) -> tuple[VideoInfo, Iterator[np.ndarray]]:
     """`probe_video` and `iter_frames` in one: the file is checked and probed once.
 
     info: the VideoInfo an earlier `open_video` of the same file returned: decode again, no probe.
@@ -224,8 +270,9 @@ def open_video(path: str | os.PathLike, max_frames: int | None = None, require_v
     _check_request(path, require_video, max_frames)
     if _is_image(path):
         frame = _read_image(path)
-        info = VideoInfo(fps=None, frame_count=1, width=frame.shape[1], height=frame.shape[0],
-                         has_audio=False, is_image=True)
+        info = VideoInfo(
+            fps=None, frame_count=1, width=frame.shape[1], height=frame.shape[0], has_audio=False, is_image=True
+        )
         return info, iter([frame])
     if info is None:
         info = _info_from_header(_probe_stream(path)[0])
@@ -235,8 +282,7 @@ def open_video(path: str | os.PathLike, max_frames: int | None = None, require_v
 def _decode(path: Path, info: VideoInfo, max_frames: int | None) -> Iterator[np.ndarray]:
     """Frames of a probed video, read from an ffmpeg pipe straight into numpy buffers."""
     log = tempfile.TemporaryFile()  # a file, not a pipe: ffmpeg never blocks on a full stderr
-    process = subprocess.Popen(_decode_command(path, max_frames, "error"), stdout=subprocess.PIPE,
-                               stderr=log)
+    process = subprocess.Popen(_decode_command(path, max_frames, "error"), stdout=subprocess.PIPE, stderr=log)
     decoded = 0
     try:
         while True:
@@ -256,12 +302,18 @@ def _decode(path: Path, info: VideoInfo, max_frames: int | None) -> Iterator[np.
             message = _last_log_line(log.read().decode("utf-8", errors="replace"))
             log.close()
     if decoded == 0:
-        raise VideoError(f"{path.name} contains no frame that can be decoded ({message}); "
-                         "it is probably truncated or damaged: export or download it again.")
+        raise VideoError(
+            f"{path.name} contains no frame that can be decoded ({message}); "
+            "it is probably truncated or damaged: export or download it again."
+        )
     complete = max_frames is not None and decoded >= max_frames
     if not complete and (process.returncode != 0 or decoded < _TRUNCATION_RATIO * info.frame_count):
-        warnings.warn(f"{path.name}: decoded {decoded} of about {info.frame_count} frames; the file "
-                      "seems truncated or damaged, so the rest is missing.", UserWarning, stacklevel=2)
+        warnings.warn(
+            f"{path.name}: decoded {decoded} of about {info.frame_count} frames; the file "
+            "seems truncated or damaged, so the rest is missing.",
+            UserWarning,
+            stacklevel=2,
+        )
 
 
 def _read_exactly(pipe, frame: np.ndarray) -> bool:
@@ -276,8 +328,9 @@ def _read_exactly(pipe, frame: np.ndarray) -> bool:
     return True
 
 
-def read_frames(path: str | os.PathLike, max_frames: int | None = None,
-                require_video: bool = False) -> tuple[np.ndarray, float | None]:
+def read_frames(
+    path: str | os.PathLike, max_frames: int | None = None, require_video: bool = False
+) -> tuple[np.ndarray, float | None]:
     """All frames of a video (or an image) in memory; prefer `iter_frames` for long videos.
 
     Returns:
@@ -293,8 +346,12 @@ def read_frames(path: str | os.PathLike, max_frames: int | None = None,
 
 def _has_audio(path: Path) -> bool:
     """Whether ffmpeg sees an audio stream in the file (a video or an audio-only file)."""
-    result = subprocess.run([_ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=60)
+    result = subprocess.run(
+        [_ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        timeout=60,
+    )
     log = result.stderr.decode("utf-8", errors="replace")
     return re.search(r"Stream #\S+.*: Audio: ", log) is not None
 
@@ -325,8 +382,14 @@ class VideoWriter:
         preset: x264 speed preset ("ultrafast" ... "veryslow").
     """
 
-    def __init__(self, path: str | os.PathLike, fps: float, audio_from: str | os.PathLike | None = None,
-                 crf: int = 18, preset: str = "medium"):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        fps: float,
+        audio_from: str | os.PathLike | None = None,
+        crf: int = 18,
+        preset: str = "medium",
+    ):
         self.path = Path(path)
         if self.path.suffix.lower() != ".mp4":
             raise InputError(f"Output {self.path.name} must end in .mp4; VideoWriter writes mp4 files.")
@@ -369,16 +432,49 @@ class VideoWriter:
         self._log = tempfile.TemporaryFile()
         pad_h, pad_w = height + height % 2, width + width % 2
         command = [
-            _ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
-            "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{pad_w}x{pad_h}", "-r", repr(self.fps),
-            "-i", "-", "-an", "-c:v", "libx264", "-preset", self.preset, "-crf", str(self.crf),
+            _ffmpeg_exe(),
+            "-hide_banner",
+            "-nostdin",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "rgb24",
+            "-s",
+            f"{pad_w}x{pad_h}",
+            "-r",
+            repr(self.fps),
+            "-i",
+            "-",
+            "-an",
+            "-c:v",
+            "libx264",
+            "-preset",
+            self.preset,
+            "-crf",
+            str(self.crf),
             # BT.709 conversion, tagged, so browsers and ffmpeg-based readers show true colours.
-            "-vf", "scale=out_color_matrix=bt709:out_range=tv", "-pix_fmt", "yuv420p",
-            "-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709",
-            "-color_range", "tv", "-movflags", "+faststart", "-f", "mp4", str(self._video_tmp),
+            "-vf",
+            "scale=out_color_matrix=bt709:out_range=tv",
+            "-pix_fmt",
+            "yuv420p",
+            "-colorspace",
+            "bt709",
+            "-color_primaries",
+            "bt709",
+            "-color_trc",
+            "bt709",
+            "-color_range",
+            "tv",
+            "-movflags",
+            "+faststart",
+            "-f",
+            "mp4",
+            str(self._video_tmp),
         ]
-        self._process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                         stderr=self._log)
+        self._process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._log)
 
     def _ffmpeg_log(self) -> str:
         if self._log is None:
@@ -393,15 +489,19 @@ class VideoWriter:
             raise InputError("This VideoWriter is already closed; open a new one to write again.")
         frame = np.asarray(frame)
         if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
-            raise InputError(f"Frame is {frame.dtype} with shape {frame.shape}; "
-                             "give HxWx3 uint8 RGB frames (convert floats with (x * 255).round()).")
+            raise InputError(
+                f"Frame is {frame.dtype} with shape {frame.shape}; "
+                "give HxWx3 uint8 RGB frames (convert floats with (x * 255).round())."
+            )
         if self._size is None:
             self._size = frame.shape[:2]
             self._start(*self._size)
         elif frame.shape[:2] != self._size:
-            raise InputError(f"Frame {self.frames_written} is {frame.shape[1]}x{frame.shape[0]} but "
-                             f"the video is {self._size[1]}x{self._size[0]}; "
-                             "give all frames the same size.")
+            raise InputError(
+                f"Frame {self.frames_written} is {frame.shape[1]}x{frame.shape[0]} but "
+                f"the video is {self._size[1]}x{self._size[0]}; "
+                "give all frames the same size."
+            )
         height, width = self._size
         if height % 2 or width % 2:
             frame = np.pad(frame, ((0, height % 2), (0, width % 2), (0, 0)), mode="edge")
@@ -409,8 +509,9 @@ class VideoWriter:
             self._process.stdin.write(np.ascontiguousarray(frame).data)
         except (BrokenPipeError, OSError):
             self._process.wait()
-            raise VideoError(f"ffmpeg stopped while writing {self.path.name} "
-                             f"({self._ffmpeg_log()}); check free disk space.") from None
+            raise VideoError(
+                f"ffmpeg stopped while writing {self.path.name} ({self._ffmpeg_log()}); check free disk space."
+            ) from None
         self.frames_written += 1
 
     def close(self) -> Path:
@@ -419,8 +520,9 @@ class VideoWriter:
             return self.path
         try:
             if self.frames_written == 0:
-                raise VideoError(f"No frames were written to {self.path.name}; "
-                                 "write at least one frame before closing.")
+                raise VideoError(
+                    f"No frames were written to {self.path.name}; write at least one frame before closing."
+                )
             self._process.stdin.close()
             if self._process.wait() != 0:
                 raise VideoError(f"ffmpeg failed to encode {self.path.name} ({self._ffmpeg_log()}).")
@@ -438,18 +540,42 @@ class VideoWriter:
     def _mux_audio(self) -> None:
         duration = self.frames_written / self.fps
         command = [
-            _ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
-            "-i", str(self._video_tmp), "-i", str(self.audio_from),
-            "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy", "-c:a", "aac", "-b:a", "160k",
-            "-t", f"{duration:.6f}", "-movflags", "+faststart", "-f", "mp4", str(self._final_tmp),
+            _ffmpeg_exe(),
+            "-hide_banner",
+            "-nostdin",
+            "-loglevel",
+            "error",
+            "-y",
+            "-i",
+            str(self._video_tmp),
+            "-i",
+            str(self.audio_from),
+            "-map",
+            "0:v:0",
+            "-map",
+            "1:a:0",
+            "-c:v",
+            "copy",
+            "-c:a",
+            "aac",
+            "-b:a",
+            "160k",
+            "-t",
+            f"{duration:.6f}",
+            "-movflags",
+            "+faststart",
+            "-f",
+            "mp4",
+            str(self._final_tmp),
         ]
-        result = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                timeout=120 + 4 * duration)
+        result = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=120 + 4 * duration)
         if result.returncode != 0:
             message = result.stderr.decode("utf-8", errors="replace").strip().splitlines()
-            raise VideoError(f"Adding the audio of {self.audio_from.name} failed "
-                             f"({message[-1] if message else 'no message'}); "
-                             "pass audio_from=None to write the video without sound.")
+            raise VideoError(
+                f"Adding the audio of {self.audio_from.name} failed "
+                f"({message[-1] if message else 'no message'}); "
+                "pass audio_from=None to write the video without sound."
+            )
 
     def abort(self) -> None:
         """Stop writing and delete everything written so far; `path` is left untouched."""
