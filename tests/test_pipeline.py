@@ -493,6 +493,7 @@ def test_compiled_generator_gives_the_eager_frames(media):
     assert gaps.shape[0] == 10 and gaps.mean(axis=1).max() < 2.0  # a wrong frame order or padding: tens
 
 
+@pytest.mark.slow  # mediapipe (an auto-mode run detects landmarks)
 def test_an_auto_run_probes_each_input_file_once(face_pipe, media, monkeypatch, tmp_path):
     """mode="auto" reads the first frames of both inputs, then the subject again (landmarks, crops)
     and the driving video again (landmarks, generation): one probe per file, every later pass
