@@ -4,37 +4,10 @@
     python training/preprocess.py VIDEOS --mode face --size 128 --storage webp --cache-dir cache/face-128-webp
     python training/preprocess.py cache/face-128 --storage webp --cache-dir cache/face-128-webp   # convert
 
-For each video: landmarks (tsnet_hf.landmarks.detect, missing frames interpolated, One-Euro
-smoothed), square crop boxes smoothed over time (tsnet_hf.crops.face_crop_boxes /
-body_crop_boxes), exactly as `RetargetPipeline` does at inference, so that the crops and masks the
-model trains on are the ones it will see. Each cache folder holds:
-
-    frames.npy      (T, S', S', 3) uint8 RGB crops, read as a memory map during training (storage
-                    "raw", the default), or
-    frames.npz      the same crops as one WebP or JPEG image per row (storage "webp" / "jpeg"):
-                    "data" the images end to end (uint8), "offsets" (T + 1,) int64 where row t's
-                    image starts and ends in it, "shape" (4,) int64, "codec"; decoded with
-                    cv2.imdecode, so that reading needs OpenCV only (no ffmpeg), or
-    frames.mp4      the same crops as an MPEG-4 part 2 video (storage "mp4v"), one frame per row,
-                    written with cv2.VideoWriter and read with cv2.VideoCapture (OpenCV's FFmpeg)
-    landmarks.npy   (T, P, 3) float32 x, y in pixels of those crops, confidence in [0, 1]; compact
-                    storages keep the same array, losslessly zipped, in landmarks.npz ("landmarks")
-    detected.npy    (T,) bool, whether the detector found the face/person in that frame (others
-                    were interpolated; training samples detected frames only)
-    boxes.npy       (T, 4) float32 the inference crop box (x0, y0, x1, y1) in frame pixels
-    frame_indices.npy (T,) int64 frame numbers in the source video
-    meta.json       source, fps, frame size, settings, detection report, tsnet-hf version
-
-The crops cover `context` (1.25) times the inference box, at S' = round(size * context) pixels, so
-that training can jitter the crop's scale and offset around the inference box (training/data.py)
-without inventing pixels. Size on disk, raw: T x S'^2 x 3 bytes (307 KB per frame at size 256);
-`--storage webp` is about 30 times smaller, mp4v about 50 (training/README.md measures them), and
-`--frame-stride` and `--max-frames` keep fewer frames. An existing cache converts to another
-storage (and stride) without detecting again: give the cache instead of the videos. A video whose
-detection fails is skipped and listed in index.json (and not tried again while the file is
-unchanged, unless --force); a video already cached with the same settings is reused; a cache is
-written under a temporary name and renamed when complete, so an interrupted run never leaves a
-half-written cache that looks finished.
+For each video: landmarks, smoothed crop boxes and masks made by the same tsnet_hf functions the
+pipeline runs at inference, stored as one cache folder (its files are listed in training/README.md,
+"Cache folder format"). A cache is written under a temporary name and renamed when complete, so an
+interrupted run never leaves a half-written cache that looks finished.
 """
 
 import argparse
