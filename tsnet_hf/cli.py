@@ -62,8 +62,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("driving", help="driving video (its audio goes to the output)")
     parser.add_argument("-o", "--output", required=True, help="output .mp4")
     parser.add_argument("--checkpoint", help="checkpoint folder or Hub id (default: the shipped one for the mode)")
-    parser.add_argument("--mode", choices=RUN_MODES, default=RunOptions.mode)
-    parser.add_argument(
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _add_run_options(parser.add_argument_group("run options (tsnet_hf.RunOptions)"))
+    _add_device_options(parser.add_argument_group("device and speed"))
+    _add_extra_outputs(parser.add_argument_group("extra outputs"))
+    return parser
+
+
+def _add_run_options(group):
+    group.add_argument("--mode", choices=RUN_MODES, default=RunOptions.mode)
+    group.add_argument(
         "-k",
         "--subject-frames",
         type=int,
@@ -71,66 +79,70 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="K",
         help="subject frames per output frame (default: min(3, available))",
     )
-    parser.add_argument(
+    group.add_argument(
         "--selection",
         choices=SELECTIONS,
         default=RunOptions.selection,
         help="nearest: the K subject frames nearest in pose; random: K drawn once (paper)",
     )
-    parser.add_argument("--seed", type=int, default=RunOptions.seed, help="seed of --selection random")
-    parser.add_argument("--no-align", action="store_true", help="do not rescale the driving landmarks to the subject")
-    parser.add_argument("--no-smooth", action="store_true", help="do not smooth the landmark tracks")
-    parser.add_argument(
+    group.add_argument("--seed", type=int, default=RunOptions.seed, help="seed of --selection random")
+    group.add_argument("--no-align", action="store_true", help="do not rescale the driving landmarks to the subject")
+    group.add_argument("--no-smooth", action="store_true", help="do not smooth the landmark tracks")
+    group.add_argument(
         "--missing",
         choices=MISSING_POLICIES,
         default=RunOptions.missing,
         help="what to do with frames where nothing is detected",
     )
-    parser.add_argument(
+    group.add_argument(
         "--max-frames", type=int, default=RunOptions.max_frames, help="use at most this many driving frames"
     )
-    parser.add_argument(
+    group.add_argument(
         "--batch-size", type=int, default=RunOptions.batch_size, help="driving frames per generator call"
     )
-    parser.add_argument("--crop-only", action="store_true", help="output the generated crop, not the full frame")
-    parser.add_argument(
+    group.add_argument("--crop-only", action="store_true", help="output the generated crop, not the full frame")
+    group.add_argument(
         "--color-match",
         action="store_true",
         help="match output colours to the subject frame (a converted authors' checkpoint always does, their way)",
     )
-    parser.add_argument(
+    group.add_argument(
         "--no-high-res-warp",
         action="store_true",
         help="blend models: paste back the model-size output, not the one recomposed from the larger subject crops",
     )
-    parser.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best there is)")
-    parser.add_argument(
+
+
+def _add_device_options(group):
+    group.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best there is)")
+    group.add_argument(
         "--dtype",
         choices=("float32", "bfloat16", "float16"),
         default=None,
         help="compute dtype (default: bf16/fp16 on CUDA, bf16 on a CPU with native bf16, else fp32)",
     )
-    parser.add_argument(
+    group.add_argument(
         "--threads", type=int, default=None, help="CPU threads for torch (default: the cores this process may use)"
     )
-    parser.add_argument(
+    group.add_argument(
         "--compile",
         action="store_true",
         help="torch.compile the generator (a compile of one to two minutes first; on a 2-core CPU "
         "it did not pay even for a 10 s clip, see docs/benchmarks.md)",
     )
-    parser.add_argument(
+
+
+def _add_extra_outputs(group):
+    group.add_argument(
         "--side-by-side", metavar="MP4", help="also write subject | driving | mask | warped | (blend mask |) output"
     )
-    parser.add_argument("--masks", metavar="MP4", help="also write the aligned driving masks")
-    parser.add_argument("--warped", metavar="MP4", help="also write the transformation branch's warped subject")
-    parser.add_argument(
+    group.add_argument("--masks", metavar="MP4", help="also write the aligned driving masks")
+    group.add_argument("--warped", metavar="MP4", help="also write the transformation branch's warped subject")
+    group.add_argument(
         "--blend-mask",
         metavar="MP4",
         help="blend models: also write the blend mask (white = warped subject, black = decoder)",
     )
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    return parser
 
 
 @contextlib.contextmanager
