@@ -520,6 +520,7 @@ def test_an_auto_run_probes_each_input_file_once(face_pipe, media, monkeypatch, 
         assert len(unprobed) == 3 and unprobed == [True, False, False], (name, unprobed)
 
 
+@pytest.mark.slow  # mediapipe (the pipeline runs on frames)
 def test_a_result_keeps_its_videos_until_cleanup_or_the_end_of_its_with_block(face_pipe):
     subject, driving = moving_face_frames(4, seed=1), moving_face_frames(3, seed=2)
     result = face_pipe(subject, driving, mode="face")
