@@ -10,8 +10,8 @@ Tiers, chosen by markers (pyproject.toml's addopts runs the fast tier; README sa
 - shared: needs ../shared beside the project (or $TSNET_SHARED_DIR) and skips where it is absent;
   a test that asks for the `shared_dir` fixture must carry this marker.
 
-The checks see mediapipe only when it is first imported: in a run of every tier (`-m ""`), a slow
-test that imports it first hides a fast test's import; the default fast run always sees it.
+A fast test that makes a mediapipe detector (tsnet_hf.landmarks._solutions) fails in every run,
+whichever test imported mediapipe first.
 """
 
 import os
@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from tsnet_hf import landmarks
 from tsnet_hf.landmarks import detect
 
 from helpers import find_shared_dir
@@ -79,8 +80,14 @@ class FastTierGuard:
         self.start = time.perf_counter()
         self.had_mediapipe = "mediapipe" in sys.modules
         self.python_commands: list[str] = []
+        self.mediapipe_calls = 0
         self.original_init = subprocess.Popen.__init__
+        self.original_solutions = landmarks._solutions
         guard = self
+
+        def recording_solutions():  # every mediapipe detector is made through it, imported first or not
+            guard.mediapipe_calls += 1
+            return guard.original_solutions()
 
         def recording_init(popen, args, *rest, **kwargs):
             program = args[0] if isinstance(args, (list, tuple)) else str(args).split()[0]
@@ -89,16 +96,18 @@ class FastTierGuard:
             guard.original_init(popen, args, *rest, **kwargs)
 
         subprocess.Popen.__init__ = recording_init
+        landmarks._solutions = recording_solutions
 
     def stop(self):
         subprocess.Popen.__init__ = self.original_init
+        landmarks._solutions = self.original_solutions
 
     def broken_rules(self) -> list[str]:
         broken = []
         if self.python_commands:
             broken.append(f"it started a Python process ({self.python_commands[0][:200]})")
-        if not self.had_mediapipe and "mediapipe" in sys.modules:
-            broken.append("it imported mediapipe")
+        if self.mediapipe_calls or (not self.had_mediapipe and "mediapipe" in sys.modules):
+            broken.append("it ran or imported mediapipe")
         seconds = time.perf_counter() - self.start
         if FAST_LIMIT_S and seconds > FAST_LIMIT_S:
             broken.append(f"it took {seconds:.1f} s (over {FAST_LIMIT_S:g} s, setup included)")
