@@ -6,7 +6,16 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGES = sorted([ROOT / "README.md", *ROOT.glob("docs/*.md"), *ROOT.glob("*/README.md"), *ROOT.glob("*/*/README.md")])
+FOLDER_PAGES = [*ROOT.glob("*/README.md"), *ROOT.glob("*/*/README.md")]
+# The project's own pages: not those of tool caches and build outputs (.pytest_cache/README.md, build/...)
+PAGES = sorted(
+    [ROOT / "README.md", *ROOT.glob("docs/*.md")]
+    + [
+        p
+        for p in FOLDER_PAGES
+        if not any(part.startswith(".") or part == "build" for part in p.relative_to(ROOT).parts)
+    ]
+)
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")  # [text](target) and ![alt](target)
 
 
