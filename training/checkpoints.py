@@ -3,7 +3,7 @@
     OUTPUT/
       training_args.json            every setting of the run
       log.txt, metrics.jsonl        readable log; one JSON line per log step / validation
-      images/step-NNNNNNN.png       image grids (training/train.py `save_grid`)
+      images/step-NNNNNNN.png       image grids (training/logs.py `RunLog.save_grid`)
       checkpoints/
         step-NNNNNNN/               the newest --keep-checkpoints of them; `--resume` takes the last
           config.json, model.safetensors, README.md     a `TSNet.from_pretrained` folder
