@@ -20,31 +20,16 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "tests"))
 from bench_pipeline import clips  # noqa: E402
 from common import append_report, machine_line, markdown_table  # noqa: E402
-from helpers import ServerError, serve_app  # noqa: E402
+from helpers import ServerError, api_inputs, serve_app  # noqa: E402
 
 FIRST_FRAME_TARGET = 10.0  # seconds from Run to the first frame on the page, on the CPU
 
 
 def one_run(client, subject: Path, driving: Path, seconds: float) -> dict:
     """Seconds from the request to the first live-view frame and to the finished outputs."""
-    import gradio_client
-
+    inputs = api_inputs(subject_video=subject, driving_video=driving, max_seconds=seconds)
     start = time.perf_counter()
-    job = client.submit(
-        subject_photo=None,
-        subject_video=gradio_client.handle_file(str(subject)),
-        driving_video=gradio_client.handle_file(str(driving)),
-        motion_template="",
-        mode="auto",
-        subject_frames=3,
-        selection="nearest",
-        align=True,
-        smooth=True,
-        max_seconds=seconds,
-        missing="interpolate",
-        color_match=False,
-        api_name="/retarget",
-    )
+    job = client.submit(**inputs, api_name="/retarget")
     first = None
     while not job.done():
         if first is None and job.outputs():

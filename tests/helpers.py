@@ -158,6 +158,35 @@ def run_training(argv) -> train.Trainer:
 
 # ----- the app server -------------------------------------------------------------------------------------
 
+# /retarget's inputs (tsnet_hf.demo.INPUT_ORDER) with the page's defaults.
+API_DEFAULTS = dict(
+    subject_photo=None,
+    subject_video=None,
+    driving_video=None,
+    motion_template="",
+    mode="auto",
+    subject_frames=3,
+    selection="nearest",
+    align=True,
+    smooth=True,
+    max_seconds=10,
+    missing="interpolate",
+    color_match=False,
+)
+
+
+def api_inputs(**inputs) -> dict:
+    """Keyword inputs of a /retarget call: API_DEFAULTS with `inputs` over them, file paths wrapped
+    for gradio_client."""
+    import gradio_client  # the app extra's client: only the tests and benchmarks that call a server need it
+
+    values = {**API_DEFAULTS, **inputs}
+    for name in ("subject_photo", "subject_video", "driving_video"):
+        if values[name] is not None:
+            values[name] = gradio_client.handle_file(str(values[name]))
+    return values
+
+
 # Offline, no telemetry, and never through a proxy for the local server.
 APP_ENV = {
     "GRADIO_ANALYTICS_ENABLED": "False",

@@ -26,7 +26,7 @@ from tsnet_hf.demo import OUTPUT_ORDER
 from tsnet_hf.options import MISSING_POLICIES, RUN_MODES, SELECTIONS, RunOptions
 from tsnet_hf.video import probe_video, read_frames
 
-from helpers import serve_app
+from helpers import api_inputs, serve_app
 from synthetic import astronaut, moving_face_frames, write_video
 
 REPO = Path(__file__).resolve().parents[1]
@@ -84,27 +84,7 @@ def client(server):
 
 def retarget(client, **inputs):
     """Call /retarget with the page's defaults for whatever is not given."""
-    import gradio_client
-
-    values = dict(
-        subject_photo=None,
-        subject_video=None,
-        driving_video=None,
-        motion_template="",
-        mode="auto",
-        subject_frames=3,
-        selection="nearest",
-        align=True,
-        smooth=True,
-        max_seconds=10,
-        missing="interpolate",
-        color_match=False,
-    )
-    for name in ("subject_photo", "subject_video", "driving_video"):
-        if inputs.get(name) is not None:
-            inputs[name] = gradio_client.handle_file(str(inputs[name]))
-    values.update(inputs)
-    return client.predict(**values, api_name="/retarget")
+    return client.predict(**api_inputs(**inputs), api_name="/retarget")
 
 
 def unpack(outputs) -> dict:
