@@ -186,6 +186,8 @@ def main(argv=None) -> int:
     parser.add_argument("root", nargs="?", type=Path, default=ROOT, help="project folder (default: this one)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of markdown")
     args = parser.parse_args(argv)
+    if not (args.root / "tsnet_hf").is_dir():
+        parser.error(f"{args.root} is not a tsnet-hf checkout (it has no tsnet_hf folder).")
     shape = measure(args.root.resolve())
     print(json.dumps(shape, indent=1) if args.json else markdown(shape))
     return 0

@@ -271,3 +271,16 @@ def test_a_refreshed_card_keeps_what_the_checkpoint_recorded(tmp_path, capsys):
     assert cards.main(["--check", str(tmp_path)]) == 1
     assert cards.main([str(tmp_path)]) == 0 and "1 of 1 card(s) rewritten" in capsys.readouterr().out
     assert cards.same_card((tmp_path / "README.md").read_text(), card)
+
+
+def test_refreshing_a_folder_that_is_not_a_carded_checkpoint_is_one_sentence(tmp_path, capsys):
+    assert cards.main([str(tmp_path / "missing")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert cards.main([str(tmp_path)]) == 2
+    assert "it has no config.json" in capsys.readouterr().err
+    seeded_model(tiny_config("face")).save_pretrained(tmp_path / "model")
+    (tmp_path / "model" / "README.md").unlink()
+    assert cards.main([str(tmp_path / "model")]) == 2
+    error = capsys.readouterr().err
+    assert "has no README.md" in error and "Traceback" not in error and len(error.strip().splitlines()) == 1
+    assert sorted(p.name for p in (tmp_path / "model").iterdir()) == ["config.json", "model.safetensors"]

@@ -17,8 +17,8 @@ from huggingface_hub import ModelCard
 from safetensors import safe_open
 
 from .config import TSNetConfig
-from .errors import TSNetError
-from .hub import CONFIG_NAME, WEIGHTS_NAME, fill_model_card
+from .errors import CheckpointError, TSNetError
+from .hub import CONFIG_NAME, WEIGHTS_NAME, fill_model_card, resolve_checkpoint
 
 
 def refresh_model_card(folder) -> str:
@@ -28,8 +28,20 @@ def refresh_model_card(folder) -> str:
     model), title, description, checkpoint id, and its Training and Evaluation sections; the rest
     (use, architecture table, intended use, limitations, misuse, citation) comes from the template.
     Returns the markdown; `main` writes it.
+
+    Raises:
+        CheckpointError: `folder` is not a checkpoint folder with a card.
     """
     folder = Path(folder)
+    if not folder.is_dir():
+        raise CheckpointError(
+            f"Checkpoint folder {folder} does not exist: give a folder like checkpoints/face-blend-128."
+        )
+    resolve_checkpoint(folder)  # config.json and model.safetensors are there
+    if not (folder / "README.md").is_file():
+        raise CheckpointError(
+            f"{folder} has no README.md: only a checkpoint saved with its model card can be refreshed."
+        )
     card = ModelCard.load(folder / "README.md")
     config = TSNetConfig.from_json_file(folder / CONFIG_NAME)
     with safe_open(str(folder / WEIGHTS_NAME), framework="pt") as weights:
@@ -79,10 +91,20 @@ def main(argv=None) -> int:
         if not same_card(text, (folder / "README.md").read_text(encoding="utf-8")):
             stale.append(folder)
             if not args.check:
-                (folder / "README.md").write_text(text, encoding="utf-8")
+                _write_atomically(folder / "README.md", text)
     verb = "out of date" if args.check else "rewritten"
     print(f"{len(stale)} of {len(args.folders)} card(s) {verb}" + "".join(f"\n  {f}" for f in stale))
     return 1 if args.check and stale else 0
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Write `text` to `path` through a partial file: a failure leaves the old card whole."""
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        partial.write_text(text, encoding="utf-8")
+        partial.replace(path)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 if __name__ == "__main__":
